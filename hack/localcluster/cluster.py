@@ -1,0 +1,478 @@
+"""Starts, inspects and stops a local control plane (etcd, kube-apiserver, kube-controller-manager) in one directory."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import build, pki
+from .errors import ClusterError
+
+REPO_ROOT = build.HACK_DIR.parent
+DEFAULT_DIR = REPO_ROOT / ".local-cluster"
+STATE_FILE = "state.json"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
+SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
+
+# What the issue asks for (namespace, garbage collection, service accounts and their tokens), plus what makes the
+# built-in aggregated roles (`edit`) complete and gives every namespace its kube-root-ca.crt.
+CONTROLLERS = (
+    "namespace-controller",
+    "garbage-collector-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "clusterrole-aggregation-controller",
+    "root-ca-certificate-publisher-controller",
+)
+
+RBAC = """\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: local-cluster:developers-edit
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
+- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: developers}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: local-cluster:gitops-sync-cluster-admin
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "gitops:sync"}
+"""
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class ProcessRecord:
+    pid: int
+    log: str
+    argv: list[str]
+
+
+@dataclass
+class State:
+    """What `up` started and where; written to DIR/state.json so that `status` and `down` find it again."""
+
+    version: str
+    bin_dir: str
+    server: str
+    ports: dict[str, int]
+    processes: dict[str, ProcessRecord] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> State:
+        raw = json.loads(path.read_text())
+        processes = {name: ProcessRecord(**record) for name, record in raw.pop("processes", {}).items()}
+        return cls(processes=processes, **raw)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int
+    running: bool
+    log: str
+
+
+def process_alive(record: ProcessRecord) -> bool:
+    """True if the recorded pid still runs the recorded program (a recycled pid is not ours)."""
+    try:
+        with open(f"/proc/{record.pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return False
+        with open(f"/proc/{record.pid}/cmdline", "rb") as cmdline:
+            argv = cmdline.read().split(b"\0")
+    except (OSError, IndexError):
+        return False
+    return bool(argv) and argv[0].decode(errors="replace") == record.argv[0]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ensure_port_free(port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise ClusterError(
+                f"port {port} on 127.0.0.1 (for {what}) is in use: {e.strerror}; "
+                "stop whatever listens there or choose another port"
+            ) from e
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+class LocalCluster:
+    """One control plane whose state, certificates, logs and kubeconfigs live in `directory`."""
+
+    def __init__(self, directory: Path | str = DEFAULT_DIR) -> None:
+        self.dir = Path(directory).resolve()
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    # --- paths ---------------------------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.dir / STATE_FILE
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.dir / "pki"
+
+    def kubeconfig(self, identity: str = "admin") -> Path:
+        """DIR/<identity>.kubeconfig for one of admin, alice, gitops, breakglass."""
+        path = self.dir / f"{identity}.kubeconfig"
+        if not path.exists():
+            known = ", ".join(i.name for i in pki.IDENTITIES)
+            raise ClusterError(f"no kubeconfig for {identity!r} in {self.dir}; known identities: {known}")
+        return path
+
+    def load_state(self) -> State | None:
+        if not self.state_path.exists():
+            return None
+        try:
+            return State.load(self.state_path)
+        except (ValueError, TypeError, KeyError) as e:
+            raise ClusterError(
+                f"{self.state_path} is unreadable ({e}); run `hack/local-cluster down --dir {self.dir}` to clear it"
+            ) from e
+
+    # --- status --------------------------------------------------------------------------------------------------
+    def status(self) -> tuple[State | None, list[ComponentStatus]]:
+        state = self.load_state()
+        if state is None:
+            return None, []
+        return state, [
+            ComponentStatus(name, record.pid, process_alive(record), record.log)
+            for name, record in state.processes.items()
+        ]
+
+    def is_up(self) -> bool:
+        state, components = self.status()
+        if state is None or len(components) != len(COMPONENTS) or not all(c.running for c in components):
+            return False
+        return self._ready(state.server)
+
+    # --- up ------------------------------------------------------------------------------------------------------
+    def up(self, *, port: int | None = None, timeout: float = 120.0, log: Log = _quiet) -> State:
+        """Starts the control plane, or reports the one already running in this directory."""
+        state = self.load_state()
+        if state is not None:
+            if self.is_up():
+                log(f"the local cluster in {self.dir} is already up at {state.server}")
+                return state
+            log(f"{self.dir} holds a stale cluster (some of its processes are gone); cleaning it up")
+            self.down(log=_quiet)
+        elif self.dir.exists() and any(self.dir.iterdir()):
+            if (self.dir / "pki").exists() or {e.name for e in self.dir.iterdir()} <= {"logs"}:
+                log(f"{self.dir} holds the leftovers of an interrupted start; cleaning it up")
+                self._remove_dir()
+            else:
+                raise ClusterError(f"{self.dir} exists and is not a local cluster directory; choose another --dir")
+
+        if port is not None:
+            _ensure_port_free(port, "kube-apiserver")
+        binaries = build.build(log=log)
+        pins = build.read_pins()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "logs").mkdir(exist_ok=True)
+        started = time.monotonic()
+        try:
+            state = self._start(binaries, pins.kubernetes, port or _free_port(), timeout, log)
+        except BaseException:
+            with contextlib.suppress(ClusterError):
+                self.down(log=_quiet, keep_logs=True)
+            raise
+        log(f"local cluster up at {state.server} in {time.monotonic() - started:.1f}s; source {self.dir / 'env'}")
+        return state
+
+    def _start(self, binaries: Path, version: str, api_port: int, timeout: float, log: Log) -> State:
+        ports = {
+            "kube-apiserver": api_port,
+            "etcd-client": _free_port(),
+            "etcd-peer": _free_port(),
+            "kube-controller-manager": _free_port(),
+        }
+        for name, number in ports.items():
+            _ensure_port_free(number, name)
+        server = f"https://127.0.0.1:{api_port}"
+        state = State(version=version, bin_dir=str(binaries), server=server, ports=ports)
+        self._write_pki(server)
+        deadline = time.monotonic() + timeout
+
+        etcd_url = f"http://127.0.0.1:{ports['etcd-client']}"
+        peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
+        self._spawn(
+            state,
+            "etcd",
+            [
+                str(binaries / "etcd"),
+                "--name=local",
+                f"--data-dir={self.dir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=local={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+        self._wait(state, "etcd", lambda: self._http_ok(f"{etcd_url}/health"), deadline)
+
+        p = self.pki_dir
+        self._spawn(
+            state,
+            "kube-apiserver",
+            [
+                str(binaries / "kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--tls-cert-file={p / 'apiserver.crt'}",
+                f"--tls-private-key-file={p / 'apiserver.key'}",
+                f"--client-ca-file={p / 'ca.crt'}",
+                "--authorization-mode=RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={p / 'sa.key'}",
+                f"--service-account-signing-key-file={p / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                "--allow-privileged=true",
+                "--endpoint-reconciler-type=none",
+                "--advertise-address=127.0.0.1",
+                "--profiling=false",
+                f"--cert-dir={self.dir / 'apiserver-certs'}",
+            ],
+        )
+        self._write_kubeconfigs(server)
+        self._wait(state, "kube-apiserver", lambda: self._ready(server), deadline)
+        log("kube-apiserver is ready")
+
+        self._kubectl(state, ["apply", "-f", "-"], stdin=RBAC)
+        self._spawn(
+            state,
+            "kube-controller-manager",
+            [
+                str(binaries / "kube-controller-manager"),
+                f"--kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
+                f"--authentication-kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
+                f"--authorization-kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['kube-controller-manager']}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                f"--service-account-private-key-file={p / 'sa.key'}",
+                f"--root-ca-file={p / 'ca.crt'}",
+                "--use-service-account-credentials",
+                f"--cert-dir={self.dir / 'controller-manager-certs'}",
+            ],
+        )
+        self._wait(state, "kube-controller-manager", lambda: self._has_default_service_account(state), deadline)
+        log("kube-controller-manager is running its controllers")
+        self._write_env(binaries)
+        return state
+
+    # --- pieces of up ----------------------------------------------------------------------------------------------
+    def _write_pki(self, server: str) -> None:
+        self.pki_dir.mkdir(parents=True, exist_ok=True)
+        ca = pki.CertificateAuthority(self.pki_dir)
+        ca.issue_server(
+            self.pki_dir,
+            "apiserver",
+            [
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
+            ["127.0.0.1", "::1", str(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE)[1])],
+        )
+        for identity in pki.IDENTITIES:
+            ca.issue_client(self.pki_dir, identity)
+        pki.write_signing_key(self.pki_dir / "sa.key")
+
+    def _write_kubeconfigs(self, server: str) -> None:
+        ca = _b64(self.pki_dir / "ca.crt")
+        for identity in pki.IDENTITIES:
+            config = {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority-data": ca}}],
+                "users": [
+                    {
+                        "name": identity.user,
+                        "user": {
+                            "client-certificate-data": _b64(self.pki_dir / f"{identity.name}.crt"),
+                            "client-key-data": _b64(self.pki_dir / f"{identity.name}.key"),
+                        },
+                    }
+                ],
+                "contexts": [{"name": identity.name, "context": {"cluster": "local", "user": identity.user}}],
+                "current-context": identity.name,
+            }
+            path = self.dir / f"{identity.name}.kubeconfig"
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            path.chmod(0o600)
+
+    def _write_env(self, binaries: Path) -> None:
+        paths = [str(binaries)]
+        plugin = Path(sys.executable).parent / "kubectl-gitops"
+        if plugin.exists():
+            paths.append(str(plugin.parent))
+        else:
+            found = shutil.which("kubectl-gitops")
+            if found:
+                paths.append(str(Path(found).parent))
+        text = (
+            "# Source this file: the pinned kubectl and kubectl-gitops first on PATH, the local cluster as admin.\n"
+            f'export PATH="{":".join(paths)}:$PATH"\n'
+            f'export KUBECONFIG="{self.dir / "admin.kubeconfig"}"\n'
+        )
+        (self.dir / "env").write_text(text)
+
+    def _spawn(self, state: State, name: str, argv: list[str]) -> None:
+        log_path = self.dir / "logs" / f"{name}.log"
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                start_new_session=True,
+            )
+        self._children[name] = proc
+        state.processes[name] = ProcessRecord(pid=proc.pid, log=str(log_path), argv=argv)
+        state.save(self.state_path)
+
+    def _wait(self, state: State, name: str, ready: Callable[[], bool], deadline: float) -> None:
+        record = state.processes[name]
+        while time.monotonic() < deadline:
+            if not process_alive(record):
+                self._reap(name)
+                log_path = Path(record.log)
+                hint = ""
+                if "address already in use" in _tail(log_path, 200):
+                    hint = "\nA port it needs is in use; stop whatever listens there and run `up` again."
+                raise ClusterError(f"{name} exited during start-up; the end of {log_path}:\n{_tail(log_path)}{hint}")
+            if ready():
+                return
+            time.sleep(0.2)
+        raise ClusterError(f"{name} was not ready in time; the end of {record.log}:\n{_tail(Path(record.log))}")
+
+    @staticmethod
+    def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def _admin_tls(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
+        context.load_cert_chain(str(self.pki_dir / "admin.crt"), str(self.pki_dir / "admin.key"))
+        return context
+
+    def _ready(self, server: str) -> bool:
+        try:
+            context = self._admin_tls()
+        except (OSError, ssl.SSLError):
+            return False
+        return self._http_ok(f"{server}/readyz", context)
+
+    def _has_default_service_account(self, state: State) -> bool:
+        url = f"{state.server}/api/v1/namespaces/default/serviceaccounts/default"
+        return self._http_ok(url, self._admin_tls())
+
+    def _kubectl(self, state: State, args: list[str], stdin: str | None = None) -> str:
+        argv = [str(Path(state.bin_dir) / "kubectl"), f"--kubeconfig={self.dir / 'admin.kubeconfig'}", *args]
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise ClusterError(f"`kubectl {' '.join(args)}` failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    # --- down ----------------------------------------------------------------------------------------------------
+    def _reap(self, name: str) -> None:
+        child = self._children.pop(name, None)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)
+
+    def down(self, *, log: Log = _quiet, keep_logs: bool = False) -> None:
+        """Stops the recorded processes (newest first) and removes the directory's state."""
+        state = self.load_state()
+        if state is None:
+            if self.dir.exists() and (self.dir / "pki").exists():
+                self._remove_dir()
+                log(f"removed the leftovers in {self.dir}")
+            else:
+                log(f"no local cluster in {self.dir}")
+            return
+        for name in reversed(list(state.processes)):
+            record = state.processes[name]
+            if process_alive(record):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(record.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for name, record in reversed(list(state.processes.items())):
+            while process_alive(record) and time.monotonic() < deadline:
+                self._reap(name)
+                time.sleep(0.1)
+            if process_alive(record):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(record.pid, signal.SIGKILL)
+            self._reap(name)
+            log(f"stopped {name} (pid {record.pid})")
+        if keep_logs:
+            for entry in self.dir.iterdir():
+                if entry.name != "logs":
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        else:
+            self._remove_dir()
+
+    def _remove_dir(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""`kubectl gitops`: the shell's front door to the engine."""

@@ -1,0 +1,150 @@
+"""The local control plane tool's pure parts: module derivation, flags, certificates, state, error messages."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from localcluster import build, pki
+from localcluster.cluster import LocalCluster, ProcessRecord, State, process_alive
+from localcluster.errors import ClusterError
+
+UPSTREAM_GO_MOD = """\
+module k8s.io/kubernetes
+
+go 1.26.0
+
+require (
+\tgithub.com/blang/semver/v4 v4.0.0
+\tk8s.io/api v0.0.0
+\tk8s.io/client-go v0.0.0
+)
+
+replace (
+\tk8s.io/api => ./staging/src/k8s.io/api
+\tk8s.io/client-go => ./staging/src/k8s.io/client-go
+\tk8s.io/sample-cli-plugin => ./staging/src/k8s.io/sample-cli-plugin
+\tgithub.com/example/fork => github.com/example/fork v1.2.3
+)
+"""
+
+
+def test_staging_modules_are_derived_from_the_replaces() -> None:
+    assert build.staging_modules(UPSTREAM_GO_MOD) == ["k8s.io/api", "k8s.io/client-go", "k8s.io/sample-cli-plugin"]
+
+
+def test_wrapper_go_mod_replaces_each_staging_module_with_its_published_version() -> None:
+    text = build.kubernetes_wrapper_go_mod("v1.37.2", "1.26.0", ["k8s.io/api", "k8s.io/client-go"])
+    assert "require k8s.io/kubernetes v1.37.2" in text
+    assert "\tk8s.io/api => k8s.io/api v0.37.2" in text
+    assert "\tk8s.io/client-go => k8s.io/client-go v0.37.2" in text
+    assert "tool k8s.io/kubernetes/cmd/kube-apiserver" in text
+
+
+def test_committed_wrapper_module_matches_the_pin() -> None:
+    pins = build.read_pins()
+    text = (build.KUBERNETES_MODULE_DIR / "go.mod").read_text()
+    _, minor, patch = pins.kubernetes.lstrip("v").split(".")
+    replaces = [line.split() for line in text.splitlines() if "=>" in line]
+    assert len(replaces) > 25
+    assert all(parts[-1] == f"v0.{minor}.{patch}" and parts[0] == parts[2] for parts in replaces)
+    assert (build.KUBERNETES_MODULE_DIR / "go.sum").stat().st_size > 0
+    assert (build.ETCD_MODULE_DIR / "go.sum").stat().st_size > 0
+    assert pins.etcd.startswith("v3.6.")
+
+
+def test_version_ldflags_set_both_version_packages() -> None:
+    flags = build.version_ldflags("v1.37.2")
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        assert f"-X {package}.gitVersion=v1.37.2" in flags
+        assert f"-X {package}.gitMinor=37" in flags
+        assert f"-X {package}.gitTreeState=clean" in flags
+
+
+def test_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    pins = build.Pins(kubernetes="v1.37.2", etcd="v3.6.16")
+    assert build.bin_dir(pins) == tmp_path / "kubectl-gitops" / "k8s-v1.37.2" / "bin"
+
+
+def test_missing_go_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ClusterError, match="Go is not installed"):
+        build.go_executable()
+
+
+def test_a_failing_go_command_shows_gos_error(tmp_path: Path) -> None:
+    (tmp_path / "go.mod").write_text("module example.test/broken\n\ngo 1.21\n")
+    (tmp_path / "main.go").write_text("package main\n\nfunc main() { undefinedThing() }\n")
+    with pytest.raises(ClusterError, match="undefined: undefinedThing"):
+        build._run_go(["build", "."], cwd=tmp_path)
+
+
+def test_client_certificates_carry_user_and_groups(tmp_path: Path) -> None:
+    ca = pki.CertificateAuthority(tmp_path)
+    oncall = next(i for i in pki.IDENTITIES if i.name == "breakglass")
+    pair = ca.issue_client(tmp_path, oncall)
+    cert = x509.load_pem_x509_certificate(pair.cert.read_bytes())
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "oncall"
+    groups = {a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)}
+    assert groups == {"developers", "gitops:break-glass"}
+    assert os.stat(pair.key).st_mode & 0o077 == 0
+
+
+def test_serving_certificate_names_loopback(tmp_path: Path) -> None:
+    ca = pki.CertificateAuthority(tmp_path)
+    pair = ca.issue_server(tmp_path, "serving", ["localhost"], ["127.0.0.1"])
+    cert = x509.load_pem_x509_certificate(pair.cert.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert cert.issuer == ca.cert.subject
+
+
+def test_state_round_trips(tmp_path: Path) -> None:
+    state = State(
+        version="v1.37.2",
+        bin_dir="/bin",
+        server="https://127.0.0.1:1",
+        ports={"kube-apiserver": 1},
+        processes={"etcd": ProcessRecord(pid=1, log="/x", argv=["/bin/etcd"])},
+    )
+    state.save(tmp_path / "state.json")
+    assert State.load(tmp_path / "state.json") == state
+
+
+def test_a_recycled_pid_is_not_ours() -> None:
+    own_argv0 = Path("/proc/self/cmdline").read_bytes().split(b"\0")[0].decode()
+    assert process_alive(ProcessRecord(pid=os.getpid(), log="", argv=[own_argv0]))
+    assert not process_alive(ProcessRecord(pid=os.getpid(), log="", argv=["/somewhere/etcd"]))
+
+
+def test_a_dead_process_is_not_alive() -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    assert not process_alive(ProcessRecord(pid=proc.pid, log="", argv=["true"]))
+
+
+def test_up_refuses_a_directory_that_is_not_a_cluster(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ClusterError, match="not a local cluster directory"):
+        LocalCluster(tmp_path).up()
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_up_reports_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ClusterError, match=f"port {port} on 127.0.0.1 .* is in use"):
+            LocalCluster(tmp_path / "c").up(port=port)
+
+
+def test_status_of_an_empty_directory(tmp_path: Path) -> None:
+    assert LocalCluster(tmp_path).status() == (None, [])
+    assert not LocalCluster(tmp_path).is_up()
