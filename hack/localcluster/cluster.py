@@ -118,10 +118,15 @@ def process_alive(record: ProcessRecord) -> bool:
     return bool(argv) and argv[0].decode(errors="replace") == record.argv[0]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports: every socket stays bound until all are chosen, so none is handed out twice."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
 
 
 def _ensure_port_free(port: int, what: str) -> None:
@@ -221,7 +226,7 @@ class LocalCluster:
         (self.dir / "logs").mkdir(exist_ok=True)
         started = time.monotonic()
         try:
-            state = self._start(binaries, pins.kubernetes, port or _free_port(), timeout, log)
+            state = self._start(binaries, pins.kubernetes, port, timeout, log)
         except BaseException:
             with contextlib.suppress(ClusterError):
                 self.down(log=_quiet, keep_logs=True)
@@ -229,15 +234,14 @@ class LocalCluster:
         log(f"local cluster up at {state.server} in {time.monotonic() - started:.1f}s; source {self.dir / 'env'}")
         return state
 
-    def _start(self, binaries: Path, version: str, api_port: int, timeout: float, log: Log) -> State:
-        ports = {
-            "kube-apiserver": api_port,
-            "etcd-client": _free_port(),
-            "etcd-peer": _free_port(),
-            "kube-controller-manager": _free_port(),
-        }
-        for name, number in ports.items():
-            _ensure_port_free(number, name)
+    def _start(self, binaries: Path, version: str, port: int | None, timeout: float, log: Log) -> State:
+        names = ["kube-apiserver", "etcd-client", "etcd-peer", "kube-controller-manager"]
+        if port is not None:
+            names.remove("kube-apiserver")
+        ports = dict(zip(names, _free_ports(len(names)), strict=True))
+        if port is not None:
+            ports["kube-apiserver"] = port
+        api_port = ports["kube-apiserver"]
         server = f"https://127.0.0.1:{api_port}"
         state = State(version=version, bin_dir=str(binaries), server=server, ports=ports)
         self._write_pki(server)
@@ -277,7 +281,7 @@ class LocalCluster:
                 f"--client-ca-file={p / 'ca.crt'}",
                 "--authorization-mode=RBAC",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={p / 'sa.key'}",
+                f"--service-account-key-file={p / 'sa.pub'}",
                 f"--service-account-signing-key-file={p / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--allow-privileged=true",
@@ -298,8 +302,6 @@ class LocalCluster:
             [
                 str(binaries / "kube-controller-manager"),
                 f"--kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
-                f"--authentication-kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
-                f"--authorization-kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={ports['kube-controller-manager']}",
@@ -333,7 +335,7 @@ class LocalCluster:
         )
         for identity in pki.IDENTITIES:
             ca.issue_client(self.pki_dir, identity)
-        pki.write_signing_key(self.pki_dir / "sa.key")
+        pki.write_signing_key(self.pki_dir / "sa.key", self.pki_dir / "sa.pub")
 
     def _write_kubeconfigs(self, server: str) -> None:
         ca = _b64(self.pki_dir / "ca.crt")
@@ -393,7 +395,7 @@ class LocalCluster:
         record = state.processes[name]
         while time.monotonic() < deadline:
             if not process_alive(record):
-                self._reap(name)
+                self._stop(name, record)
                 log_path = Path(record.log)
                 hint = ""
                 if "address already in use" in _tail(log_path, 200):
@@ -435,15 +437,28 @@ class LocalCluster:
             raise ClusterError(f"`kubectl {' '.join(args)}` failed: {proc.stderr.strip()}")
         return proc.stdout
 
-    # --- down ----------------------------------------------------------------------------------------------------
-    def _reap(self, name: str) -> None:
+    # --- down ---------------------------------------------------------------------------------------------------
+    def _stop(self, name: str, record: ProcessRecord, grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds; a child of this process is also reaped (no zombie left)."""
         child = self._children.pop(name, None)
-        if child is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=5)
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            if child is None and not process_alive(record):
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(record.pid, sig)
+            if child is not None:
+                # A thread-group leader shows as a zombie before its other threads are gone: only wait() knows.
+                try:
+                    child.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            deadline = time.monotonic() + wait
+            while process_alive(record) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def down(self, *, log: Log = _quiet, keep_logs: bool = False) -> None:
-        """Stops the recorded processes (newest first) and removes the directory's state."""
+        """Stops the recorded processes, each before the one it depends on, and removes the directory's state."""
         state = self.load_state()
         if state is None:
             if self.dir.exists() and (self.dir / "pki").exists():
@@ -452,20 +467,9 @@ class LocalCluster:
             else:
                 log(f"no local cluster in {self.dir}")
             return
-        for name in reversed(list(state.processes)):
-            record = state.processes[name]
-            if process_alive(record):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(record.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
+        # The API server shuts down gracefully only while etcd still answers: stop in reverse start order.
         for name, record in reversed(list(state.processes.items())):
-            while process_alive(record) and time.monotonic() < deadline:
-                self._reap(name)
-                time.sleep(0.1)
-            if process_alive(record):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(record.pid, signal.SIGKILL)
-            self._reap(name)
+            self._stop(name, record)
             log(f"stopped {name} (pid {record.pid})")
         if keep_logs:
             for entry in self.dir.iterdir():

@@ -134,7 +134,15 @@ class CertificateAuthority:
         return self._issue(x509.Name(attributes), ExtendedKeyUsageOID.CLIENT_AUTH, directory, identity.name)
 
 
-def write_signing_key(path: Path) -> Path:
-    """The service-account token signing key (the API server reads the public half from the same file)."""
-    _write_key(_new_key(), path)
-    return path
+def write_signing_key(private: Path, public: Path) -> None:
+    """The service-account token signing key and its public half (what the API server verifies tokens with)."""
+    key = _new_key()
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
+    private.chmod(0o600)
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
