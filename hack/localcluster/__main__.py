@@ -32,16 +32,21 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory (default: .local-cluster)")
         if name == "up":
             sub.add_argument("--port", type=int, help="kube-apiserver's port on 127.0.0.1 (default: a free one)")
-    gomod = commands.add_parser("gomod", help="regenerate the Go wrapper modules for other releases")
-    gomod.add_argument("--kubernetes", required=True, help="k8s.io/kubernetes version, e.g. v1.37.2")
-    gomod.add_argument("--etcd", required=True, help="go.etcd.io/etcd/server/v3 version, e.g. v3.6.16")
+    gomod = commands.add_parser(
+        "gomod", help="regenerate the Go wrapper modules for other releases (only those whose version is given)"
+    )
+    gomod.add_argument("--kubernetes", help="k8s.io/kubernetes version, e.g. v1.37.2")
+    gomod.add_argument("--etcd", help="go.etcd.io/etcd/server/v3 version, e.g. v3.6.16")
+    gomod.add_argument("--helm", help="helm.sh/helm/v3 version, e.g. v3.22.0")
     args = parser.parse_args(argv)
+    if args.command == "gomod" and not (args.kubernetes or args.etcd or args.helm):
+        gomod.error("give at least one of --kubernetes, --etcd, --helm")
 
     try:
         if args.command == "build":
             print(build.build(log=_say))
         elif args.command == "gomod":
-            build.regenerate_modules(args.kubernetes, args.etcd, log=_say)
+            build.regenerate_modules(args.kubernetes, args.etcd, log=_say, helm=args.helm)
         elif args.command == "up":
             state = LocalCluster(args.dir).up(port=args.port, log=_say)
             print(state.server)

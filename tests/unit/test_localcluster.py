@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from localcluster import build, pki
+from localcluster.__main__ import main
 from localcluster.cluster import LocalCluster, ProcessRecord, State, process_alive
 from localcluster.errors import ClusterError
 
@@ -66,9 +68,71 @@ def test_version_ldflags_set_both_version_packages() -> None:
         assert f"-X {package}.gitTreeState=clean" in flags
 
 
+def test_helm_pin_is_read_from_its_committed_wrapper_module() -> None:
+    pins = build.read_pins()
+    assert re.fullmatch(r"v3\.\d+\.\d+", pins.helm)
+    lines = (build.HELM_MODULE_DIR / "go.mod").read_text().splitlines()
+    assert "module kubectl-gitops.local/hack/gomod/helm" in lines
+    assert f"\thelm.sh/helm/v3 {pins.helm} // indirect" in lines or f"require helm.sh/helm/v3 {pins.helm}" in lines
+    assert "tool helm.sh/helm/v3/cmd/helm" in lines
+    assert any(line.startswith("\tk8s.io/client-go v0.") for line in lines)
+    assert f"helm.sh/helm/v3 {pins.helm} h1:" in (build.HELM_MODULE_DIR / "go.sum").read_text()
+
+
+def test_helm_wrapper_go_mod_requires_helm_and_declares_its_command() -> None:
+    text = build.helm_wrapper_go_mod("v3.22.0", "1.26.0")
+    lines = text.splitlines()
+    assert "module kubectl-gitops.local/hack/gomod/helm" in lines
+    assert "go 1.26.0" in lines
+    assert "require helm.sh/helm/v3 v3.22.0" in lines
+    assert "tool helm.sh/helm/v3/cmd/helm" in lines
+    assert text.endswith("\n")
+
+
+def test_helm_ldflags_set_its_version_and_kubernetes_capabilities() -> None:
+    flags = build.helm_ldflags("v3.22.0", "v0.37.0").split(" -X ")
+    assert flags[0] == "-s -w"
+    assert "helm.sh/helm/v3/internal/version.version=v3.22.0" in flags
+    assert "helm.sh/helm/v3/internal/version.gitTreeState=clean" in flags
+    for package in ("pkg/chartutil", "pkg/lint/rules"):
+        assert f"helm.sh/helm/v3/{package}.k8sVersionMajor=1" in flags
+        assert f"helm.sh/helm/v3/{package}.k8sVersionMinor=37" in flags
+
+
+def test_a_cache_without_helm_is_incomplete(tmp_path: Path) -> None:
+    for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl"):
+        (tmp_path / name).write_text("#!/bin/sh\n")
+        (tmp_path / name).chmod(0o755)
+    assert build.missing_binaries(tmp_path) == ["helm"]
+    (tmp_path / "helm").write_text("#!/bin/sh\n")
+    (tmp_path / "helm").chmod(0o755)
+    assert build.missing_binaries(tmp_path) == []
+
+
+def test_gomod_regenerates_only_the_modules_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str | None, str | None, str | None]] = []
+
+    def regenerate(kubernetes: str | None, etcd: str | None, log: object = None, helm: str | None = None) -> None:
+        calls.append((kubernetes, etcd, helm))
+
+    monkeypatch.setattr(build, "regenerate_modules", regenerate)
+    assert main(["gomod", "--helm", "v3.22.0"]) == 0
+    assert main(["gomod", "--kubernetes", "v1.37.2", "--etcd", "v3.6.16"]) == 0
+    assert calls == [(None, None, "v3.22.0"), ("v1.37.2", "v3.6.16", None)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gomod"])
+    assert exit_info.value.code == 2
+    assert len(calls) == 2
+
+
+def test_gomod_refuses_a_helm_version_outside_v3() -> None:
+    with pytest.raises(ClusterError, match="not a Helm v3 release"):
+        build.regenerate_modules(helm="v4.0.0")
+
+
 def test_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    pins = build.Pins(kubernetes="v1.37.2", etcd="v3.6.16")
+    pins = build.Pins(kubernetes="v1.37.2", etcd="v3.6.16", helm="v3.22.0")
     assert build.bin_dir(pins) == tmp_path / "kubectl-gitops" / "k8s-v1.37.2" / "bin"
 
 
