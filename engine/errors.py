@@ -11,3 +11,28 @@ class KubeConfigError(GitOpsError):
 
 class ClusterUnreachable(GitOpsError):
     """The API server did not answer."""
+
+
+class ManifestError(GitOpsError):
+    """Git's manifests cannot be used as they are; the message names the file and document."""
+
+
+class SourceError(GitOpsError):
+    """The Git repository or revision cannot be read."""
+
+
+class RenderError(GitOpsError):
+    """Kustomize or Helm failed to render; the message keeps the tool's own output."""
+
+
+class ApiError(GitOpsError):
+    """The API server refused a request; the message keeps the server's own reason."""
+
+    def __init__(self, message: str, status: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class ApplicationNotFound(GitOpsError):
+    """No Application of that name."""

@@ -1,14 +1,26 @@
-"""The Kubernetes API adapter: builds clients from a kubeconfig and turns transport failures into domain errors."""
+"""The Kubernetes API adapter: one kept-alive connection pool, discovery, and the few verbs the engine needs.
+
+Credentials come from the kubeconfig (or the in-cluster ServiceAccount) through the `kubernetes` package; requests go
+through urllib3 directly, so that many dry-runs can run concurrently over kept-alive connections.
+"""
 
 from __future__ import annotations
 
+import json
+import ssl
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
-from .errors import ClusterUnreachable, KubeConfigError
+from .errors import ApiError, ClusterUnreachable, KubeConfigError
+from .objects import FIELD_MANAGER, KubeObject, ObjectKey, key_of, split_api_version
+
+DISCOVERY_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
 
 
 @dataclass(frozen=True)
@@ -17,27 +29,270 @@ class KubeTarget:
 
     kubeconfig: str | None = None
     context: str | None = None
+    in_cluster: bool = False
 
 
-def api_client(target: KubeTarget) -> client.ApiClient:
+@dataclass(frozen=True)
+class ResourceInfo:
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str = "", name: str = "") -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{quote(name, safe='')}"
+        return base
+
+
+def load_configuration(target: KubeTarget) -> client.Configuration:
     configuration = client.Configuration()
     try:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=target.kubeconfig, context=target.context, client_configuration=configuration
-        )
+        if target.in_cluster:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=target.kubeconfig, context=target.context, client_configuration=configuration
+            )
     except (ConfigException, OSError, TypeError, ValueError) as e:
         where = target.kubeconfig or "the default kubeconfig ($KUBECONFIG or ~/.kube/config)"
+        if target.in_cluster:
+            where = "the in-cluster ServiceAccount"
         raise KubeConfigError(f"cannot load {where}: {e}; pass --kubeconfig/--context or set KUBECONFIG") from e
-    configuration.retries = 1
-    return client.ApiClient(configuration)
+    return configuration
 
 
-def server_version(api: client.ApiClient) -> str:
+def _status_message(status: int, body: bytes) -> tuple[str, str]:
     try:
-        info = client.VersionApi(api).get_code(_request_timeout=10)
-    except (urllib3.exceptions.HTTPError, OSError) as e:
-        raise ClusterUnreachable(
-            f"the API server at {api.configuration.host} did not answer ({e}); check that the cluster runs "
-            "and that --context/--kubeconfig point at it"
-        ) from e
-    return str(info.git_version)
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body.decode(errors="replace")[:500] or f"HTTP {status}", ""
+    if isinstance(parsed, dict):
+        return str(parsed.get("message") or f"HTTP {status}"), str(parsed.get("reason") or "")
+    return f"HTTP {status}", ""
+
+
+class KubeClient:
+    """A thin, thread-safe client for the engine's requests."""
+
+    def __init__(self, target: KubeTarget, *, pool_size: int = 16, timeout: float = 30.0) -> None:
+        configuration = load_configuration(target)
+        self.host = configuration.host.rstrip("/")
+        self._headers: dict[str, str] = {"Accept": "application/json", "User-Agent": "kubectl-gitops"}
+        token = (configuration.api_key or {}).get("authorization") or (configuration.api_key or {}).get("BearerToken")
+        if token:
+            self._headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
+        if configuration.username and configuration.password and "Authorization" not in self._headers:
+            self._headers.update(urllib3.make_headers(basic_auth=f"{configuration.username}:{configuration.password}"))
+        pool_args: dict[str, Any] = {
+            "num_pools": 2,
+            "maxsize": pool_size,
+            "block": True,
+            "retries": False,
+            "timeout": urllib3.Timeout(connect=5.0, read=timeout),
+        }
+        if configuration.verify_ssl:
+            pool_args["cert_reqs"] = ssl.CERT_REQUIRED
+            if configuration.ssl_ca_cert:
+                pool_args["ca_certs"] = configuration.ssl_ca_cert
+        else:
+            pool_args["cert_reqs"] = ssl.CERT_NONE
+        if configuration.cert_file:
+            pool_args["cert_file"] = configuration.cert_file
+            pool_args["key_file"] = configuration.key_file
+        if configuration.tls_server_name:
+            pool_args["server_hostname"] = configuration.tls_server_name
+        self._http = urllib3.PoolManager(**pool_args)
+        self._resources: dict[tuple[str, str, str], ResourceInfo] | None = None
+        self._preferred: dict[tuple[str, str], ResourceInfo] = {}
+
+    # --- transport -------------------------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+        accept: str | None = None,
+    ) -> Any:
+        url = self.host + path + (f"?{urlencode(params)}" if params else "")
+        headers = dict(self._headers)
+        if accept:
+            headers["Accept"] = accept
+        data = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":")).encode()
+            headers["Content-Type"] = content_type
+        try:
+            response = self._http.request(method, url, body=data, headers=headers, preload_content=True)
+        except urllib3.exceptions.HTTPError as e:
+            raise ClusterUnreachable(
+                f"the API server at {self.host} did not answer ({e}); check that the cluster runs "
+                "and that --context/--kubeconfig point at it"
+            ) from e
+        if response.status >= 400:
+            message, reason = _status_message(response.status, response.data)
+            raise ApiError(message, response.status, reason)
+        if not response.data:
+            return None
+        return json.loads(response.data)
+
+    # --- discovery -------------------------------------------------------------------------------------------
+    def _discover(self) -> dict[tuple[str, str, str], ResourceInfo]:
+        found: dict[tuple[str, str, str], ResourceInfo] = {}
+        self._preferred = {}
+        for root in ("/api", "/apis"):
+            listing = self.request("GET", root, accept=DISCOVERY_V2)
+            if not isinstance(listing, dict) or listing.get("kind") != "APIGroupDiscoveryList":
+                raise ApiError(f"the API server at {self.host} does not serve aggregated discovery (v1.30+ needed)")
+            for group_doc in listing.get("items") or []:
+                group = (group_doc.get("metadata") or {}).get("name") or ""
+                # Versions come in order of preference: the first one seen for a kind is its preferred version.
+                for version_doc in group_doc.get("versions") or []:
+                    version = version_doc.get("version")
+                    for res in version_doc.get("resources") or []:
+                        kind = (res.get("responseKind") or {}).get("kind")
+                        if not kind or "/" in res.get("resource", ""):
+                            continue
+                        info = ResourceInfo(group, version, kind, res["resource"], res.get("scope") == "Namespaced")
+                        found.setdefault((group, version, kind), info)
+                        self._preferred.setdefault((group, kind), info)
+        return found
+
+    def refresh_discovery(self) -> None:
+        self._resources = self._discover()
+
+    def resource_for(self, api_version: str, kind: str) -> ResourceInfo | None:
+        if self._resources is None:
+            self._resources = self._discover()
+        group, version = split_api_version(api_version)
+        return self._resources.get((group, version, kind))
+
+    def preferred(self, group: str, kind: str) -> ResourceInfo | None:
+        if self._resources is None:
+            self._resources = self._discover()
+        return self._preferred.get((group, kind))
+
+    # --- verbs -----------------------------------------------------------------------------------------------
+    def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None:
+        try:
+            obj: KubeObject = self.request("GET", info.path(namespace, name))
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+        return obj
+
+    def list_objects(
+        self, info: ResourceInfo, *, namespace: str = "", label_selector: str = ""
+    ) -> Iterator[KubeObject]:
+        params = {"limit": "500"}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        while True:
+            page = self.request("GET", info.path(namespace), params=params)
+            for item in page.get("items") or []:
+                item.setdefault("apiVersion", info.api_version)
+                item.setdefault("kind", info.kind)
+                yield item
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+            params = {**params, "continue": token}
+
+    def apply(
+        self,
+        info: ResourceInfo,
+        obj: KubeObject,
+        *,
+        dry_run: bool = False,
+        force: bool = True,
+        field_manager: str = FIELD_MANAGER,
+    ) -> KubeObject:
+        key = key_of(obj)
+        params = {"fieldManager": field_manager, "force": "true" if force else "false"}
+        if dry_run:
+            params["dryRun"] = "All"
+        result: KubeObject = self.request(
+            "PATCH",
+            info.path(key.namespace, key.name),
+            body=obj,
+            params=params,
+            content_type="application/apply-patch+yaml",
+        )
+        return result
+
+    def replace(self, info: ResourceInfo, obj: KubeObject, *, dry_run: bool = False) -> KubeObject:
+        """PUT: the whole object as given (it must carry the live resourceVersion)."""
+        key = key_of(obj)
+        params = {"fieldManager": FIELD_MANAGER, **({"dryRun": "All"} if dry_run else {})}
+        result: KubeObject = self.request("PUT", info.path(key.namespace, key.name), body=obj, params=params)
+        return result
+
+    def json_patch(
+        self, info: ResourceInfo, key: ObjectKey, ops: list[dict[str, Any]], *, field_manager: str = FIELD_MANAGER
+    ) -> KubeObject:
+        result: KubeObject = self.request(
+            "PATCH",
+            info.path(key.namespace, key.name),
+            body=ops,
+            params={"fieldManager": field_manager},
+            content_type="application/json-patch+json",
+        )
+        return result
+
+    def merge_patch(
+        self, info: ResourceInfo, key: ObjectKey, patch: Mapping[str, Any], *, subresource: str = ""
+    ) -> KubeObject:
+        path = info.path(key.namespace, key.name) + (f"/{subresource}" if subresource else "")
+        result: KubeObject = self.request(
+            "PATCH",
+            path,
+            body=patch,
+            params={"fieldManager": FIELD_MANAGER},
+            content_type="application/merge-patch+json",
+        )
+        return result
+
+    def create(self, info: ResourceInfo, obj: KubeObject) -> KubeObject:
+        result: KubeObject = self.request("POST", info.path(key_of(obj).namespace), body=obj)
+        return result
+
+    def delete(self, info: ResourceInfo, key: ObjectKey, *, uid: str = "") -> bool:
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self.request("DELETE", info.path(key.namespace, key.name), body=body)
+        except ApiError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    def whoami(self) -> str:
+        """The authenticated user name, as the API server sees it."""
+        review = self.request(
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+        return str(((review.get("status") or {}).get("userInfo") or {}).get("username") or "unknown")
+
+    def version(self) -> str:
+        return str(self.request("GET", "/version").get("gitVersion"))
+
+
+def server_version(target: KubeTarget) -> str:
+    return KubeClient(target).version()

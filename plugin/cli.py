@@ -6,7 +6,12 @@ import click
 
 from engine.kube import KubeTarget
 
+from .applications import create, delete, list_
 from .context import CliContext
+from .diff import diff
+from .install import install
+from .status import status
+from .sync import sync
 from .version import version
 
 
@@ -20,7 +25,8 @@ def cli(ctx: click.Context, kubeconfig: str | None, kube_context: str | None, na
     ctx.obj = CliContext(target=KubeTarget(kubeconfig=kubeconfig or None, context=kube_context), namespace=namespace)
 
 
-cli.add_command(version)
+for command in (install, create, list_, delete, diff, sync, status, version):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import click
 
 from engine import __version__
 from engine.errors import GitOpsError
-from engine.kube import api_client, server_version
+from engine.kube import server_version
 
 from .context import CliContext, pass_cli
 
@@ -20,6 +20,6 @@ def version(cli: CliContext, client_only: bool) -> None:
     if client_only:
         return
     try:
-        click.echo(f"Server Version: {server_version(api_client(cli.target))}")
+        click.echo(f"Server Version: {server_version(cli.target)}")
     except GitOpsError as e:
         raise click.ClickException(str(e)) from e

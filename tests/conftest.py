@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,3 +55,92 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
     kubectl.run("create", "namespace", name)
     yield name
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Gitops:
+    """The real `kubectl gitops` (through the pinned kubectl's plugin lookup), run as one of the identities."""
+
+    kubectl: Kubectl
+    cache: Path
+
+    def env(self, user: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PATH": f"{self.kubectl.binary.parent}{os.pathsep}{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "KUBECONFIG": str(self.kubectl.cluster.kubeconfig(user)),
+            "XDG_CACHE_HOME": str(self.cache),
+            **(extra or {}),
+        }
+
+    def run(
+        self,
+        *args: str,
+        user: str = "admin",
+        expect: int | None = 0,
+        env: dict[str, str] | None = None,
+        timeout: float = 180,
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.kubectl.binary), "gitops", *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env(user, env), timeout=timeout)
+        if expect is not None and proc.returncode != expect:
+            raise AssertionError(
+                f"kubectl gitops {' '.join(args)} as {user}: exit {proc.returncode}, wanted {expect}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
+        return proc
+
+
+@pytest.fixture(scope="session")
+def gitops(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Gitops:
+    """`kubectl gitops`, with the Application CRD installed once per session."""
+    runner = Gitops(kubectl, tmp_path_factory.mktemp("gitops-cache"))
+    runner.run("install")
+    return runner
+
+
+@dataclass
+class GitRepo:
+    """A real Git repository in a temporary directory, committed to like a user would."""
+
+    path: Path
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(self.path), *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    def commit(self, message: str) -> str:
+        self.git("add", "-A")
+        self.git("-c", "user.name=Dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+    def write(self, relative: str, text: str) -> None:
+        target = self.path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Callable[[str | None], GitRepo]:
+    """Factory: a repository whose first commit holds a copy of a folder of this project (or nothing)."""
+
+    def make(source: str | None = None) -> GitRepo:
+        path = tmp_path / f"repo-{uuid.uuid4().hex[:6]}"
+        if source:
+            shutil.copytree(REPO_ROOT / source, path)
+        else:
+            path.mkdir()
+        repo = GitRepo(path)
+        repo.git("init", "-q", "-b", "main")
+        if source:
+            repo.commit(f"add {source}")
+        return repo
+
+    return make

@@ -1,0 +1,132 @@
+"""The Application resource: what Git source an app follows, where it goes, and how drift is treated."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .drift import DEFAULT_IGNORES, DriftPolicy, IgnoreRule
+from .errors import GitOpsError
+from .objects import API_GROUP, AppRef, KubeObject
+from .render import HelmOptions
+
+API_VERSION = f"{API_GROUP}/v1alpha1"
+KIND = "Application"
+PLURAL = "applications"
+DEFAULT_NAMESPACE = "gitops-system"
+DRIFT_MODES = ("enforce", "warn", "audit", "off")
+HISTORY_LIMIT = 20
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class InvalidApplication(GitOpsError):
+    """An Application whose spec cannot be used; the message names the field."""
+
+
+@dataclass(frozen=True)
+class ApplicationSpec:
+    ref: AppRef
+    repo_url: str
+    revision: str = ""  # empty: the repository's default branch
+    path: str = "."
+    destination_namespace: str = "default"
+    drift_mode: str = "enforce"
+    helm: HelmOptions = field(default_factory=HelmOptions)
+    ignore: tuple[IgnoreRule, ...] = ()
+    prune: bool = False
+    automated: bool = False
+    self_heal: bool = False
+
+    def policy(self, *, autoscaled: bool = False) -> DriftPolicy:
+        defaults = tuple(IgnoreRule(g, k, p) for (g, k), p in DEFAULT_IGNORES.items())
+        return DriftPolicy(ignore=defaults + self.ignore, autoscaled=autoscaled)
+
+
+def validate_name(name: str, what: str = "Application name") -> str:
+    if not _NAME.match(name):
+        raise InvalidApplication(
+            f"{what} {name!r} is not valid: lowercase letters, digits and '-', at most 63 characters, "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+def _str(value: Any, where: str, default: str = "") -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InvalidApplication(f"{where} must be a string")
+    return value
+
+
+def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
+    metadata = obj.get("metadata") or {}
+    ref = AppRef(str(metadata.get("namespace") or DEFAULT_NAMESPACE), str(metadata.get("name") or ""))
+    spec = obj.get("spec") or {}
+    source = spec.get("source") or {}
+    repo_url = _str(source.get("repoURL"), "spec.source.repoURL")
+    if not repo_url:
+        raise InvalidApplication(f"Application {ref}: spec.source.repoURL is required")
+    helm = source.get("helm") or {}
+    mode = _str(spec.get("driftMode"), "spec.driftMode", "enforce")
+    if mode not in DRIFT_MODES:
+        raise InvalidApplication(f"Application {ref}: spec.driftMode {mode!r} is not one of {', '.join(DRIFT_MODES)}")
+    rules = []
+    for index, rule in enumerate(spec.get("ignoreDifferences") or []):
+        pointers = rule.get("jsonPointers") or []
+        if not all(isinstance(p, str) and p.startswith("/") for p in pointers):
+            raise InvalidApplication(
+                f"Application {ref}: spec.ignoreDifferences[{index}].jsonPointers must be JSON pointers ('/a/b')"
+            )
+        rules.append(IgnoreRule(str(rule.get("group", "*")), str(rule.get("kind", "*")), tuple(pointers)))
+    policy = spec.get("syncPolicy") or {}
+    return ApplicationSpec(
+        ref=ref,
+        repo_url=repo_url,
+        revision=_str(source.get("targetRevision"), "spec.source.targetRevision"),
+        path=_str(source.get("path"), "spec.source.path", ".") or ".",
+        destination_namespace=_str((spec.get("destination") or {}).get("namespace"), "destination", "default"),
+        drift_mode=mode,
+        helm=HelmOptions(
+            release_name=_str(helm.get("releaseName"), "spec.source.helm.releaseName"),
+            values_files=tuple(str(v) for v in helm.get("valueFiles") or ()),
+        ),
+        ignore=tuple(rules),
+        prune=bool(policy.get("prune", False)),
+        automated=bool(policy.get("automated", False)),
+        self_heal=bool(policy.get("selfHeal", False)),
+    )
+
+
+def application_manifest(spec: ApplicationSpec) -> KubeObject:
+    source: dict[str, Any] = {"repoURL": spec.repo_url, "path": spec.path}
+    if spec.revision:
+        source["targetRevision"] = spec.revision
+    if spec.helm.release_name or spec.helm.values_files:
+        source["helm"] = {"releaseName": spec.helm.release_name, "valueFiles": list(spec.helm.values_files)}
+    body: dict[str, Any] = {
+        "source": source,
+        "destination": {"namespace": spec.destination_namespace},
+        "driftMode": spec.drift_mode,
+        "syncPolicy": {"prune": spec.prune, "automated": spec.automated, "selfHeal": spec.self_heal},
+    }
+    if spec.ignore:
+        body["ignoreDifferences"] = [
+            {"group": r.group, "kind": r.kind, "jsonPointers": list(r.pointers)} for r in spec.ignore
+        ]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": spec.ref.name, "namespace": spec.ref.namespace},
+        "spec": body,
+    }
+
+
+def with_history(status: Mapping[str, Any], entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The sync history with `entry` appended, oldest dropped beyond HISTORY_LIMIT; ids keep counting up."""
+    history = [dict(h) for h in status.get("history") or []]
+    next_id = max((int(h.get("id", 0)) for h in history), default=0) + 1
+    history.append({"id": next_id, **entry})
+    return history[-HISTORY_LIMIT:]

@@ -1,0 +1,114 @@
+"""Reading and writing Application resources through the cluster adapter."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from .application import API_VERSION, KIND, ApplicationSpec, application_manifest, parse_application, with_history
+from .compare import Comparison
+from .drift import ObjectState
+from .errors import ApplicationNotFound, GitOpsError
+from .kube import KubeClient, ResourceInfo
+from .objects import API_GROUP, AppRef, KubeObject, ObjectKey
+from .source import Commit
+from .sync import Action, SyncResult
+
+
+def install_manifests() -> list[KubeObject]:
+    """The objects `kubectl gitops install` applies: the gitops-system namespace and the Application CRD."""
+    folder = resources.files("kubectl_gitops_manifests")
+    out: list[KubeObject] = []
+    for name in ("namespace.yaml", "crd-application.yaml"):
+        out.extend(doc for doc in yaml.safe_load_all(folder.joinpath(name).read_text()) if doc)
+    return out
+
+
+def application_resource(cluster: KubeClient) -> ResourceInfo:
+    info = cluster.resource_for(API_VERSION, KIND)
+    if info is None:
+        raise GitOpsError(f"the cluster does not serve {KIND}s ({API_GROUP}); run `kubectl gitops install` first")
+    return info
+
+
+def get_application(cluster: KubeClient, ref: AppRef) -> tuple[KubeObject, ApplicationSpec]:
+    obj = cluster.get(application_resource(cluster), ref.namespace, ref.name)
+    if obj is None:
+        raise ApplicationNotFound(
+            f"Application {ref.name!r} not found in namespace {ref.namespace!r}; "
+            "`kubectl gitops list` shows the Applications there"
+        )
+    return obj, parse_application(obj)
+
+
+def list_applications(cluster: KubeClient, namespace: str) -> list[KubeObject]:
+    return list(cluster.list_objects(application_resource(cluster), namespace=namespace))
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def sync_status(
+    app_obj: KubeObject,
+    commit: Commit,
+    user: str,
+    results: Sequence[SyncResult],
+) -> dict[str, Any]:
+    """The status a sync leaves behind: last sync, bounded history, inventory."""
+    status = dict(app_obj.get("status") or {})
+    failed = [r for r in results if r.action is Action.FAILED]
+    result = "Failed" if failed else "Succeeded"
+    entry = {
+        **commit.as_dict(),
+        "time": now(),
+        "user": user,
+        "result": result,
+        "counts": {
+            a.value: sum(1 for r in results if r.action is a) for a in Action if any(r.action is a for r in results)
+        },
+    }
+    if failed:
+        entry["message"] = "; ".join(f"{r.key}: {r.message}" for r in failed[:5])
+    inventory = {r.key for r in results if r.action not in (Action.PRUNED, Action.FAILED)}
+    if failed:
+        # Keep what the last good sync managed, so that a later prune still finds it.
+        inventory |= {ObjectKey(**r) for r in status.get("resources") or []}
+    return {
+        "sync": {"status": "Synced" if not failed else "OutOfSync", "revision": commit.sha},
+        "lastSync": entry,
+        "history": with_history(status, entry),
+        "resources": [key.as_dict() for key in sorted(inventory)],
+    }
+
+
+def comparison_status(comparison: Comparison) -> dict[str, Any]:
+    drifted = [d for d in comparison.diffs if d.drifted]
+    return {
+        "sync": {
+            "status": "OutOfSync" if drifted else "Synced",
+            "revision": comparison.desired.commit.sha,
+        },
+        "drift": {
+            "checkedAt": now(),
+            "objects": len(drifted),
+            "missing": sum(1 for d in drifted if d.state is ObjectState.MISSING),
+            "extra": sum(1 for d in drifted if d.state is ObjectState.EXTRA),
+            "fields": sum(len(d.items) for d in drifted),
+        },
+    }
+
+
+def patch_status(cluster: KubeClient, ref: AppRef, status: dict[str, Any]) -> None:
+    info = application_resource(cluster)
+    cluster.merge_patch(
+        info, ObjectKey(API_GROUP, KIND, ref.namespace, ref.name), {"status": status}, subresource="status"
+    )
+
+
+def create_application(cluster: KubeClient, spec: ApplicationSpec) -> KubeObject:
+    return cluster.create(application_resource(cluster), application_manifest(spec))

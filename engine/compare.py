@@ -1,0 +1,234 @@
+"""Desired state from Git, live state from the cluster, and their comparison: the question both front doors ask."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from .application import ApplicationSpec
+from .drift import ObjectDiff, diff_object, diff_replaced
+from .errors import ApiError, ManifestError
+from .kube import ResourceInfo
+from .manifests import Manifest, check_unique
+from .normalize import SecretMasker
+from .objects import TRACKING_LABEL, AppRef, KubeObject, ObjectKey, is_tracked_by, key_of, with_tracking
+from .render import render_directory
+from .source import Commit, GitSource
+
+T = TypeVar("T")
+R = TypeVar("R")
+WORKERS = int(os.environ.get("KUBECTL_GITOPS_WORKERS", "16"))
+
+
+class Cluster(Protocol):
+    """What the engine needs of the API server (engine.kube.KubeClient implements it)."""
+
+    def resource_for(self, api_version: str, kind: str) -> ResourceInfo | None: ...
+    def preferred(self, group: str, kind: str) -> ResourceInfo | None: ...
+    def refresh_discovery(self) -> None: ...
+    def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None: ...
+    def list_objects(
+        self, info: ResourceInfo, *, namespace: str = "", label_selector: str = ""
+    ) -> Iterator[KubeObject]: ...
+    def apply(
+        self,
+        info: ResourceInfo,
+        obj: KubeObject,
+        *,
+        dry_run: bool = False,
+        force: bool = True,
+        field_manager: str = ...,
+    ) -> KubeObject: ...
+    def json_patch(
+        self, info: ResourceInfo, key: ObjectKey, ops: list[dict[str, Any]], *, field_manager: str = ...
+    ) -> KubeObject: ...
+    def replace(self, info: ResourceInfo, obj: KubeObject, *, dry_run: bool = False) -> KubeObject: ...
+    def delete(self, info: ResourceInfo, key: ObjectKey, *, uid: str = "") -> bool: ...
+
+
+def concurrently(fn: Callable[[T], R], items: Sequence[T], workers: int = WORKERS) -> list[R]:
+    """`fn` over `items` on a thread pool, results in input order; the first exception propagates."""
+    if len(items) <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+@dataclass(frozen=True)
+class DesiredObject:
+    """One object Git declares, ready to send: namespace set, tracking marks on, its resource resolved."""
+
+    manifest: Manifest
+    obj: KubeObject
+    info: ResourceInfo | None  # None: a custom resource whose CRD is part of this same sync
+
+    @property
+    def key(self) -> ObjectKey:
+        return key_of(self.obj)
+
+
+@dataclass
+class Desired:
+    commit: Commit
+    objects: list[DesiredObject]
+
+    def by_key(self) -> dict[ObjectKey, DesiredObject]:
+        return {d.key: d for d in self.objects}
+
+
+def _crd_kinds(manifests: Iterable[Manifest]) -> set[tuple[str, str]]:
+    kinds = set()
+    for m in manifests:
+        if m.obj.get("kind") == "CustomResourceDefinition":
+            spec = m.obj.get("spec") or {}
+            kinds.add((str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", ""))))
+    return kinds
+
+
+def prepare(manifests: list[Manifest], app: ApplicationSpec, cluster: Cluster) -> list[DesiredObject]:
+    """Resolves each manifest's resource, defaults namespaces, adds tracking; unknown kinds and duplicates fail."""
+    pending_crds = _crd_kinds(manifests)
+    prepared: list[DesiredObject] = []
+    for manifest in manifests:
+        obj = dict(manifest.obj)
+        metadata = dict(obj.get("metadata") or {})
+        api_version, kind = str(obj["apiVersion"]), str(obj["kind"])
+        info = cluster.resource_for(api_version, kind)
+        group = api_version.rpartition("/")[0]
+        if info is None and (group, kind) not in pending_crds:
+            raise ManifestError(
+                f"{manifest.where}: the cluster does not know {kind} in {api_version}; "
+                "install its CustomResourceDefinition first or fix apiVersion/kind"
+            )
+        namespaced = info.namespaced if info is not None else True
+        if namespaced and not metadata.get("namespace"):
+            metadata["namespace"] = app.destination_namespace
+        elif not namespaced:
+            metadata.pop("namespace", None)
+        obj["metadata"] = metadata
+        prepared.append(
+            DesiredObject(Manifest(manifest.source, manifest.document, obj), with_tracking(obj, app.ref), info)
+        )
+    check_unique(p.manifest for p in prepared)
+    return prepared
+
+
+def load_desired(
+    app: ApplicationSpec, cluster: Cluster, *, revision: str | None = None, source: GitSource | None = None
+) -> Desired:
+    """Git's objects for `app` at `revision` (default: the Application's), rendered and prepared."""
+    source = source or GitSource(app.repo_url)
+    commit = source.resolve(revision or app.revision or None)
+    label = f"{app.path.strip('/') or '.'}@{commit.sha[:12]}"
+    with source.checkout(commit.sha, app.path) as directory:
+        manifests = render_directory(directory, label, app.destination_namespace, app.helm)
+    return Desired(commit, prepare(manifests, app, cluster))
+
+
+def tracked_live(cluster: Cluster, app: AppRef, kinds: Iterable[tuple[str, str]]) -> dict[ObjectKey, KubeObject]:
+    """Objects of the given (group, kind)s that carry this Application's marks: one list call per kind."""
+    infos = [info for group, kind in sorted(set(kinds)) if (info := cluster.preferred(group, kind)) is not None]
+
+    def list_kind(info: ResourceInfo) -> list[KubeObject]:
+        return [
+            o
+            for o in cluster.list_objects(info, label_selector=f"{TRACKING_LABEL}={app.name}")
+            if is_tracked_by(o, app)
+        ]
+
+    found: dict[ObjectKey, KubeObject] = {}
+    for objects in concurrently(list_kind, infos):
+        for obj in objects:
+            found[key_of(obj)] = obj
+    return found
+
+
+def inventory_kinds(app_obj: KubeObject) -> set[tuple[str, str]]:
+    """The kinds this Application managed at its last sync (from its status), to find objects to prune."""
+    return {
+        (str(r.get("group", "")), str(r.get("kind", "")))
+        for r in ((app_obj.get("status") or {}).get("resources") or [])
+        if r.get("kind")
+    }
+
+
+def autoscaled_targets(objects: Iterable[DesiredObject]) -> set[tuple[str, str, str]]:
+    """(namespace, kind, name) of every object an HPA in Git scales: its replicas belong to the autoscaler."""
+    out = set()
+    for d in objects:
+        if d.obj.get("kind") == "HorizontalPodAutoscaler":
+            ref = (d.obj.get("spec") or {}).get("scaleTargetRef") or {}
+            out.add((d.key.namespace, str(ref.get("kind", "")), str(ref.get("name", ""))))
+    return out
+
+
+@dataclass
+class Comparison:
+    desired: Desired
+    diffs: list[ObjectDiff] = field(default_factory=list)
+    live: dict[ObjectKey, KubeObject] = field(default_factory=dict)
+
+    @property
+    def drifted(self) -> bool:
+        return any(d.drifted for d in self.diffs)
+
+
+def new_masker() -> SecretMasker:
+    """A masker with a key of this process only: markers compare within one output, never across runs."""
+    return SecretMasker(secrets.token_bytes(32))
+
+
+def compare(
+    app: ApplicationSpec,
+    app_obj: KubeObject,
+    desired: Desired,
+    cluster: Cluster,
+    masker: SecretMasker,
+) -> Comparison:
+    """Diffs every desired object against the cluster (server-side dry-run, concurrently) and finds extras."""
+    kinds = {d.key.group_kind for d in desired.objects} | inventory_kinds(app_obj)
+    live = tracked_live(cluster, app.ref, kinds)
+    scaled = autoscaled_targets(desired.objects)
+
+    def one(d: DesiredObject) -> tuple[ObjectDiff, KubeObject | None]:
+        current = live.get(d.key)
+        if current is None and d.info is not None:
+            current = cluster.get(d.info, d.key.namespace, d.key.name)  # there, but not ours yet
+        policy = app.policy(autoscaled=(d.key.namespace, d.key.kind, d.key.name) in scaled)
+        if current is None or d.info is None:
+            return diff_object(d.key, d.obj, None, policy, masker), current
+        try:
+            would_be = cluster.apply(d.info, d.obj, dry_run=True)
+        except ApiError as e:
+            if e.status != 422:
+                raise ApiError(
+                    f"{d.key} ({d.manifest.where}): the API server rejects it: {e}", e.status, e.reason
+                ) from e
+            # Merged with what others changed, Git's object is invalid (say, a list element re-keyed by hand):
+            # compare with Git's object stored whole instead.
+            replacement = {
+                **d.obj,
+                "metadata": {**d.obj["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]},
+            }
+            try:
+                stored = cluster.replace(d.info, replacement, dry_run=True)
+            except ApiError as again:
+                raise ApiError(
+                    f"{d.key} ({d.manifest.where}): the API server rejects it: {e}", e.status, e.reason
+                ) from again
+            return diff_replaced(d.key, stored, current, policy, masker), current
+        return diff_object(d.key, would_be, current, policy, masker), current
+
+    results = concurrently(one, desired.objects)
+    diffs = [diff for diff, _ in results]
+    found_live = {d.key: cur for d, (_, cur) in zip(desired.objects, results, strict=True) if cur is not None}
+    wanted = {d.key for d in desired.objects}
+    for key, obj in sorted(live.items()):
+        if key not in wanted:
+            diffs.append(diff_object(key, None, obj, app.policy(), masker))
+            found_live[key] = obj
+    return Comparison(desired, diffs, found_live)

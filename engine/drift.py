@@ -1,0 +1,355 @@
+"""Drift of one object: where the live object strays from Git, as `changed` and `added` field paths.
+
+`desired` is Git's manifest as the API server would store it: the result of a server-side dry-run apply under our
+field manager. Its managedFields tell exactly which fields Git declares, so server defaults are never compared, and
+the live object's managedFields tell who added what Git does not declare.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import jsonpatch
+
+from . import fieldsets
+from .fieldsets import MISSING, FieldPath
+from .normalize import SecretMasker, is_secret, normalize
+from .objects import FIELD_MANAGER, KubeObject, ObjectKey
+
+# Managers of the cluster's own machinery: what they write is the cluster working, not drift.
+CONTROLLER_MANAGERS = frozenset(
+    {
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+        "cloud-controller-manager",
+        "kube-apiserver",
+    }
+)
+SCALABLE_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "ReplicationController"})
+UNKNOWN_SCALER = "a scale (manager not recorded)"
+# `kubectl rollout restart` is an operation, not a change of configuration.
+DEFAULT_IGNORES: Mapping[tuple[str, str], tuple[str, ...]] = {
+    ("*", "*"): ("/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt",),
+}
+
+
+class DriftKind(StrEnum):
+    CHANGED = "changed"
+    ADDED = "added"
+
+
+class ObjectState(StrEnum):
+    SYNCED = "synced"
+    MODIFIED = "modified"
+    MISSING = "missing"
+    EXTRA = "extra"
+
+
+@dataclass(frozen=True)
+class DriftItem:
+    """One drifted field: its path, kind, Git's value and the live value (None when absent), and for `added` the
+    manager that owns it."""
+
+    path: str
+    kind: DriftKind
+    desired: Any = None
+    live: Any = None
+    manager: str = ""
+    field_path: FieldPath = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "kind": self.kind.value}
+        if self.manager:
+            out["manager"] = self.manager
+        return out
+
+
+@dataclass(frozen=True)
+class IgnoreRule:
+    """JSON pointers to leave out of the comparison for one group/kind ("*" matches any)."""
+
+    group: str
+    kind: str
+    pointers: tuple[str, ...]
+
+    def matches(self, key: ObjectKey) -> bool:
+        return self.group in ("*", key.group) and self.kind in ("*", key.kind)
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    ignore: tuple[IgnoreRule, ...] = tuple(IgnoreRule(g, k, p) for (g, k), p in DEFAULT_IGNORES.items())
+    controller_managers: frozenset[str] = CONTROLLER_MANAGERS
+    field_manager: str = FIELD_MANAGER
+    autoscaled: bool = False  # an HPA of the Application owns this object's replicas
+
+    def ignored_pointers(self, key: ObjectKey) -> tuple[str, ...]:
+        return tuple(p for rule in self.ignore if rule.matches(key) for p in rule.pointers)
+
+
+def _is_ignored(pointer: str, ignored: Sequence[str]) -> bool:
+    return any(pointer == p or pointer.startswith(p + "/") for p in ignored)
+
+
+def _minimal(paths: Iterable[FieldPath]) -> list[FieldPath]:
+    """Drops every path that lies under another one in the set."""
+    ordered = sorted(set(paths), key=len)
+    kept: list[FieldPath] = []
+    for path in ordered:
+        if not any(path[: len(k)] == k for k in kept):
+            kept.append(path)
+    return kept
+
+
+def declared_fields(desired: KubeObject, field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
+    """The union of the field sets our manager applied: what Git declares of this object."""
+    merged: dict[str, Any] = {}
+
+    def merge(into: dict[str, Any], more: Mapping[str, Any]) -> None:
+        for k, v in more.items():
+            if isinstance(v, Mapping) and isinstance(into.get(k), dict):
+                merge(into[k], v)
+            else:
+                into[k] = copy.deepcopy(dict(v)) if isinstance(v, Mapping) else v
+
+    for entry in fieldsets.manager_entries(desired):
+        if entry.manager == field_manager and entry.operation == "Apply" and not entry.subresource:
+            merge(merged, entry.fields)
+    if is_secret(desired):
+        return dict(fieldsets.secret_declared(merged))
+    return merged
+
+
+_IDENTITY = {("f:metadata", "f:name"), ("f:metadata", "f:namespace")}
+
+
+def changed(desired: KubeObject, live: KubeObject, declared: Mapping[str, Any]) -> list[tuple[FieldPath, Any, Any]]:
+    """(path, Git's value, live value) for every declared field whose live value differs or is gone."""
+    found: list[FieldPath] = []
+    for path in fieldsets.leaves(declared, containers=False):
+        if path in _IDENTITY:
+            continue
+        want = fieldsets.lookup(desired, path)
+        have = fieldsets.lookup(live, path)
+        if want == have:
+            continue
+        # A whole list element or map that is gone live is one change, not one per field inside it.
+        for depth in range(1, len(path)):
+            if (
+                fieldsets.lookup(live, path[:depth]) is MISSING
+                and fieldsets.lookup(desired, path[:depth]) is not MISSING
+            ):
+                path = path[:depth]
+                break
+        found.append(path)
+    return [(path, fieldsets.lookup(desired, path), fieldsets.lookup(live, path)) for path in _minimal(found)]
+
+
+def added(live: KubeObject, declared: Mapping[str, Any], policy: DriftPolicy) -> list[tuple[FieldPath, str]]:
+    """(path, manager) for content fields that someone other than us or a controller owns and Git does not declare."""
+    declared_atomic = set(fieldsets.leaves(declared, containers=False))
+    declared_prefixes = {leaf[:i] for leaf in fieldsets.leaves(declared) for i in range(1, len(leaf) + 1)}
+    owners: dict[FieldPath, str] = {}
+    for entry in fieldsets.manager_entries(live):
+        if entry.manager == policy.field_manager or entry.manager in policy.controller_managers:
+            continue
+        if entry.subresource == "status":
+            continue
+        for path in fieldsets.leaves(entry.fields):
+            if not fieldsets.is_content(path) or fieldsets.is_metadata_label_or_annotation(path):
+                continue
+            if path in declared_prefixes or any(path[:i] in declared_atomic for i in range(1, len(path))):
+                continue
+            if fieldsets.lookup(live, path) is MISSING:
+                continue
+            owners.setdefault(path, entry.manager)
+    replicas = ("f:spec", "f:replicas")
+    if (
+        live.get("kind") in SCALABLE_KINDS
+        and not policy.autoscaled
+        and replicas not in declared_prefixes
+        and replicas not in owners
+        and fieldsets.lookup(live, replicas) not in (MISSING, 1)
+        and not any(replicas in set(fieldsets.leaves(e.fields)) for e in fieldsets.manager_entries(live))
+    ):
+        # A scale through the subresource of replicas nobody owned leaves no managedFields entry behind (seen on
+        # v1.37): a replica count Git leaves open that is not the default, with no owner, was set by hand.
+        owners[replicas] = UNKNOWN_SCALER
+    return sorted((path, owners[path]) for path in _minimal(owners))
+
+
+def remove_fields(obj: KubeObject, paths: Iterable[FieldPath]) -> KubeObject:
+    """A copy of `obj` without the given fields (resolved one at a time, so list indices never go stale)."""
+    out = copy.deepcopy(obj)
+    for path in paths:
+        parent = fieldsets.lookup(out, path[:-1])
+        if parent is MISSING:
+            continue
+        last = path[-1]
+        kind, _, raw = last.partition(":")
+        if kind == "f" and isinstance(parent, dict):
+            parent.pop(raw, None)
+        elif isinstance(parent, list):
+            element = fieldsets.lookup(parent, (last,))
+            if element is not MISSING:
+                parent.remove(element)
+    return out
+
+
+@dataclass
+class ObjectDiff:
+    """How one object differs from Git: its state, drifted paths, and normalized, masked views for display."""
+
+    key: ObjectKey
+    state: ObjectState
+    items: list[DriftItem] = field(default_factory=list)
+    live: KubeObject | None = None  # normalized and masked
+    target: KubeObject | None = None  # what a sync makes of it: normalized and masked
+    patch: list[dict[str, Any]] = field(default_factory=list)  # RFC 6902, live -> target
+
+    @property
+    def drifted(self) -> bool:
+        return self.state is not ObjectState.SYNCED
+
+    def added_paths(self) -> list[FieldPath]:
+        return [item.field_path for item in self.items if item.kind is DriftKind.ADDED]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.key.as_dict(),
+            "state": self.state.value,
+            "drift": [item.as_dict() for item in self.items],
+            "patch": self.patch,
+        }
+
+
+def _mask(masker: SecretMasker, obj: KubeObject | None) -> KubeObject | None:
+    return None if obj is None else masker.mask(normalize(obj))
+
+
+def _restore_ignored(target: KubeObject, live: KubeObject, ignored: Sequence[str]) -> None:
+    """Ignored fields are shown as they are live, so the displayed diff leaves them out too."""
+    for pointer in ignored:
+        value = jsonpatch.JsonPointer(pointer).resolve(live, MISSING)
+        op = {"op": "remove", "path": pointer} if value is MISSING else {"op": "add", "path": pointer, "value": value}
+        with contextlib.suppress(jsonpatch.JsonPointerException, jsonpatch.JsonPatchConflict):
+            jsonpatch.apply_patch(target, [op], in_place=True)
+
+
+def diff_object(
+    key: ObjectKey,
+    desired: KubeObject | None,
+    live: KubeObject | None,
+    policy: DriftPolicy,
+    masker: SecretMasker,
+) -> ObjectDiff:
+    """The drift of one object. `desired` None means Git no longer has it (extra); `live` None means missing."""
+    if desired is None:
+        return ObjectDiff(key, ObjectState.EXTRA, live=_mask(masker, live), target=None)
+    if live is None:
+        target = _mask(masker, desired)
+        return ObjectDiff(key, ObjectState.MISSING, target=target, patch=[{"op": "add", "path": "", "value": target}])
+
+    ignored = policy.ignored_pointers(key)
+    declared = declared_fields(desired, policy.field_manager)
+    items: list[DriftItem] = []
+    for path, want, have in changed(desired, live, declared):
+        pointer = fieldsets.pointer(live, path) or fieldsets.pointer(desired, path) or fieldsets.display(path)
+        if _is_ignored(pointer, ignored):
+            continue
+        items.append(
+            DriftItem(
+                path=pointer,
+                kind=DriftKind.CHANGED,
+                desired=None if want is MISSING else masker.mask_value(desired, pointer, want),
+                live=None if have is MISSING else masker.mask_value(live, pointer, have),
+                field_path=path,
+            )
+        )
+    for path, manager in added(live, declared, policy):
+        pointer = fieldsets.pointer(live, path) or fieldsets.display(path)
+        if _is_ignored(pointer, ignored):
+            continue
+        items.append(
+            DriftItem(
+                path=pointer,
+                kind=DriftKind.ADDED,
+                live=masker.mask_value(live, pointer, fieldsets.lookup(live, path)),
+                manager=manager,
+                field_path=path,
+            )
+        )
+
+    live_view = normalize(live)
+    target_view = normalize(remove_fields(desired, [i.field_path for i in items if i.kind is DriftKind.ADDED]))
+    _restore_ignored(target_view, live_view, ignored)
+    live_masked, target_masked = masker.mask(live_view), masker.mask(target_view)
+    patch = list(jsonpatch.make_patch(live_masked, target_masked)) if items else []
+    state = ObjectState.MODIFIED if items else ObjectState.SYNCED
+    return ObjectDiff(key, state, items=items, live=live_masked, target=target_masked, patch=patch)
+
+
+def _owner(live: KubeObject, pointer: str) -> str:
+    """The manager whose field set holds `pointer` (or a parent of it) in `live`."""
+    for entry in fieldsets.manager_entries(live):
+        for path in fieldsets.leaves(entry.fields):
+            owned = fieldsets.pointer(live, path)
+            if owned and (pointer == owned or pointer.startswith(owned + "/") or owned.startswith(pointer + "/")):
+                return entry.manager
+    return ""
+
+
+def diff_replaced(
+    key: ObjectKey, stored: KubeObject, live: KubeObject, policy: DriftPolicy, masker: SecretMasker
+) -> ObjectDiff:
+    """Drift against Git's object stored whole (a dry-run replace), for when a merge with the live object is invalid.
+
+    Without our field set every content difference counts: fields only live has are `added` (by their owner),
+    the rest `changed`. Labels and annotations Git does not declare are still not drift.
+    """
+    live_view, target_view = normalize(live), normalize(stored)
+    ignored = policy.ignored_pointers(key)
+    declared_meta = {
+        (field, name)
+        for field in ("labels", "annotations")
+        for name in ((stored.get("metadata") or {}).get(field) or {})
+    }
+    items: list[DriftItem] = []
+    for op in jsonpatch.make_patch(live_view, target_view):
+        pointer = op["path"]
+        parts = pointer.split("/")
+        if (_is_ignored(pointer, ignored) or parts[1] in ("metadata", "status")) and not (
+            parts[1] == "metadata" and len(parts) > 3 and (parts[2], parts[3].replace("~1", "/")) in declared_meta
+        ):
+            continue
+        if "metadata" in parts[2:] and any(p in ("labels", "annotations") for p in parts[parts.index("metadata", 2) :]):
+            continue
+        have = jsonpatch.JsonPointer(pointer).resolve(live_view, None)
+        if op["op"] == "remove":
+            items.append(
+                DriftItem(
+                    pointer,
+                    DriftKind.ADDED,
+                    live=masker.mask_value(live, pointer, have),
+                    manager=_owner(live, pointer) or "unknown",
+                )
+            )
+        else:
+            items.append(
+                DriftItem(
+                    pointer,
+                    DriftKind.CHANGED,
+                    desired=masker.mask_value(stored, pointer, op.get("value")),
+                    live=None if have is None else masker.mask_value(live, pointer, have),
+                )
+            )
+    live_masked, target_masked = masker.mask(live_view), masker.mask(target_view)
+    patch = list(jsonpatch.make_patch(live_masked, target_masked)) if items else []
+    state = ObjectState.MODIFIED if items else ObjectState.SYNCED
+    return ObjectDiff(key, state, items=items, live=live_masked, target=target_masked, patch=patch)

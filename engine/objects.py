@@ -1,0 +1,87 @@
+"""Object identity and the tracking marks that say which Application manages an object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+API_GROUP = "gitops.kubectl-gitops.io"
+FIELD_MANAGER = "kubectl-gitops"
+TRACKING_LABEL = f"{API_GROUP}/application"
+TRACKING_ANNOTATION = f"{API_GROUP}/tracking-id"
+
+KubeObject = dict[str, Any]
+
+
+@dataclass(frozen=True, order=True)
+class ObjectKey:
+    """An object's identity: group, kind, namespace ("" when cluster-scoped) and name."""
+
+    group: str
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        kind = f"{self.kind}.{self.group}" if self.group else self.kind
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{kind} {where}{self.name}"
+
+    @property
+    def group_kind(self) -> tuple[str, str]:
+        return self.group, self.kind
+
+    def as_dict(self) -> dict[str, str]:
+        return {"group": self.group, "kind": self.kind, "namespace": self.namespace, "name": self.name}
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    """`apps/v1` -> ("apps", "v1"); `v1` -> ("", "v1")."""
+    group, _, version = api_version.rpartition("/")
+    return group, version
+
+
+def key_of(obj: Mapping[str, Any]) -> ObjectKey:
+    metadata = obj.get("metadata") or {}
+    group, _ = split_api_version(str(obj.get("apiVersion", "")))
+    return ObjectKey(group, str(obj.get("kind", "")), str(metadata.get("namespace") or ""), str(metadata["name"]))
+
+
+@dataclass(frozen=True)
+class AppRef:
+    """An Application by namespace and name."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def tracking_id(app: AppRef, key: ObjectKey) -> str:
+    """The annotation value that ties one object to one Application (a copied label alone does not)."""
+    return f"{app.namespace}/{app.name}:{key.group}/{key.kind}:{key.namespace}/{key.name}"
+
+
+def is_tracked_by(obj: Mapping[str, Any], app: AppRef) -> bool:
+    """True when both marks point at `app` and the annotation names this very object."""
+    metadata = obj.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    annotations = metadata.get("annotations") or {}
+    if labels.get(TRACKING_LABEL) != app.name:
+        return False
+    return bool(annotations.get(TRACKING_ANNOTATION) == tracking_id(app, key_of(obj)))
+
+
+def with_tracking(obj: KubeObject, app: AppRef) -> KubeObject:
+    """A copy of `obj` that carries the tracking label and annotation."""
+    out = dict(obj)
+    metadata = dict(out.get("metadata") or {})
+    metadata["labels"] = {**(metadata.get("labels") or {}), TRACKING_LABEL: app.name}
+    metadata["annotations"] = {
+        **(metadata.get("annotations") or {}),
+        TRACKING_ANNOTATION: tracking_id(app, key_of(out)),
+    }
+    out["metadata"] = metadata
+    return out

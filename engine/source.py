@@ -1,0 +1,133 @@
+"""The Git adapter: a per-repository cache, revisions resolved to commits, commits exported without a work tree."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from .errors import SourceError
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    subject: str
+    author: str
+    date: str  # ISO 8601
+
+    def as_dict(self) -> dict[str, str]:
+        return {"revision": self.sha, "subject": self.subject, "author": self.author, "date": self.date}
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kubectl-gitops" / "repos"
+
+
+def _git_message(e: git.GitCommandError) -> str:
+    stderr = e.stderr.strip() if isinstance(e.stderr, str) else str(e.stderr)
+    return stderr.removeprefix("stderr: ").strip("'\n ") or str(e)
+
+
+class GitSource:
+    """One repository URL mirrored into the cache; fetches are explicit so that reads are cheap."""
+
+    def __init__(self, url: str, cache_dir: Path | None = None) -> None:
+        self.url = url
+        digest = hashlib.sha256(url.encode()).hexdigest()[:24]
+        self.path = (cache_dir or default_cache_dir()) / digest
+        self._repo: git.Repo | None = None
+        self._fetched = False
+
+    @property
+    def repo(self) -> git.Repo:
+        if self._repo is None:
+            if (self.path / "HEAD").exists():
+                self._repo = git.Repo(self.path)
+            else:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._repo = git.Repo.init(self.path, bare=True)
+                self._repo.git.remote("add", "--mirror=fetch", "origin", self.url)
+        return self._repo
+
+    def fetch(self) -> None:
+        """Brings the mirror up to date with the remote: branches, tags, and which branch is its default."""
+        try:
+            self.repo.git.fetch("--prune", "--tags", "--force", "origin", kill_after_timeout=300)
+            heads = str(self.repo.git.ls_remote("--symref", "origin", "HEAD", kill_after_timeout=60))
+        except git.GitCommandError as e:
+            raise SourceError(
+                f"cannot fetch {self.url}: {_git_message(e)}; check the URL and that the repository is reachable"
+            ) from e
+        for line in heads.splitlines():
+            if line.startswith("ref: ") and line.endswith("\tHEAD"):
+                self.repo.git.symbolic_ref("HEAD", line[len("ref: ") :].split("\t")[0])
+        self._fetched = True
+
+    def default_branch(self) -> str:
+        try:
+            return str(self.repo.git.symbolic_ref("HEAD")).removeprefix("refs/heads/")
+        except git.GitCommandError as e:
+            raise SourceError(f"{self.url} has no default branch; give a --revision") from e
+
+    def resolve(self, revision: str | None) -> Commit:
+        """A branch, tag or commit (full or abbreviated) to the commit it names, fetching first if needed."""
+        if not self._fetched:
+            self.fetch()
+        wanted = revision or self.default_branch()
+        for candidate in (f"refs/heads/{wanted}", f"refs/tags/{wanted}", wanted):
+            try:
+                commit = self.repo.commit(candidate)
+            except (git.BadName, ValueError, git.GitCommandError):
+                continue
+            return Commit(
+                sha=commit.hexsha,
+                subject=commit.summary if isinstance(commit.summary, str) else commit.summary.decode(),
+                author=f"{commit.author.name} <{commit.author.email}>",
+                date=commit.committed_datetime.isoformat(),
+            )
+        raise SourceError(f"revision {wanted!r} does not exist in {self.url} (no such branch, tag or commit)")
+
+    def history(self, revision: str | None, path: str = "", limit: int = 50) -> list[Commit]:
+        head = self.resolve(revision)
+        out = []
+        paths = [path] if path and path != "." else []
+        for commit in self.repo.iter_commits(head.sha, paths, max_count=limit):
+            out.append(
+                Commit(
+                    commit.hexsha,
+                    commit.summary if isinstance(commit.summary, str) else commit.summary.decode(),
+                    f"{commit.author.name} <{commit.author.email}>",
+                    commit.committed_datetime.isoformat(),
+                )
+            )
+        return out
+
+    @contextmanager
+    def checkout(self, sha: str, path: str = "") -> Iterator[Path]:
+        """The tree of `sha` exported to a temporary directory (never a user's work tree); yields `path` in it.
+
+        The whole tree is exported: a Kustomize overlay may refer to a base outside its own folder.
+        """
+        sub = path.strip("/")
+        try:
+            data = self.repo.git.archive("--format=tar", sha, stdout_as_string=False)
+        except git.GitCommandError as e:
+            raise SourceError(f"cannot read commit {sha[:12]} of {self.url}: {_git_message(e)}") from e
+        with tempfile.TemporaryDirectory(prefix="gitops-render-") as tmp:
+            with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+                archive.extractall(tmp, filter="data")
+            root = Path(tmp).resolve()
+            target = (root / sub).resolve() if sub and sub != "." else root
+            if not target.is_relative_to(root) or not target.is_dir():
+                raise SourceError(f"path {path!r} is not a directory at {sha[:12]} in {self.url}")
+            yield target

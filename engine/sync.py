@@ -1,0 +1,202 @@
+"""Sync: apply Git's state with server-side apply, in a safe order, remove what others added, prune what Git dropped."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from . import fieldsets
+from .application import ApplicationSpec
+from .compare import Cluster, Desired, DesiredObject, autoscaled_targets, concurrently, inventory_kinds, tracked_live
+from .drift import added, declared_fields
+from .errors import ApiError, GitOpsError
+from .normalize import normalize
+from .objects import KubeObject, ObjectKey, key_of
+
+# Applied first, one wave each: what other objects live in or are instances of.
+FIRST_WAVES = (frozenset({"Namespace"}), frozenset({"CustomResourceDefinition"}))
+CRD_ESTABLISH_TIMEOUT = 60.0
+
+
+class Action(StrEnum):
+    CREATED = "created"
+    CONFIGURED = "configured"
+    UNCHANGED = "unchanged"
+    PRUNED = "pruned"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    key: ObjectKey
+    action: Action
+    message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {**self.key.as_dict(), "action": self.action.value}
+        if self.message:
+            out["message"] = self.message
+        return out
+
+
+Progress = Callable[[SyncResult], None]
+
+
+def _no_progress(_: SyncResult) -> None:
+    pass
+
+
+def waves(objects: list[DesiredObject]) -> list[list[DesiredObject]]:
+    """Namespaces, then CRDs, then everything else; empty waves dropped."""
+    out: list[list[DesiredObject]] = [[] for _ in range(len(FIRST_WAVES) + 1)]
+    for d in objects:
+        index = next((i for i, kinds in enumerate(FIRST_WAVES) if d.key.kind in kinds), len(FIRST_WAVES))
+        out[index].append(d)
+    return [w for w in out if w]
+
+
+def _removal_ops(live: KubeObject, paths: list[fieldsets.FieldPath]) -> list[dict[str, Any]]:
+    """JSON patch removing fields from `live`, deepest and last first so earlier indices stay valid."""
+    pointers = [p for p in (fieldsets.pointer(live, path) for path in paths) if p]
+
+    def order(pointer: str) -> list[Any]:
+        return [(0, int(t)) if t.isdigit() else (1, t) for t in pointer.split("/")]
+
+    ops: list[dict[str, Any]] = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": live["metadata"]["resourceVersion"]}
+    ]
+    ops += [{"op": "remove", "path": p} for p in sorted(set(pointers), key=order, reverse=True)]
+    return ops
+
+
+class Syncer:
+    def __init__(
+        self, cluster: Cluster, app: ApplicationSpec, *, dry_run: bool = False, progress: Progress = _no_progress
+    ):
+        self.cluster = cluster
+        self.app = app
+        self.dry_run = dry_run
+        self.progress = progress
+
+    def _wait_established(self, names: list[str]) -> None:
+        info = self.cluster.resource_for("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+        if info is None or not names:
+            return
+        deadline = time.monotonic() + CRD_ESTABLISH_TIMEOUT
+        pending = set(names)
+        while pending:
+            for name in sorted(pending):
+                crd = self.cluster.get(info, "", name) or {}
+                conditions = (crd.get("status") or {}).get("conditions") or []
+                if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+                    pending.discard(name)
+            if pending and time.monotonic() > deadline:
+                raise GitOpsError(
+                    f"CustomResourceDefinitions not established after {CRD_ESTABLISH_TIMEOUT:.0f}s: {sorted(pending)}"
+                )
+            if pending:
+                time.sleep(0.2)
+        self.cluster.refresh_discovery()
+
+    def _resolve(self, d: DesiredObject) -> DesiredObject:
+        if d.info is not None:
+            return d
+        deadline = time.monotonic() + CRD_ESTABLISH_TIMEOUT
+        # Discovery catches up with a newly established CRD a moment later.
+        while (info := self.cluster.resource_for(str(d.obj["apiVersion"]), str(d.obj["kind"]))) is None:
+            if self.dry_run or time.monotonic() > deadline:
+                raise GitOpsError(f"{d.key} ({d.manifest.where}): its kind is still unknown after its CRD was applied")
+            time.sleep(0.25)
+            self.cluster.refresh_discovery()
+        return DesiredObject(d.manifest, d.obj, info)
+
+    def _apply_one(self, d: DesiredObject, live: KubeObject | None, autoscaled: bool) -> SyncResult:
+        assert d.info is not None
+        try:
+            try:
+                result = self.cluster.apply(d.info, d.obj, dry_run=self.dry_run)
+            except ApiError as e:
+                if e.status != 422 or live is None:
+                    raise
+                # Merged with what others changed (a list element re-keyed by hand), Git's object is invalid:
+                # store Git's object whole, then apply it so that our manager owns what it declares.
+                version = live["metadata"]["resourceVersion"]
+                replacement = {**d.obj, "metadata": {**d.obj["metadata"], "resourceVersion": version}}
+                self.cluster.replace(d.info, replacement, dry_run=self.dry_run)
+                result = self.cluster.apply(d.info, d.obj, dry_run=self.dry_run)
+            # Fields others added that Git does not declare: we own what Git declares now, so remove the rest.
+            policy = self.app.policy(autoscaled=autoscaled)
+            extra = [path for path, _ in added(result, declared_fields(result), policy)]
+            if extra and not self.dry_run:
+                result = self.cluster.json_patch(d.info, d.key, _removal_ops(result, extra))
+        except ApiError as e:
+            return SyncResult(d.key, Action.FAILED, str(e))
+        if live is None:
+            action = Action.CREATED
+        elif extra or normalize(result) != normalize(live):
+            # Compared by content: the server sometimes rewrites an unchanged object once (a new resourceVersion).
+            action = Action.CONFIGURED
+        else:
+            action = Action.UNCHANGED
+        return SyncResult(d.key, action)
+
+    def _ensure_namespace(self, desired: Desired) -> None:
+        """The destination namespace, created if missing (not tracked: pruning never deletes it)."""
+        name = self.app.destination_namespace
+        if any(d.key.kind == "Namespace" and d.key.name == name for d in desired.objects):
+            return
+        info = self.cluster.resource_for("v1", "Namespace")
+        if info is None or self.cluster.get(info, "", name) is not None:
+            return
+        self.cluster.apply(
+            info, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, dry_run=self.dry_run
+        )
+
+    def run(self, desired: Desired, app_obj: KubeObject, *, prune: bool) -> list[SyncResult]:
+        kinds = {d.key.group_kind for d in desired.objects} | inventory_kinds(app_obj)
+        live = tracked_live(self.cluster, self.app.ref, kinds)
+        scaled = autoscaled_targets(desired.objects)
+        self._ensure_namespace(desired)
+        results: list[SyncResult] = []
+        for wave in waves(desired.objects):
+            wave = [self._resolve(d) for d in wave]
+
+            def apply(d: DesiredObject) -> SyncResult:
+                current = live.get(d.key)
+                if current is None and d.info is not None:
+                    current = self.cluster.get(d.info, d.key.namespace, d.key.name)
+                result = self._apply_one(d, current, (d.key.namespace, d.key.kind, d.key.name) in scaled)
+                self.progress(result)
+                return result
+
+            done = concurrently(apply, wave)
+            results.extend(done)
+            if any(r.action is Action.FAILED for r in done):
+                return results  # later waves depend on this one
+            crds = [d.key.name for d in wave if d.key.kind == "CustomResourceDefinition"]
+            if crds and not self.dry_run:
+                self._wait_established(crds)
+        if prune:
+            wanted = {d.key for d in desired.objects}
+            extras = [obj for key, obj in sorted(live.items()) if key not in wanted]
+            results.extend(concurrently(self._prune_one, extras))
+        return results
+
+    def _prune_one(self, obj: KubeObject) -> SyncResult:
+        key = key_of(obj)
+        info = self.cluster.resource_for(str(obj["apiVersion"]), str(obj["kind"]))
+        if info is None:
+            return SyncResult(key, Action.FAILED, "its kind is no longer served")
+        if self.dry_run:
+            result = SyncResult(key, Action.PRUNED, "dry run")
+        else:
+            try:
+                self.cluster.delete(info, key, uid=str(obj["metadata"].get("uid", "")))
+                result = SyncResult(key, Action.PRUNED)
+            except ApiError as e:
+                result = SyncResult(key, Action.FAILED, str(e))
+        self.progress(result)
+        return result

@@ -1,0 +1,127 @@
+"""`kubectl gitops create | list | delete`: Applications themselves."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from engine.application import DRIFT_MODES, ApplicationSpec, parse_application, validate_name
+from engine.apps import application_resource, create_application, list_applications
+from engine.errors import ApiError, GitOpsError
+from engine.objects import API_GROUP, ObjectKey
+from engine.render import HelmOptions
+from engine.source import GitSource
+
+from .context import CliContext, CommandError, domain_errors, output_option, pass_cli
+from .render import print_table
+
+
+@click.command("create")
+@click.argument("name")
+@click.option("--repo", required=True, help="Git repository URL (any URL git understands, local paths included).")
+@click.option("--revision", default="", help="Branch, tag or commit (default: the repository's default branch).")
+@click.option("--path", default=".", show_default=True, help="Directory in the repository.")
+@click.option("--dest-namespace", default="default", show_default=True, help="Namespace for namespaced objects.")
+@click.option("--mode", type=click.Choice(DRIFT_MODES), default="enforce", show_default=True, help="Drift mode.")
+@click.option("--prune", is_flag=True, help="Sync deletes tracked objects that Git no longer has.")
+@click.option("--release-name", default="", help="Helm release name (default: the chart directory's name).")
+@click.option("--values", "values_files", multiple=True, help="Helm values file in the chart (repeatable).")
+@output_option("name", "yaml", "json")
+@pass_cli
+def create(
+    cli: CliContext,
+    name: str,
+    repo: str,
+    revision: str,
+    path: str,
+    dest_namespace: str,
+    mode: str,
+    prune: bool,
+    release_name: str,
+    values_files: tuple[str, ...],
+    output: str,
+) -> None:
+    """Create an Application that follows PATH of REPO at REVISION."""
+    with domain_errors():
+        validate_name(name)
+        validate_name(dest_namespace, "destination namespace")
+        spec = ApplicationSpec(
+            ref=cli.app_ref(name),
+            repo_url=repo,
+            revision=revision,
+            path=path,
+            destination_namespace=dest_namespace,
+            drift_mode=mode,
+            helm=HelmOptions(release_name, values_files),
+            prune=prune,
+        )
+        GitSource(repo).resolve(revision or None)  # fail now on a bad URL or revision, not at the first sync
+        try:
+            created = create_application(cli.client, spec)
+        except ApiError as e:
+            if e.status == 409:
+                raise CommandError(f"Application {name!r} already exists in {spec.ref.namespace!r}") from e
+            raise
+    if output == "name":
+        click.echo(f"application.{API_GROUP}/{name} created")
+    else:
+        click.echo(json.dumps(created, indent=2) if output == "json" else _yaml(created))
+
+
+def _yaml(obj: object) -> str:
+    import yaml
+
+    return yaml.safe_dump(obj, sort_keys=False).rstrip()
+
+
+@click.command("list")
+@output_option("text", "json")
+@pass_cli
+def list_(cli: CliContext, output: str) -> None:
+    """List the Applications in the namespace (-n, default gitops-system)."""
+    with domain_errors():
+        apps = list_applications(cli.client, cli.app_namespace)
+    if output == "json":
+        click.echo(
+            json.dumps(
+                [{"metadata": a["metadata"], "spec": a.get("spec"), "status": a.get("status")} for a in apps], indent=2
+            )
+        )
+        return
+    rows = []
+    for app in apps:
+        try:
+            spec = parse_application(app)
+        except GitOpsError as e:
+            rows.append([app["metadata"]["name"], f"invalid: {e}", "", "", "", ""])
+            continue
+        status = app.get("status") or {}
+        sync = status.get("sync") or {}
+        rows.append(
+            [
+                spec.ref.name,
+                spec.repo_url,
+                spec.path,
+                spec.revision or "(default branch)",
+                str(sync.get("status", "Unknown")),
+                spec.drift_mode,
+            ]
+        )
+    if not rows:
+        click.echo(f"No Applications in namespace {cli.app_namespace}.")
+        return
+    print_table(None, ["NAME", "REPO", "PATH", "REVISION", "SYNC", "MODE"], rows)
+
+
+@click.command("delete")
+@click.argument("name")
+@pass_cli
+def delete(cli: CliContext, name: str) -> None:
+    """Delete an Application (the objects it manages stay; sync --prune first to remove them)."""
+    with domain_errors():
+        info = application_resource(cli.client)
+        ref = cli.app_ref(name)
+        if not cli.client.delete(info, ObjectKey(API_GROUP, "Application", ref.namespace, name)):
+            raise CommandError(f"Application {name!r} not found in namespace {ref.namespace!r}")
+    click.echo(f"application.{API_GROUP}/{name} deleted")

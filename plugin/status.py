@@ -1,0 +1,59 @@
+"""`kubectl gitops status`: the Application's revision, last sync, and the state of each of its objects."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from engine.apps import comparison_status, get_application, patch_status
+from engine.compare import compare, load_desired, new_masker
+
+from .context import CliContext, domain_errors, output_option, pass_cli
+from .render import print_table
+
+
+@click.command("status")
+@click.argument("name")
+@output_option("text", "json")
+@pass_cli
+def status(cli: CliContext, name: str, output: str) -> None:
+    """Show Application NAME: its revision, last sync, and each object's state."""
+    with domain_errors():
+        client = cli.client
+        ref = cli.app_ref(name)
+        app_obj, spec = get_application(client, ref)
+        desired = load_desired(spec, client)
+        comparison = compare(spec, app_obj, desired, client, new_masker())
+        summary = comparison_status(comparison)
+        patch_status(client, ref, summary)
+    last = (app_obj.get("status") or {}).get("lastSync") or {}
+    if output == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "application": name,
+                    "revision": desired.commit.sha,
+                    **summary,
+                    "lastSync": last,
+                    "objects": [{**d.key.as_dict(), "state": d.state.value} for d in comparison.diffs],
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(f"Application: {ref}")
+    click.echo(f"Source:      {spec.repo_url} path {spec.path} revision {spec.revision or '(default branch)'}")
+    click.echo(f"Target:      {desired.commit.sha[:12]} {desired.commit.subject}")
+    click.echo(f"Sync:        {summary['sync']['status']}")
+    if last:
+        click.echo(
+            f"Last sync:   {last.get('result')} at {last.get('time')} by {last.get('user')} "
+            f"to {str(last.get('revision', ''))[:12]} {last.get('subject', '')}"
+        )
+    else:
+        click.echo("Last sync:   never")
+    click.echo(f"Drift mode:  {spec.drift_mode}")
+    click.echo()
+    rows = [[str(d.key), d.state.value, str(len(d.items)) if d.items else ""] for d in comparison.diffs]
+    print_table(None, ["OBJECT", "STATE", "DRIFTED FIELDS"], rows)

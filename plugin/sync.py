@@ -1,0 +1,74 @@
+"""`kubectl gitops sync`: bring the cluster back to Git, with an optional prune."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from engine.apps import get_application, patch_status, sync_status
+from engine.compare import load_desired
+from engine.sync import Action, Syncer, SyncResult
+
+from .context import CliContext, CommandError, domain_errors, output_option, pass_cli
+from .render import console, print_table
+
+
+@click.command("sync")
+@click.argument("name")
+@click.option("--revision", default=None, help="Sync this revision instead of the Application's.")
+@click.option("--prune", is_flag=True, help="Delete tracked objects that Git no longer has.")
+@click.option("--dry-run", is_flag=True, help="Ask the API server what would happen; change nothing.")
+@output_option("text", "json")
+@pass_cli
+def sync(cli: CliContext, name: str, revision: str | None, prune: bool, dry_run: bool, output: str) -> None:
+    """Apply Git's state of Application NAME to the cluster."""
+    with domain_errors():
+        client = cli.client
+        ref = cli.app_ref(name)
+        app_obj, spec = get_application(client, ref)
+        desired = load_desired(spec, client, revision=revision)
+        show_progress = output == "text" and sys.stderr.isatty() and len(desired.objects) > 20
+        with Progress(
+            TextColumn("syncing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console(stderr=True),
+            disable=not show_progress,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("sync", total=len(desired.objects))
+
+            def advance(_: SyncResult) -> None:
+                bar.advance(task)
+
+            syncer = Syncer(client, spec, dry_run=dry_run, progress=advance)
+            results = syncer.run(desired, app_obj, prune=prune or spec.prune)
+        if not dry_run:
+            patch_status(client, ref, sync_status(app_obj, desired.commit, client.whoami(), results))
+    failed = [r for r in results if r.action is Action.FAILED]
+    if output == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "application": name,
+                    "revision": desired.commit.sha,
+                    "dryRun": dry_run,
+                    "results": [r.as_dict() for r in results],
+                },
+                indent=2,
+            )
+        )
+    else:
+        suffix = " (dry run)" if dry_run else ""
+        rows = [[str(r.key), r.action.value + suffix, r.message] for r in results]
+        print_table(None, ["OBJECT", "RESULT", "MESSAGE"], rows)
+        counts = {a: sum(1 for r in results if r.action is a) for a in Action}
+        summary = ", ".join(f"{n} {a.value}" for a, n in counts.items() if n)
+        commit = desired.commit
+        click.echo(f"Synced {name} to {commit.sha[:12]} ({commit.subject}): {summary or 'nothing to do'}{suffix}")
+    if failed:
+        raise CommandError(f"{len(failed)} object(s) failed to sync")
