@@ -13,10 +13,10 @@ from .application import ApplicationSpec
 from .drift import ObjectDiff, diff_object, diff_replaced
 from .errors import ApiError, ManifestError
 from .kube import ResourceInfo
-from .manifests import Manifest, check_unique
+from .manifests import MANIFEST_SUFFIXES, Manifest, check_unique
 from .normalize import SecretMasker
 from .objects import TRACKING_LABEL, AppRef, KubeObject, ObjectKey, is_tracked_by, key_of, with_tracking
-from .render import render_directory
+from .render import detect_from_names, parse_files, render_directory
 from .source import Commit, GitSource
 
 T = TypeVar("T")
@@ -43,6 +43,15 @@ class Cluster(Protocol):
         force: bool = True,
         field_manager: str = ...,
     ) -> KubeObject: ...
+    def apply_reporting(
+        self,
+        info: ResourceInfo,
+        obj: KubeObject,
+        *,
+        dry_run: bool = False,
+        force: bool = True,
+        field_manager: str = ...,
+    ) -> tuple[KubeObject, bool]: ...
     def json_patch(
         self, info: ResourceInfo, key: ObjectKey, ops: list[dict[str, Any]], *, field_manager: str = ...
     ) -> KubeObject: ...
@@ -124,8 +133,11 @@ def load_desired(
     source = source or GitSource(app.repo_url)
     commit = source.resolve(revision or app.revision or None)
     label = f"{app.path.strip('/') or '.'}@{commit.sha[:12]}"
-    with source.checkout(commit.sha, app.path) as directory:
-        manifests = render_directory(directory, label, app.destination_namespace, app.helm)
+    if detect_from_names(source.file_names(commit.sha, app.path)) == "directory":
+        manifests = parse_files(source.read_files(commit.sha, app.path, MANIFEST_SUFFIXES), label)
+    else:
+        with source.checkout(commit.sha, app.path) as directory:
+            manifests = render_directory(directory, label, app.destination_namespace, app.helm)
     return Desired(commit, prepare(manifests, app, cluster))
 
 

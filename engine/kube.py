@@ -116,7 +116,10 @@ class KubeClient:
         self._preferred: dict[tuple[str, str], ResourceInfo] = {}
 
     # --- transport -------------------------------------------------------------------------------------------
-    def request(
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.exchange(method, path, **kwargs)[1]
+
+    def exchange(
         self,
         method: str,
         path: str,
@@ -125,7 +128,8 @@ class KubeClient:
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
         accept: str | None = None,
-    ) -> Any:
+    ) -> tuple[int, Any]:
+        """One request; returns the HTTP status and the decoded body."""
         url = self.host + path + (f"?{urlencode(params)}" if params else "")
         headers = dict(self._headers)
         if accept:
@@ -145,8 +149,8 @@ class KubeClient:
             message, reason = _status_message(response.status, response.data)
             raise ApiError(message, response.status, reason)
         if not response.data:
-            return None
-        return json.loads(response.data)
+            return response.status, None
+        return response.status, json.loads(response.data)
 
     # --- discovery -------------------------------------------------------------------------------------------
     def _discover(self) -> dict[tuple[str, str, str], ResourceInfo]:
@@ -220,18 +224,30 @@ class KubeClient:
         force: bool = True,
         field_manager: str = FIELD_MANAGER,
     ) -> KubeObject:
+        return self.apply_reporting(info, obj, dry_run=dry_run, force=force, field_manager=field_manager)[0]
+
+    def apply_reporting(
+        self,
+        info: ResourceInfo,
+        obj: KubeObject,
+        *,
+        dry_run: bool = False,
+        force: bool = True,
+        field_manager: str = FIELD_MANAGER,
+    ) -> tuple[KubeObject, bool]:
+        """Server-side apply; also says whether it created the object (HTTP 201)."""
         key = key_of(obj)
         params = {"fieldManager": field_manager, "force": "true" if force else "false"}
         if dry_run:
             params["dryRun"] = "All"
-        result: KubeObject = self.request(
+        status, result = self.exchange(
             "PATCH",
             info.path(key.namespace, key.name),
             body=obj,
             params=params,
             content_type="application/apply-patch+yaml",
         )
-        return result
+        return result, status == 201
 
     def replace(self, info: ResourceInfo, obj: KubeObject, *, dry_run: bool = False) -> KubeObject:
         """PUT: the whole object as given (it must carry the live resourceVersion)."""

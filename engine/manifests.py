@@ -32,8 +32,11 @@ class Manifest:
         return f"{self.source} (document {self.document})"
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps timestamps and other YAML 1.1 oddities as the strings kubectl would send."""
+_Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it
+
+
+class _Loader(_Base):  # type: ignore[valid-type,misc]
+    """A safe loader that keeps timestamps as the strings kubectl would send."""
 
 
 # Kubernetes reads YAML through a JSON conversion: `2024-01-01` stays a string, and so should it here.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,13 +21,30 @@ class HelmOptions:
     values_files: tuple[str, ...] = field(default_factory=tuple)
 
 
-def detect(directory: Path) -> str:
-    """Which renderer a directory needs: `kustomize`, `helm` or `directory`."""
-    if any((directory / name).is_file() for name in KUSTOMIZATION_FILES):
+def detect_from_names(names: set[str]) -> str:
+    """Which renderer a directory with these files needs: `kustomize`, `helm` or `directory`."""
+    if names & set(KUSTOMIZATION_FILES):
         return "kustomize"
-    if (directory / "Chart.yaml").is_file():
+    if "Chart.yaml" in names:
         return "helm"
     return "directory"
+
+
+def detect(directory: Path) -> str:
+    return detect_from_names({p.name for p in directory.iterdir() if p.is_file()})
+
+
+def parse_files(files: Iterable[tuple[str, bytes]], label: str) -> list[Manifest]:
+    """Manifests from (relative path, content) pairs, as read from Git."""
+    found: list[Manifest] = []
+    for relative, data in files:
+        source = f"{label}/{relative}"
+        try:
+            text = data.decode()
+        except UnicodeDecodeError as e:
+            raise ManifestError(f"{source}: not UTF-8 text: {e}") from e
+        found.extend(parse(text, source))
+    return found
 
 
 def _tool(name: str, env_var: str) -> str:

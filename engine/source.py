@@ -112,6 +112,37 @@ class GitSource:
             )
         return out
 
+    def _tree(self, sha: str, path: str) -> git.Tree:
+        sub = path.strip("/")
+        try:
+            tree = self.repo.commit(sha).tree
+            return tree / sub if sub and sub != "." else tree
+        except (KeyError, ValueError, git.BadName) as e:
+            raise SourceError(f"path {path!r} is not a directory at {sha[:12]} in {self.url}") from e
+
+    def file_names(self, sha: str, path: str) -> set[str]:
+        """The names of the files directly in `path` at `sha` (to choose a renderer without exporting)."""
+        tree = self._tree(sha, path)
+        if tree.type != "tree":
+            raise SourceError(f"path {path!r} is not a directory at {sha[:12]} in {self.url}")
+        return {blob.name for blob in tree.blobs}
+
+    def read_files(self, sha: str, path: str, suffixes: tuple[str, ...]) -> Iterator[tuple[str, bytes]]:
+        """(path relative to `path`, content) of every file below `path` with one of `suffixes`, in path order;
+        hidden files and folders skipped. Read from Git's object store: nothing touches the disk."""
+        tree = self._tree(sha, path)
+        pending = [(tree, "")]
+        while pending:
+            current, prefix = pending.pop()
+            for blob in sorted(current.blobs, key=lambda b: b.name):
+                if not blob.name.startswith(".") and blob.name.endswith(suffixes):
+                    yield prefix + blob.name, blob.data_stream.read()
+            pending.extend(
+                (t, f"{prefix}{t.name}/")
+                for t in sorted(current.trees, key=lambda t: t.name, reverse=True)
+                if not t.name.startswith(".")
+            )
+
     @contextmanager
     def checkout(self, sha: str, path: str = "") -> Iterator[Path]:
         """The tree of `sha` exported to a temporary directory (never a user's work tree); yields `path` in it.

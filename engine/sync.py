@@ -115,10 +115,12 @@ class Syncer:
 
     def _apply_one(self, d: DesiredObject, live: KubeObject | None, autoscaled: bool) -> SyncResult:
         assert d.info is not None
+        created = False
         try:
             try:
-                result = self.cluster.apply(d.info, d.obj, dry_run=self.dry_run)
+                result, created = self.cluster.apply_reporting(d.info, d.obj, dry_run=self.dry_run)
             except ApiError as e:
+                live = live or self.cluster.get(d.info, d.key.namespace, d.key.name)
                 if e.status != 422 or live is None:
                     raise
                 # Merged with what others changed (a list element re-keyed by hand), Git's object is invalid:
@@ -134,9 +136,9 @@ class Syncer:
                 result = self.cluster.json_patch(d.info, d.key, _removal_ops(result, extra))
         except ApiError as e:
             return SyncResult(d.key, Action.FAILED, str(e))
-        if live is None:
+        if created:
             action = Action.CREATED
-        elif extra or normalize(result) != normalize(live):
+        elif extra or live is None or normalize(result) != normalize(live):
             # Compared by content: the server sometimes rewrites an unchanged object once (a new resourceVersion).
             action = Action.CONFIGURED
         else:
@@ -165,10 +167,8 @@ class Syncer:
             wave = [self._resolve(d) for d in wave]
 
             def apply(d: DesiredObject) -> SyncResult:
-                current = live.get(d.key)
-                if current is None and d.info is not None:
-                    current = self.cluster.get(d.info, d.key.namespace, d.key.name)
-                result = self._apply_one(d, current, (d.key.namespace, d.key.kind, d.key.name) in scaled)
+                # An object not tracked yet is created, or adopted (configured): the apply's answer tells which.
+                result = self._apply_one(d, live.get(d.key), (d.key.namespace, d.key.kind, d.key.name) in scaled)
                 self.progress(result)
                 return result
 

@@ -111,7 +111,7 @@ def list_(cli: CliContext, output: str) -> None:
     if not rows:
         click.echo(f"No Applications in namespace {cli.app_namespace}.")
         return
-    print_table(None, ["NAME", "REPO", "PATH", "REVISION", "SYNC", "MODE"], rows)
+    print_table(["NAME", "REPO", "PATH", "REVISION", "SYNC", "MODE"], rows)
 
 
 @click.command("delete")

@@ -16,7 +16,6 @@ from typing import Any
 import click
 import yaml
 from rich.console import Console
-from rich.table import Table
 
 from engine.drift import DriftKind, ObjectDiff
 from engine.objects import KubeObject, ObjectKey
@@ -109,13 +108,14 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    table = Table(title=title, box=None, header_style="bold", pad_edge=False, show_edge=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    console().print(table)
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A kubectl-style table: left-aligned columns, three spaces apart, header in capitals."""
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "   ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+
+    click.echo("\n".join([line(columns), *(line(r) for r in rows)]))
 
 
 def external_diff_command() -> str | None:

@@ -56,4 +56,4 @@ def status(cli: CliContext, name: str, output: str) -> None:
     click.echo(f"Drift mode:  {spec.drift_mode}")
     click.echo()
     rows = [[str(d.key), d.state.value, str(len(d.items)) if d.items else ""] for d in comparison.diffs]
-    print_table(None, ["OBJECT", "STATE", "DRIFTED FIELDS"], rows)
+    print_table(["OBJECT", "STATE", "DRIFTED FIELDS"], rows)

@@ -65,7 +65,7 @@ def sync(cli: CliContext, name: str, revision: str | None, prune: bool, dry_run:
     else:
         suffix = " (dry run)" if dry_run else ""
         rows = [[str(r.key), r.action.value + suffix, r.message] for r in results]
-        print_table(None, ["OBJECT", "RESULT", "MESSAGE"], rows)
+        print_table(["OBJECT", "RESULT", "MESSAGE"], rows)
         counts = {a: sum(1 for r in results if r.action is a) for a in Action}
         summary = ", ".join(f"{n} {a.value}" for a, n in counts.items() if n)
         commit = desired.commit
