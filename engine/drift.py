@@ -32,7 +32,7 @@ CONTROLLER_MANAGERS = frozenset(
     }
 )
 SCALABLE_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "ReplicationController"})
-UNKNOWN_SCALER = "a scale (manager not recorded)"
+UNKNOWN_SCALER = "unrecorded-scale"
 # `kubectl rollout restart` is an operation, not a change of configuration.
 DEFAULT_IGNORES: Mapping[tuple[str, str], tuple[str, ...]] = {
     ("*", "*"): ("/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt",),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -43,6 +44,8 @@ def create(
     output: str,
 ) -> None:
     """Create an Application that follows PATH of REPO at REVISION."""
+    if "://" not in repo and Path(repo).exists():
+        repo = str(Path(repo).resolve())  # a local path means the same from every working directory
     with domain_errors():
         validate_name(name)
         validate_name(dest_namespace, "destination namespace")

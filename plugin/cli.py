@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 import click
 
 from engine.kube import KubeTarget
@@ -25,7 +28,32 @@ def cli(ctx: click.Context, kubeconfig: str | None, kube_context: str | None, na
     ctx.obj = CliContext(target=KubeTarget(kubeconfig=kubeconfig or None, context=kube_context), namespace=namespace)
 
 
+def _override(attribute: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
+    """A verb's own --kubeconfig/--context/-n (kubectl takes them after the verb too) wins over the group's."""
+
+    def callback(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+        state = ctx.find_object(CliContext)
+        if value is None or state is None:
+            return
+        if attribute == "namespace":
+            state.namespace = value
+        elif attribute == "kubeconfig":
+            state.target = replace(state.target, kubeconfig=value)
+        else:
+            state.target = replace(state.target, context=value)
+
+    return callback
+
+
+COMMON_OPTIONS = (
+    (("--kubeconfig",), "kubeconfig", "Path to the kubeconfig file."),
+    (("--context",), "context", "The kubeconfig context to use."),
+    (("-n", "--namespace"), "namespace", "Namespace where Applications live (default: gitops-system)."),
+)
+
 for command in (install, create, list_, delete, diff, sync, status, version):
+    for names, attribute, text in COMMON_OPTIONS:
+        command.params.append(click.Option(list(names), expose_value=False, callback=_override(attribute), help=text))
     cli.add_command(command)
 
 
