@@ -98,7 +98,9 @@ def _crd_kinds(manifests: Iterable[Manifest]) -> set[tuple[str, str]]:
     return kinds
 
 
-def prepare(manifests: list[Manifest], app: ApplicationSpec, cluster: Cluster) -> list[DesiredObject]:
+def prepare(
+    manifests: list[Manifest], app: ApplicationSpec, cluster: Cluster, revision: str = ""
+) -> list[DesiredObject]:
     """Resolves each manifest's resource, defaults namespaces, adds tracking; unknown kinds and duplicates fail."""
     pending_crds = _crd_kinds(manifests)
     prepared: list[DesiredObject] = []
@@ -120,7 +122,9 @@ def prepare(manifests: list[Manifest], app: ApplicationSpec, cluster: Cluster) -
             metadata.pop("namespace", None)
         obj["metadata"] = metadata
         prepared.append(
-            DesiredObject(Manifest(manifest.source, manifest.document, obj), with_tracking(obj, app.ref), info)
+            DesiredObject(
+                Manifest(manifest.source, manifest.document, obj), with_tracking(obj, app.ref, revision), info
+            )
         )
     check_unique(p.manifest for p in prepared)
     return prepared
@@ -138,7 +142,7 @@ def load_desired(
     else:
         with source.checkout(commit.sha, app.path) as directory:
             manifests = render_directory(directory, label, app.destination_namespace, app.helm)
-    return Desired(commit, prepare(manifests, app, cluster))
+    return Desired(commit, prepare(manifests, app, cluster, commit.sha))
 
 
 def tracked_live(cluster: Cluster, app: AppRef, kinds: Iterable[tuple[str, str]]) -> dict[ObjectKey, KubeObject]:

@@ -19,7 +19,7 @@ import jsonpatch
 from . import fieldsets
 from .fieldsets import MISSING, FieldPath
 from .normalize import SecretMasker, is_secret, normalize
-from .objects import FIELD_MANAGER, KubeObject, ObjectKey
+from .objects import FIELD_MANAGER, REVISION_ANNOTATION, KubeObject, ObjectKey
 
 # Managers of the cluster's own machinery: what they write is the cluster working, not drift.
 CONTROLLER_MANAGERS = frozenset(
@@ -126,7 +126,12 @@ def declared_fields(desired: KubeObject, field_manager: str = FIELD_MANAGER) -> 
     return merged
 
 
-_IDENTITY = {("f:metadata", "f:name"), ("f:metadata", "f:namespace")}
+# Identity, and the revision mark (it follows every commit, which is no difference in the object itself).
+_IDENTITY = {
+    ("f:metadata", "f:name"),
+    ("f:metadata", "f:namespace"),
+    ("f:metadata", "f:annotations", f"f:{REVISION_ANNOTATION}"),
+}
 
 
 def changed(desired: KubeObject, live: KubeObject, declared: Mapping[str, Any]) -> list[tuple[FieldPath, Any, Any]]:

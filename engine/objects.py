@@ -10,6 +10,8 @@ API_GROUP = "gitops.kubectl-gitops.io"
 FIELD_MANAGER = "kubectl-gitops"
 TRACKING_LABEL = f"{API_GROUP}/application"
 TRACKING_ANNOTATION = f"{API_GROUP}/tracking-id"
+# The commit a sync applied: lets the admission webhook judge a sync to a commit it has not loaded yet.
+REVISION_ANNOTATION = f"{API_GROUP}/revision"
 
 KubeObject = dict[str, Any]
 
@@ -74,14 +76,14 @@ def is_tracked_by(obj: Mapping[str, Any], app: AppRef) -> bool:
     return bool(annotations.get(TRACKING_ANNOTATION) == tracking_id(app, key_of(obj)))
 
 
-def with_tracking(obj: KubeObject, app: AppRef) -> KubeObject:
-    """A copy of `obj` that carries the tracking label and annotation."""
+def with_tracking(obj: KubeObject, app: AppRef, revision: str = "") -> KubeObject:
+    """A copy of `obj` that carries the tracking label and annotations (and the commit, when given)."""
     out = dict(obj)
     metadata = dict(out.get("metadata") or {})
     metadata["labels"] = {**(metadata.get("labels") or {}), TRACKING_LABEL: app.name}
-    metadata["annotations"] = {
-        **(metadata.get("annotations") or {}),
-        TRACKING_ANNOTATION: tracking_id(app, key_of(out)),
-    }
+    marks = {TRACKING_ANNOTATION: tracking_id(app, key_of(out))}
+    if revision:
+        marks[REVISION_ANNOTATION] = revision
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), **marks}
     out["metadata"] = metadata
     return out

@@ -10,6 +10,7 @@ import click
 from engine.kube import KubeTarget
 
 from .applications import create, delete, list_
+from .audit import audit
 from .context import CliContext
 from .diff import diff
 from .install import install
@@ -51,7 +52,7 @@ COMMON_OPTIONS = (
     (("-n", "--namespace"), "namespace", "Namespace where Applications live (default: gitops-system)."),
 )
 
-for command in (install, create, list_, delete, diff, sync, status, version):
+for command in (install, create, list_, delete, diff, sync, status, audit, version):
     for names, attribute, text in COMMON_OPTIONS:
         command.params.append(click.Option(list(names), expose_value=False, callback=_override(attribute), help=text))
     cli.add_command(command)

@@ -1,24 +1,42 @@
-"""`kubectl gitops install`: the Application CRD and the gitops-system namespace."""
+"""`kubectl gitops install`: the CRDs, the gitops-system namespace and, optionally, the webhook's registration."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 import yaml
 
 from engine.apps import install_manifests
+from engine.webhookconfig import webhook_configuration
 
-from .context import CliContext, domain_errors, pass_cli
+from .context import CliContext, CommandError, domain_errors, pass_cli
 
 
 @click.command("install")
+@click.option("--webhook-url", help="Register the drift webhook at this URL (a webhook running outside the cluster).")
+@click.option("--webhook-service", is_flag=True, help="Register the in-cluster gitops-webhook Service instead.")
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CA that signed the webhook's serving certificate (its cert dir's ca.crt).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the manifests instead of applying them.")
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", help="Format for --dry-run.")
 @pass_cli
-def install(cli: CliContext, dry_run: bool, output: str) -> None:
-    """Install the Application CRD and the gitops-system namespace (also in manifests/)."""
+def install(
+    cli: CliContext, webhook_url: str | None, webhook_service: bool, ca_file: Path | None, dry_run: bool, output: str
+) -> None:
+    """Install the Application and AuditRecord CRDs and the gitops-system namespace (also in manifests/); with
+    --webhook-url or --webhook-service, register the drift admission webhook too."""
     objects = install_manifests()
+    if webhook_url or webhook_service:
+        if ca_file is None:
+            raise CommandError("--ca-file is needed to register the webhook (the CA of its serving certificate)")
+        if webhook_url and not webhook_url.startswith("https://"):
+            raise CommandError("--webhook-url must be an https:// URL (the API server only calls webhooks over TLS)")
+        objects.append(webhook_configuration(ca_bundle=ca_file.read_bytes(), url=webhook_url or ""))
     if dry_run:
         if output == "json":
             click.echo(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
@@ -29,6 +47,7 @@ def install(cli: CliContext, dry_run: bool, output: str) -> None:
         client = cli.client
         for obj in objects:
             info = client.resource_for(obj["apiVersion"], obj["kind"])
-            assert info is not None, obj["kind"]
+            if info is None:
+                raise CommandError(f"the cluster does not serve {obj['kind']} ({obj['apiVersion']})")
             client.apply(info, obj)
             click.echo(f"{obj['kind'].lower()}/{obj['metadata']['name']} serverside-applied")

@@ -210,7 +210,10 @@ def test_missing_is_not_none_or_falsy_values() -> None:
         (("f:metadata", "f:name"), "/metadata/name"),
         (("f:spec", "f:containers", APP, "f:image"), "/spec/containers/0/image"),
         (("f:spec", "f:containers", SIDECAR, "f:image"), "/spec/containers/1/image"),
-        (("f:spec", "f:containers", APP, "f:ports", k(containerPort=443, protocol="TCP")), "/spec/containers/0/ports/1"),
+        (
+            ("f:spec", "f:containers", APP, "f:ports", k(containerPort=443, protocol="TCP")),
+            "/spec/containers/0/ports/1",
+        ),
         (("f:metadata", "f:finalizers", 'v:"example.com/other"'), "/metadata/finalizers/1"),
         (("f:spec", "f:containers", "i:1", "f:args", "i:1"), "/spec/containers/1/args/1"),
         (
@@ -273,7 +276,10 @@ def test_pointer_is_none_when_something_on_the_way_is_missing(path: FieldPath) -
         (("f:spec",), "spec"),
         (("f:spec", "f:replicas"), "spec.replicas"),
         (("f:spec", "f:containers", APP, "f:image"), "spec.containers[name=app].image"),
-        (("f:spec", "f:containers", APP, "f:ports", PORT), "spec.containers[name=app].ports[containerPort=80,protocol=TCP]"),
+        (
+            ("f:spec", "f:containers", APP, "f:ports", PORT),
+            "spec.containers[name=app].ports[containerPort=80,protocol=TCP]",
+        ),
         (("f:metadata", "f:finalizers", 'v:"a"'), 'metadata.finalizers[="a"]'),
         (("f:spec", "f:args", "i:3"), "spec.args[3]"),
         (("f:spec", "f:x", "k:{oops"), "spec.x[{oops]"),

@@ -329,7 +329,8 @@ def test_unique_manifests_pass() -> None:
         (
             ("x/deploy.yaml", DEPLOYMENT),
             ("x/deploy.yaml", f"# again\n{DEPLOYMENT}"),
-            "Deployment.apps shop/web is declared twice: in x/deploy.yaml (document 1) and in x/deploy.yaml (document 1)",
+            "Deployment.apps shop/web is declared twice: "
+            "in x/deploy.yaml (document 1) and in x/deploy.yaml (document 1)",
         ),
     ],
     ids=["across-files", "same-place-twice"],

@@ -1,0 +1,204 @@
+"""Git's objects as the API server would store them, indexed for the admission webhook and kept fresh.
+
+For every Application: render its target revision, then ask the API server what each object would be on its own
+(a server-side dry-run apply under a probe name, so that nothing live is merged in). The result is what a request is
+judged against. Requests that carry another revision of a known Application (a sync to a new commit) make that
+revision load on demand, within a bounded time.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .admission import GitObject
+from .application import ApplicationSpec, parse_application
+from .compare import Cluster, DesiredObject, concurrently, load_desired
+from .drift import declared_fields
+from .errors import GitOpsError
+from .objects import FIELD_MANAGER, AppRef, KubeObject, ObjectKey
+from .source import GitSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    spec: ApplicationSpec
+    revision: str = ""
+    objects: dict[ObjectKey, GitObject] = field(default_factory=dict)
+    loaded_at: float = 0.0
+    error: str = ""
+
+
+def stored_form(cluster: Cluster, d: DesiredObject) -> tuple[KubeObject, dict[str, Any]]:
+    """Git's object as the API server would store it, alone: a dry-run apply under a probe name."""
+    assert d.info is not None
+    probe_name = f"gitops-probe-{secrets.token_hex(4)}"
+    probe = {**d.obj, "metadata": {**d.obj["metadata"], "name": probe_name}}
+    stored = cluster.apply(d.info, probe, dry_run=True)
+    declared = declared_fields(stored, FIELD_MANAGER)
+    metadata = {**stored.get("metadata", {}), "name": d.key.name}
+    for noise in ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation"):
+        metadata.pop(noise, None)
+    return {**stored, "metadata": metadata}, declared
+
+
+class DesiredState:
+    """The webhook's in-memory index: ObjectKey -> GitObject, for every Application."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        list_applications: Callable[[], list[KubeObject]],
+        *,
+        source_factory: Callable[[str], GitSource] = GitSource,
+        load_timeout: float = 10.0,
+    ) -> None:
+        self.cluster = cluster
+        self._list_applications = list_applications
+        self._sources: dict[str, GitSource] = {}
+        self._source_factory = source_factory
+        self._apps: dict[AppRef, AppState] = {}
+        self._index: dict[ObjectKey, GitObject] = {}
+        self._extra_revisions: dict[tuple[AppRef, str], dict[ObjectKey, GitObject]] = {}
+        self._kinds: dict[tuple[str, str], str] = {}
+        self._lock = threading.RLock()
+        self.load_timeout = load_timeout
+        self.ready = False
+        self.last_refresh = 0.0
+        self.last_error = ""
+
+    # --- reads (the hot path) -------------------------------------------------------------------------------------
+    def lookup(self, key: ObjectKey, revision: str = "") -> GitObject | None:
+        found = self._index.get(key)
+        if found is None or not revision or found.revision == revision:
+            return found
+        app = AppRef(*found.app.split("/", 1))
+        other = self._extra_revisions.get((app, revision))
+        if other is None:
+            other = self._load_revision(app, revision)
+        return other.get(key) if other is not None else found
+
+    def app_names(self) -> set[str]:
+        return {ref.name for ref in self._apps}
+
+    def kind_of(self, group: str, resource: str) -> str:
+        """The kind served as `group`/`resource` among the objects Git declares ("" when none)."""
+        return self._kinds.get((group, resource), "")
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "ready": self.ready,
+                "applications": {
+                    str(ref): {
+                        "revision": s.revision,
+                        "objects": len(s.objects),
+                        "error": s.error,
+                        "age_seconds": round(time.time() - s.loaded_at, 1) if s.loaded_at else None,
+                    }
+                    for ref, s in self._apps.items()
+                },
+                "last_error": self.last_error,
+            }
+
+    def cache_age(self) -> float:
+        return time.time() - self.last_refresh if self.last_refresh else float("inf")
+
+    # --- loading --------------------------------------------------------------------------------------------------
+    def _source(self, url: str) -> GitSource:
+        if url not in self._sources:
+            self._sources[url] = self._source_factory(url)
+        return self._sources[url]
+
+    def _render(self, spec: ApplicationSpec, revision: str | None) -> tuple[str, dict[ObjectKey, GitObject]]:
+        source = self._source(spec.repo_url)
+        source.fetch()
+        desired = load_desired(spec, self.cluster, revision=revision, source=source)
+        ready = [d for d in desired.objects if d.info is not None]
+        forms = concurrently(lambda d: stored_form(self.cluster, d), ready)
+        objects = {}
+        for d in ready:
+            assert d.info is not None
+            self._kinds[(d.info.group, d.info.plural)] = d.info.kind
+        for d, (stored, declared) in zip(ready, forms, strict=True):
+            objects[d.key] = GitObject(
+                key=d.key,
+                app=str(spec.ref),
+                mode=spec.drift_mode,
+                revision=desired.commit.sha,
+                stored=stored,
+                declared=declared,
+                policy=spec.policy(),
+            )
+        return desired.commit.sha, objects
+
+    def refresh(self) -> None:
+        """Re-reads every Application; renders those whose spec or target commit changed. Keeps the last good state
+        of an Application whose source fails (saying so in status())."""
+        try:
+            raw = self._list_applications()
+        except GitOpsError as e:
+            self.last_error = str(e)
+            log.warning("cannot list Applications: %s", e)
+            return
+        seen: set[AppRef] = set()
+        for obj in raw:
+            try:
+                spec = parse_application(obj)
+            except GitOpsError as e:
+                log.warning("skipping an invalid Application: %s", e)
+                continue
+            seen.add(spec.ref)
+            current = self._apps.get(spec.ref)
+            try:
+                revision, objects = self._render(spec, None)
+            except GitOpsError as e:
+                with self._lock:
+                    state = current or AppState(spec)
+                    state.error = str(e)
+                    self._apps[spec.ref] = state
+                self.last_error = f"{spec.ref}: {e}"
+                log.warning("keeping the last good state of %s: %s", spec.ref, e)
+                continue
+            with self._lock:
+                self._apps[spec.ref] = AppState(spec, revision, objects, time.time())
+        with self._lock:
+            for ref in set(self._apps) - seen:
+                del self._apps[ref]
+            self._index = {key: obj for state in self._apps.values() for key, obj in state.objects.items()}
+            self._extra_revisions = {k: v for k, v in self._extra_revisions.items() if k[0] in self._apps}
+            self.ready = True
+            self.last_refresh = time.time()
+            if all(not s.error for s in self._apps.values()):
+                self.last_error = ""
+
+    def _load_revision(self, app: AppRef, revision: str) -> dict[ObjectKey, GitObject] | None:
+        """Loads another commit of a known Application (bounded by load_timeout); None when it cannot."""
+        state = self._apps.get(app)
+        if state is None:
+            return None
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                _, result["objects"] = self._render(state.spec, revision)
+            except GitOpsError as e:
+                result["error"] = str(e)
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        worker.join(self.load_timeout)
+        objects = result.get("objects")
+        if objects is None:
+            log.warning("revision %s of %s not loaded: %s", revision[:12], app, result.get("error", "timed out"))
+            return None
+        with self._lock:
+            self._extra_revisions[(app, revision)] = objects
+        return dict(objects)

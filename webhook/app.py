@@ -1,0 +1,125 @@
+"""The webhook's Flask app factory: adapters passed in, configuration from defaults, environment and overrides."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from flask import Flask
+
+from engine.admission import Exemptions, GitObject
+from engine.normalize import SecretMasker
+from engine.objects import ObjectKey
+
+from . import config as settings
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class DesiredSource(Protocol):
+    """What the webhook needs of Git's state (engine.gitstate.DesiredState implements it)."""
+
+    ready: bool
+
+    def lookup(self, key: ObjectKey, revision: str = "") -> GitObject | None: ...
+    def kind_of(self, group: str, resource: str) -> str: ...
+    def app_names(self) -> set[str]: ...
+    def refresh(self) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+    def cache_age(self) -> float: ...
+
+
+class AuditSink(Protocol):
+    def append(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class Webhook:
+    """Everything a request handler needs, kept on the app (app.extensions["gitops"])."""
+
+    def __init__(self, config: Mapping[str, Any], source: DesiredSource, audit: AuditSink) -> None:
+        self.config = config
+        self.source = source
+        self.audit = audit
+        self.exemptions = Exemptions(
+            users=settings.csv(config["EXEMPT_USERS"]),
+            groups=settings.csv(config["EXEMPT_GROUPS"]),
+            break_glass_group=config["BREAK_GLASS_GROUP"],
+        )
+        self.masker = SecretMasker(secrets.token_bytes(32))
+        self.metrics = Metrics.create()
+        self._stop = threading.Event()
+
+    def emit(self, record: Mapping[str, Any]) -> None:
+        """One JSON line per audit record on stdout, for log pipelines."""
+        sys.stdout.write(json.dumps({"auditRecord": record}, sort_keys=True) + "\n")
+        sys.stdout.flush()
+
+    def refresh_loop(self) -> None:
+        """Keeps Git's state fresh: at start, then every REFRESH_SECONDS (Applications polled more often)."""
+        last_full = 0.0
+        seen: set[str] = set()
+        while not self._stop.is_set():
+            try:
+                names = self.source.app_names()
+                due = time.monotonic() - last_full >= float(self.config["REFRESH_SECONDS"])
+                if due or not self.source.ready or names != seen:
+                    self.source.refresh()
+                    last_full = time.monotonic()
+                    seen = self.source.app_names()
+                status = self.source.status()
+                self.metrics.source_errors.set(sum(1 for a in status["applications"].values() if a["error"]))
+                self.metrics.objects.set(sum(a["objects"] for a in status["applications"].values()))
+            except Exception:  # the loop must survive anything a refresh throws; the error is logged
+                log.exception("refreshing the desired state failed")
+            self._stop.wait(float(self.config["POLL_SECONDS"]))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def create_app(
+    config: Mapping[str, Any] | None = None,
+    *,
+    source: DesiredSource | None = None,
+    kube: Any = None,
+    audit: AuditSink | None = None,
+) -> Flask:
+    """The WSGI app. `source` and `audit` default to the real ones built on `kube` (an engine.kube.KubeClient)."""
+    conf = settings.load(config)
+    if source is None or audit is None:
+        if kube is None:
+            raise ValueError("create_app needs `kube` (a cluster client) unless both `source` and `audit` are given")
+        from engine.apps import list_applications
+        from engine.audit import AuditStore
+        from engine.gitstate import DesiredState
+
+        def applications() -> list[Any]:
+            return list_applications(kube, "")  # every namespace, one list call
+
+        source = source or DesiredState(kube, applications, load_timeout=float(conf["LOAD_TIMEOUT_SECONDS"]))
+        audit = audit or AuditStore(kube, conf["NAMESPACE"])
+    app = Flask("gitops-webhook")
+    app.config.update(conf)
+    hook = Webhook(conf, source, audit)
+    app.extensions["gitops"] = hook
+
+    from .admission import admission
+    from .health import health
+
+    app.register_blueprint(admission)
+    app.register_blueprint(health)
+    if conf["BACKGROUND"]:
+        threading.Thread(target=hook.refresh_loop, name="desired-state", daemon=True).start()
+    return app
+
+
+def webhook_of(app: Flask) -> Webhook:
+    hook: Webhook = app.extensions["gitops"]
+    return hook

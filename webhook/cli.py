@@ -1,0 +1,119 @@
+"""`gitops-webhook`: serves the admission webhook over HTTPS with gunicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+from gunicorn.app.base import BaseApplication
+
+from engine.errors import GitOpsError
+from engine.kube import KubeClient, KubeTarget
+
+from . import tls
+from .app import create_app
+
+log = logging.getLogger("gitops-webhook")
+RENEW_CHECK_SECONDS = 3600.0
+
+
+class Server(BaseApplication):  # type: ignore[misc]
+    """gunicorn, configured in code, loading our app factory in each worker."""
+
+    def __init__(self, options: dict[str, Any], target: KubeTarget) -> None:
+        self.options = options
+        self.target = target
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return create_app(kube=KubeClient(self.target))
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(f"{listen!r} is not HOST:PORT", param_hint="--listen")
+    return host.strip("[]"), int(port)
+
+
+def _renewer(cert_dir: Path, hosts: list[str]) -> Any:
+    """A gunicorn `when_ready` hook: renews the certificate in time and reloads the workers (SIGHUP) to serve it."""
+
+    def when_ready(server: Any) -> None:
+        def loop() -> None:
+            while True:
+                threading.Event().wait(RENEW_CHECK_SECONDS)
+                try:
+                    _, renewed = tls.ensure(cert_dir, hosts)
+                except (OSError, ValueError) as e:
+                    log.error("renewing the serving certificate failed: %s", e)
+                    continue
+                if renewed:
+                    log.info("serving certificate renewed; reloading workers")
+                    os.kill(server.pid, signal.SIGHUP)
+
+        threading.Thread(target=loop, name="cert-renewal", daemon=True).start()
+
+    return when_ready
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--kubeconfig", help="kubeconfig to reach the API server (default: in-cluster, then $KUBECONFIG).")
+@click.option("--context", "kube_context", help="kubeconfig context.")
+@click.option("--listen", default="0.0.0.0:8443", show_default=True, help="HOST:PORT to serve HTTPS on.")
+@click.option(
+    "--cert-dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="ca.crt, tls.crt, tls.key; made here (and renewed) when missing.",
+)
+@click.option("--host", "hosts", multiple=True, help="Extra DNS name or IP for the serving certificate.")
+@click.option("--workers", default=1, show_default=True, help="gunicorn worker processes.")
+@click.option("--threads", default=8, show_default=True, help="Threads per worker.")
+def main(
+    kubeconfig: str | None,
+    kube_context: str | None,
+    listen: str,
+    cert_dir: Path,
+    hosts: tuple[str, ...],
+    workers: int,
+    threads: int,
+) -> None:
+    """Serve the drift admission webhook (POST /validate, /healthz, /readyz, /metrics)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    host, port = _split_listen(listen)
+    names = [h for h in (host, *hosts) if h not in ("0.0.0.0", "::")] or ["localhost"]
+    names += [n for n in ("localhost", "127.0.0.1") if n not in names]
+    files, _ = tls.ensure(cert_dir, names)
+    in_cluster = not kubeconfig and "KUBERNETES_SERVICE_HOST" in os.environ
+    target = KubeTarget(kubeconfig=kubeconfig, context=kube_context, in_cluster=in_cluster)
+    try:
+        KubeClient(target)  # fail here, with a clear message, rather than in every worker
+    except GitOpsError as e:
+        raise click.ClickException(str(e)) from e
+    options = {
+        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread",
+        "certfile": str(files.cert),
+        "keyfile": str(files.key),
+        "timeout": 30,
+        "graceful_timeout": 10,
+        "keepalive": 30,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+        "when_ready": _renewer(cert_dir, names),
+    }
+    Server(options, target).run()

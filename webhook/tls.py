@@ -1,0 +1,121 @@
+"""Serving certificates the webhook makes for itself (a CA and a leaf for its hosts) and renews before expiry."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_VALIDITY = datetime.timedelta(days=3650)
+LEAF_VALIDITY = datetime.timedelta(days=90)
+RENEW_BEFORE = datetime.timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def in_dir(cls, directory: Path) -> CertFiles:
+        return cls(directory / "ca.crt", directory / "tls.crt", directory / "tls.key")
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
+def needs_renewal(files: CertFiles, hosts: list[str], at: datetime.datetime | None = None) -> bool:
+    """True when a file is missing, the leaf expires within RENEW_BEFORE, or it does not name every host."""
+    if not (files.ca.exists() and files.cert.exists() and files.key.exists()):
+        return True
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    if cert.not_valid_after_utc - (at or _now()) < RENEW_BEFORE:
+        return True
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return True
+    present = {str(v) for v in san.get_values_for_type(x509.DNSName)} | {
+        str(v) for v in san.get_values_for_type(x509.IPAddress)
+    }
+    return not set(hosts) <= present
+
+
+def ensure(directory: Path, hosts: list[str]) -> tuple[CertFiles, bool]:
+    """Makes (or renews) the certificates in `directory`; keeps an existing CA so that caBundles stay valid.
+    Returns the files and whether anything was written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = CertFiles.in_dir(directory)
+    if not needs_renewal(files, hosts):
+        return files, False
+    ca_key_path = directory / "ca.key"
+    if files.ca.exists() and ca_key_path.exists():
+        ca_cert = x509.load_pem_x509_certificate(files.ca.read_bytes())
+        loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        ca_key = loaded
+    else:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubectl-gitops webhook CA")])
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - datetime.timedelta(minutes=5))
+            .not_valid_after(_now() + CA_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+        _write(ca_key_path, _key_pem(ca_key), private=True)
+        _write(files.ca, ca_cert.public_bytes(serialization.Encoding.PEM))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - datetime.timedelta(minutes=5))
+        .not_valid_after(_now() + LEAF_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(_san(hosts), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write(files.key, _key_pem(key), private=True)
+    _write(files.cert, leaf.public_bytes(serialization.Encoding.PEM))
+    return files, True
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    if private:
+        tmp.chmod(0o600)
+    tmp.replace(path)
