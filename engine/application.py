@@ -45,7 +45,7 @@ class ApplicationSpec:
 
 
 def validate_name(name: str, what: str = "Application name") -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidApplication(
             f"{what} {name!r} is not valid: lowercase letters, digits and '-', at most 63 characters, "
             "starting and ending with a letter or digit"
@@ -87,7 +87,9 @@ def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
         repo_url=repo_url,
         revision=_str(source.get("targetRevision"), "spec.source.targetRevision"),
         path=_str(source.get("path"), "spec.source.path", ".") or ".",
-        destination_namespace=_str((spec.get("destination") or {}).get("namespace"), "destination", "default"),
+        destination_namespace=_str(
+            (spec.get("destination") or {}).get("namespace"), "spec.destination.namespace", "default"
+        ),
         drift_mode=mode,
         helm=HelmOptions(
             release_name=_str(helm.get("releaseName"), "spec.source.helm.releaseName"),

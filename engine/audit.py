@@ -27,6 +27,7 @@ from .errors import ApiError, GitOpsError
 from .objects import API_GROUP, KubeObject, ObjectKey
 
 GENESIS = "0" * 64
+POSITION = "storedAt"  # where a record was found (its object's name), next to what it says of itself
 RECORD_KIND = "AuditRecord"
 RECORD_API_VERSION = f"{API_GROUP}/v1alpha1"
 SIGNING_SECRET = "gitops-audit-signing-key"
@@ -101,8 +102,16 @@ def verify(records: Sequence[Mapping[str, Any]], public: Ed25519PublicKey) -> li
     expected_key = key_id(public)
     previous_hash = GENESIS
     previous_seq = 0
-    for record in sorted(records, key=lambda r: int(r.get("sequence", 0))):
+
+    def position(record: Mapping[str, Any]) -> int:
+        return int(record.get(POSITION, record.get("sequence", 0)))
+
+    for stored in sorted(records, key=position):
+        record = {k: v for k, v in stored.items() if k != POSITION}
         seq = int(record.get("sequence", 0))
+        if POSITION in stored and int(stored[POSITION]) != seq:
+            problems.append(Problem(position(stored), f"it holds record {seq} (reordered?)"))
+            seq = position(stored)
         if seq != previous_seq + 1:
             missing = f"{previous_seq + 1}" if seq == previous_seq + 2 else f"{previous_seq + 1} to {seq - 1}"
             problems.append(
@@ -294,7 +303,14 @@ def read_records(cluster: Any, namespace: str) -> list[dict[str, Any]]:
     info = cluster.resource_for(RECORD_API_VERSION, RECORD_KIND)
     if info is None:
         raise GitOpsError(f"the cluster does not serve {RECORD_KIND}s; run `kubectl gitops install` first")
-    return [dict(obj.get("record") or {}) for obj in cluster.list_objects(info, namespace=namespace)]
+    out = []
+    for obj in cluster.list_objects(info, namespace=namespace):
+        record = dict(obj.get("record") or {})
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        if name.startswith("audit-") and name[len("audit-") :].isdigit():
+            record[POSITION] = int(name[len("audit-") :])
+        out.append(record)
+    return out
 
 
 def read_public_key(cluster: Any, namespace: str) -> Ed25519PublicKey:
@@ -318,4 +334,4 @@ def filter_records(
             continue
         if since and str(r.get("time", "")) < since:
             continue
-        yield r
+        yield {k: v for k, v in r.items() if k != POSITION}

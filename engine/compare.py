@@ -89,12 +89,14 @@ class Desired:
         return {d.key: d for d in self.objects}
 
 
-def _crd_kinds(manifests: Iterable[Manifest]) -> set[tuple[str, str]]:
-    kinds = set()
+def _crd_kinds(manifests: Iterable[Manifest]) -> dict[tuple[str, str], bool]:
+    """(group, kind) -> namespaced, for the CRDs among the manifests."""
+    kinds = {}
     for m in manifests:
         if m.obj.get("kind") == "CustomResourceDefinition":
             spec = m.obj.get("spec") or {}
-            kinds.add((str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", ""))))
+            kind = (str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", "")))
+            kinds[kind] = spec.get("scope", "Namespaced") != "Cluster"
     return kinds
 
 
@@ -115,7 +117,7 @@ def prepare(
                 f"{manifest.where}: the cluster does not know {kind} in {api_version}; "
                 "install its CustomResourceDefinition first or fix apiVersion/kind"
             )
-        namespaced = info.namespaced if info is not None else True
+        namespaced = info.namespaced if info is not None else pending_crds[(group, kind)]
         if namespaced and not metadata.get("namespace"):
             metadata["namespace"] = app.destination_namespace
         elif not namespaced:

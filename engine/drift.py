@@ -158,7 +158,6 @@ def changed(desired: KubeObject, live: KubeObject, declared: Mapping[str, Any]) 
 
 def added(live: KubeObject, declared: Mapping[str, Any], policy: DriftPolicy) -> list[tuple[FieldPath, str]]:
     """(path, manager) for content fields that someone other than us or a controller owns and Git does not declare."""
-    declared_atomic = set(fieldsets.leaves(declared, containers=False))
     declared_prefixes = {leaf[:i] for leaf in fieldsets.leaves(declared) for i in range(1, len(leaf) + 1)}
     owners: dict[FieldPath, str] = {}
     for entry in fieldsets.manager_entries(live):
@@ -169,7 +168,9 @@ def added(live: KubeObject, declared: Mapping[str, Any], policy: DriftPolicy) ->
         for path in fieldsets.leaves(entry.fields):
             if not fieldsets.is_content(path) or fieldsets.is_metadata_label_or_annotation(path):
                 continue
-            if path in declared_prefixes or any(path[:i] in declared_atomic for i in range(1, len(path))):
+            # Under a field Git declares as a leaf is still drift: a leaf that is an atomic value has no owned
+            # sub-paths at all, so an owned sub-path means a map Git declared empty (`resources: {}`).
+            if path in declared_prefixes:
                 continue
             if fieldsets.lookup(live, path) is MISSING:
                 continue
@@ -300,6 +301,9 @@ def diff_object(
     return ObjectDiff(key, state, items=items, live=live_masked, target=target_masked, patch=patch)
 
 
+_LABELLED = ("labels", "annotations")
+
+
 def _owner(live: KubeObject, pointer: str) -> str:
     """The manager whose field set holds `pointer` (or a parent of it) in `live`."""
     for entry in fieldsets.manager_entries(live):
@@ -320,20 +324,26 @@ def diff_replaced(
     """
     live_view, target_view = normalize(live), normalize(stored)
     ignored = policy.ignored_pointers(key)
-    declared_meta = {
-        (field, name)
-        for field in ("labels", "annotations")
-        for name in ((stored.get("metadata") or {}).get(field) or {})
-    }
-    items: list[DriftItem] = []
+    ops: list[dict[str, Any]] = []
     for op in jsonpatch.make_patch(live_view, target_view):
+        if op["op"] == "move":  # a renamed key: the old one is gone, the new one set
+            ops += [{"op": "remove", "path": op["from"]}, {"op": "add", "path": op["path"]}]
+        elif op["op"] == "copy":
+            ops.append({"op": "add", "path": op["path"]})
+        else:
+            ops.append(op)
+    items: list[DriftItem] = []
+    for op in ops:
         pointer = op["path"]
-        parts = pointer.split("/")
-        if (_is_ignored(pointer, ignored) or parts[1] in ("metadata", "status")) and not (
-            parts[1] == "metadata" and len(parts) > 3 and (parts[2], parts[3].replace("~1", "/")) in declared_meta
-        ):
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")]
+        if parts[1] == "status" or _is_ignored(pointer, ignored):
             continue
-        if "metadata" in parts[2:] and any(p in ("labels", "annotations") for p in parts[parts.index("metadata", 2) :]):
+        labelled = [i for i in range(1, len(parts) - 1) if parts[i] == "metadata" and parts[i + 1] in _LABELLED]
+        if labelled:
+            # Labels and annotations count only where Git's object has that key (at any depth).
+            if jsonpatch.JsonPointer(pointer).resolve(target_view, MISSING) is MISSING:
+                continue
+        elif parts[1] == "metadata":
             continue
         have = jsonpatch.JsonPointer(pointer).resolve(live_view, None)
         if op["op"] == "remove":
@@ -346,11 +356,12 @@ def diff_replaced(
                 )
             )
         else:
+            want = jsonpatch.JsonPointer(pointer).resolve(target_view, None)
             items.append(
                 DriftItem(
                     pointer,
                     DriftKind.CHANGED,
-                    desired=masker.mask_value(stored, pointer, op.get("value")),
+                    desired=None if want is None else masker.mask_value(stored, pointer, want),
                     live=None if have is None else masker.mask_value(live, pointer, have),
                 )
             )

@@ -21,7 +21,7 @@ from .application import ApplicationSpec, parse_application
 from .compare import Cluster, DesiredObject, concurrently, load_desired
 from .drift import declared_fields
 from .errors import GitOpsError
-from .objects import FIELD_MANAGER, AppRef, KubeObject, ObjectKey
+from .objects import FIELD_MANAGER, TRACKING_LABEL, AppRef, KubeObject, ObjectKey
 from .source import GitSource
 
 log = logging.getLogger(__name__)
@@ -34,16 +34,20 @@ class AppState:
     objects: dict[ObjectKey, GitObject] = field(default_factory=dict)
     loaded_at: float = 0.0
     error: str = ""
+    generation: int = 0
 
 
 def stored_form(cluster: Cluster, d: DesiredObject) -> tuple[KubeObject, dict[str, Any]]:
     """Git's object as the API server would store it, alone: a dry-run apply under a probe name."""
     assert d.info is not None
     probe_name = f"gitops-probe-{secrets.token_hex(4)}"
-    probe = {**d.obj, "metadata": {**d.obj["metadata"], "name": probe_name}}
+    # Without the tracking label: the probe must not reach the admission webhook itself.
+    labels = {k: v for k, v in (d.obj["metadata"].get("labels") or {}).items() if k != TRACKING_LABEL}
+    probe = {**d.obj, "metadata": {**d.obj["metadata"], "name": probe_name, "labels": labels}}
     stored = cluster.apply(d.info, probe, dry_run=True)
     declared = declared_fields(stored, FIELD_MANAGER)
     metadata = {**stored.get("metadata", {}), "name": d.key.name}
+    metadata["labels"] = {**(metadata.get("labels") or {}), TRACKING_LABEL: d.obj["metadata"]["labels"][TRACKING_LABEL]}
     for noise in ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation"):
         metadata.pop(noise, None)
     return {**stored, "metadata": metadata}, declared
@@ -68,6 +72,7 @@ class DesiredState:
         self._index: dict[ObjectKey, GitObject] = {}
         self._extra_revisions: dict[tuple[AppRef, str], dict[ObjectKey, GitObject]] = {}
         self._kinds: dict[tuple[str, str], str] = {}
+        self._loading: dict[tuple[AppRef, str], threading.Event] = {}
         self._lock = threading.RLock()
         self.load_timeout = load_timeout
         self.ready = False
@@ -119,7 +124,8 @@ class DesiredState:
 
     def _render(self, spec: ApplicationSpec, revision: str | None) -> tuple[str, dict[ObjectKey, GitObject]]:
         source = self._source(spec.repo_url)
-        source.fetch()
+        if revision is None or not source.has_commit(revision):
+            source.fetch()
         desired = load_desired(spec, self.cluster, revision=revision, source=source)
         ready = [d for d in desired.objects if d.info is not None]
         forms = concurrently(lambda d: stored_form(self.cluster, d), ready)
@@ -139,9 +145,9 @@ class DesiredState:
             )
         return desired.commit.sha, objects
 
-    def refresh(self) -> None:
-        """Re-reads every Application; renders those whose spec or target commit changed. Keeps the last good state
-        of an Application whose source fails (saying so in status())."""
+    def refresh(self, *, full: bool = True) -> None:
+        """Re-reads every Application and renders them: all of them when `full`, else only new or changed ones.
+        Keeps the last good state of an Application whose source fails (saying so in status())."""
         try:
             raw = self._list_applications()
         except GitOpsError as e:
@@ -157,18 +163,22 @@ class DesiredState:
                 continue
             seen.add(spec.ref)
             current = self._apps.get(spec.ref)
+            generation = int((obj.get("metadata") or {}).get("generation") or 0)
+            if not full and current is not None and current.generation == generation:
+                continue
             try:
                 revision, objects = self._render(spec, None)
             except GitOpsError as e:
                 with self._lock:
                     state = current or AppState(spec)
                     state.error = str(e)
+                    state.generation = generation
                     self._apps[spec.ref] = state
                 self.last_error = f"{spec.ref}: {e}"
                 log.warning("keeping the last good state of %s: %s", spec.ref, e)
                 continue
             with self._lock:
-                self._apps[spec.ref] = AppState(spec, revision, objects, time.time())
+                self._apps[spec.ref] = AppState(spec, revision, objects, time.time(), generation=generation)
         with self._lock:
             for ref in set(self._apps) - seen:
                 del self._apps[ref]
@@ -179,26 +189,50 @@ class DesiredState:
             if all(not s.error for s in self._apps.values()):
                 self.last_error = ""
 
+    def _promote(self, app: AppRef, revision: str, objects: dict[ObjectKey, GitObject]) -> None:
+        state = self._apps.get(app)
+        if state is None:
+            return
+        self._apps[app] = AppState(state.spec, revision, objects, time.time(), generation=state.generation)
+        self._index = {key: obj for s in self._apps.values() for key, obj in s.objects.items()}
+
     def _load_revision(self, app: AppRef, revision: str) -> dict[ObjectKey, GitObject] | None:
         """Loads another commit of a known Application (bounded by load_timeout); None when it cannot."""
         state = self._apps.get(app)
         if state is None:
             return None
-        result: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                _, result["objects"] = self._render(state.spec, revision)
-            except GitOpsError as e:
-                result["error"] = str(e)
-
-        worker = threading.Thread(target=work, daemon=True)
-        worker.start()
-        worker.join(self.load_timeout)
-        objects = result.get("objects")
-        if objects is None:
-            log.warning("revision %s of %s not loaded: %s", revision[:12], app, result.get("error", "timed out"))
-            return None
         with self._lock:
-            self._extra_revisions[(app, revision)] = objects
+            # Concurrent requests of one sync name the same revision: load it once, let the others wait.
+            done = self._loading.get((app, revision))
+            owner = done is None
+            if owner:
+                done = self._loading[(app, revision)] = threading.Event()
+        assert done is not None
+        if owner:
+            result: dict[str, Any] = {}
+
+            def work() -> None:
+                try:
+                    _, result["objects"] = self._render(state.spec, revision)
+                    head = self._source(state.spec.repo_url).resolve(state.spec.revision or None).sha
+                except GitOpsError as e:
+                    log.warning("revision %s of %s cannot be loaded: %s", revision[:12], app, e)
+                    head = ""
+                finally:
+                    with self._lock:
+                        if "objects" in result:
+                            self._extra_revisions[(app, revision)] = result["objects"]
+                            if head == revision:
+                                # The Application's target moved here (a sync to a new commit): it is Git now,
+                                # also for what the sync prunes next.
+                                self._promote(app, revision, result["objects"])
+                        self._loading.pop((app, revision), None)
+                    done.set()
+
+            threading.Thread(target=work, daemon=True).start()
+        done.wait(self.load_timeout)
+        objects = self._extra_revisions.get((app, revision))
+        if objects is None:
+            log.warning("revision %s of %s not loaded in %.0fs", revision[:12], app, self.load_timeout)
+            return None
         return dict(objects)

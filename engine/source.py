@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import posixpath
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +30,17 @@ class Commit:
         return {"revision": self.sha, "subject": self.subject, "author": self.author, "date": self.date}
 
 
+SYMLINK_MODE = 0o120000
+
+
+def _safe_member(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+    """tarfile's `data` filter, but a link that points out of the tree is skipped instead of failing the export."""
+    try:
+        return tarfile.data_filter(member, path)
+    except tarfile.FilterError:
+        return None
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "kubectl-gitops" / "repos"
@@ -47,6 +60,7 @@ class GitSource:
         self.path = (cache_dir or default_cache_dir()) / digest
         self._repo: git.Repo | None = None
         self._fetched = False
+        self._fetch_lock = threading.Lock()
 
     @property
     def repo(self) -> git.Repo:
@@ -59,8 +73,19 @@ class GitSource:
                 self._repo.git.remote("add", "--mirror=fetch", "origin", self.url)
         return self._repo
 
+    def has_commit(self, sha: str) -> bool:
+        try:
+            self.repo.commit(sha)
+        except (git.BadName, ValueError, git.GitCommandError):
+            return False
+        return True
+
     def fetch(self) -> None:
         """Brings the mirror up to date with the remote: branches, tags, and which branch is its default."""
+        with self._fetch_lock:  # one fetch at a time per mirror: git locks refs
+            self._fetch()
+
+    def _fetch(self) -> None:
         try:
             self.repo.git.fetch("--prune", "--tags", "--force", "origin", kill_after_timeout=300)
             heads = str(self.repo.git.ls_remote("--symref", "origin", "HEAD", kill_after_timeout=60))
@@ -130,18 +155,36 @@ class GitSource:
     def read_files(self, sha: str, path: str, suffixes: tuple[str, ...]) -> Iterator[tuple[str, bytes]]:
         """(path relative to `path`, content) of every file below `path` with one of `suffixes`, in path order;
         hidden files and folders skipped. Read from Git's object store: nothing touches the disk."""
+        root = self.repo.commit(sha).tree
         tree = self._tree(sha, path)
         pending = [(tree, "")]
         while pending:
             current, prefix = pending.pop()
             for blob in sorted(current.blobs, key=lambda b: b.name):
                 if not blob.name.startswith(".") and blob.name.endswith(suffixes):
-                    yield prefix + blob.name, blob.data_stream.read()
+                    data = self._blob_data(root, blob)
+                    if data is not None:
+                        yield prefix + blob.name, data
             pending.extend(
                 (t, f"{prefix}{t.name}/")
                 for t in sorted(current.trees, key=lambda t: t.name, reverse=True)
                 if not t.name.startswith(".")
             )
+
+    @staticmethod
+    def _blob_data(root: git.Tree, blob: git.Blob) -> bytes | None:
+        """A blob's content; a symbolic link is followed inside the commit's tree (one pointing out is skipped)."""
+        if blob.mode != SYMLINK_MODE:
+            return bytes(blob.data_stream.read())
+        link = blob.data_stream.read().decode(errors="replace")
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(blob.path), link))
+        if posixpath.isabs(link) or target == ".." or target.startswith("../"):
+            return None
+        try:
+            resolved = root / target
+        except KeyError:
+            return None
+        return bytes(resolved.data_stream.read()) if resolved.type == "blob" else None
 
     @contextmanager
     def checkout(self, sha: str, path: str = "") -> Iterator[Path]:
@@ -156,7 +199,7 @@ class GitSource:
             raise SourceError(f"cannot read commit {sha[:12]} of {self.url}: {_git_message(e)}") from e
         with tempfile.TemporaryDirectory(prefix="gitops-render-") as tmp:
             with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-                archive.extractall(tmp, filter="data")
+                archive.extractall(tmp, filter=_safe_member)
             root = Path(tmp).resolve()
             target = (root / sub).resolve() if sub and sub != "." else root
             if not target.is_relative_to(root) or not target.is_dir():

@@ -31,7 +31,7 @@ class DesiredSource(Protocol):
     def lookup(self, key: ObjectKey, revision: str = "") -> GitObject | None: ...
     def kind_of(self, group: str, resource: str) -> str: ...
     def app_names(self) -> set[str]: ...
-    def refresh(self) -> None: ...
+    def refresh(self, *, full: bool = True) -> None: ...
     def status(self) -> dict[str, Any]: ...
     def cache_age(self) -> float: ...
 
@@ -64,15 +64,14 @@ class Webhook:
     def refresh_loop(self) -> None:
         """Keeps Git's state fresh: at start, then every REFRESH_SECONDS (Applications polled more often)."""
         last_full = 0.0
-        seen: set[str] = set()
         while not self._stop.is_set():
             try:
-                names = self.source.app_names()
                 due = time.monotonic() - last_full >= float(self.config["REFRESH_SECONDS"])
-                if due or not self.source.ready or names != seen:
+                if due or not self.source.ready:
                     self.source.refresh()
                     last_full = time.monotonic()
-                    seen = self.source.app_names()
+                else:
+                    self.source.refresh(full=False)  # cheap: one list call, renders only new or changed ones
                 status = self.source.status()
                 self.metrics.source_errors.set(sum(1 for a in status["applications"].values() if a["error"]))
                 self.metrics.objects.set(sum(a["objects"] for a in status["applications"].values()))

@@ -445,6 +445,43 @@ def test_a_field_another_manager_added_is_drift_by_that_manager(
         assert result.target == diff(stored(), stored()).target
 
 
+def declare_in_app(obj: KubeObject, field: str) -> None:
+    """Git declares `field` of the app container as an empty map (`resources: {}`, common in charts)."""
+    ours = obj["metadata"]["managedFields"][0]["fieldsV1"]
+    ours["f:spec"]["f:template"]["f:spec"]["f:containers"][APP][f"f:{field}"] = {}
+
+
+def set_limits(obj: KubeObject) -> None:
+    declare_in_app(obj, "resources")
+    app_container(obj)["resources"] = {"limits": {"cpu": "200m"}}
+    fields: dict[str, Any] = {"f:resources": {"f:limits": {".": {}, "f:cpu": {}}}}
+    own(obj, "kubectl-set", template_spec(("f:containers", {APP: fields})))
+
+
+def set_security_context(obj: KubeObject) -> None:
+    declare_in_app(obj, "securityContext")
+    app_container(obj)["securityContext"] = {"privileged": True}
+    own(obj, "kubectl-edit", template_spec(("f:containers", {APP: {"f:securityContext": {"f:privileged": {}}}})))
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "value", "manager"),
+    [
+        (set_limits, "/spec/template/spec/containers/0/resources/limits", {"cpu": "200m"}, "kubectl-set"),
+        (set_security_context, "/spec/template/spec/containers/0/securityContext/privileged", True, "kubectl-edit"),
+    ],
+    ids=["set-resources", "privileged"],
+)
+def test_a_field_added_inside_a_map_git_declares_empty(
+    change: Callable[[KubeObject], None], path: str, value: Any, manager: str
+) -> None:
+    """Git's `{}` declares the map, not what someone puts in it later."""
+    live = stored()
+    change(live)
+    result = diff(copy.deepcopy(live), live)
+    assert summary(result) == [(path, "added", None, value, manager)]
+
+
 def test_changed_and_added_together() -> None:
     live = stored()
     set_image(live)
@@ -457,6 +494,18 @@ def test_changed_and_added_together() -> None:
         ("/spec/template/spec/containers/0/env/2", "added", None, {"name": "DEBUG", "value": "1"}, "kubectl-set"),
     ]
     assert result.added_paths() == [("f:spec", "f:template", "f:spec", "f:containers", APP, "f:env", k(name="DEBUG"))]
+    assert result.as_dict() == {
+        "group": "apps",
+        "kind": "Deployment",
+        "namespace": "shop",
+        "name": "web",
+        "state": "modified",
+        "drift": [
+            {"path": "/spec/template/spec/containers/0/image", "kind": "changed"},
+            {"path": "/spec/template/spec/containers/0/env/2", "kind": "added", "manager": "kubectl-set"},
+        ],
+        "patch": result.patch,
+    }
     assert_patch_makes_target(result)
     assert result.target == diff(stored(), stored()).target
 

@@ -113,9 +113,9 @@ def test_a_json_file_is_one_document() -> None:
 
 
 def test_json_is_read_as_json_even_where_yaml_would_differ() -> None:
-    # Keys YAML 1.1 would read as booleans, and a string that looks like a timestamp.
-    text = '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"on": "yes"}}'
-    assert parse(text, "a.json")[0].obj["data"] == {"on": "yes"}
+    # PyYAML reads `1e3` as a string (its floats need a dot); a JSON file is read by JSON's rules.
+    text = '{"apiVersion": "acme.io/v1", "kind": "Widget", "metadata": {"name": "a"}, "spec": {"scale": 1e3}}'
+    assert parse(text, "a.json")[0].obj["spec"] == {"scale": 1000.0}
 
 
 # --- YAML scalars -------------------------------------------------------------------------------------------------

@@ -271,7 +271,7 @@ def test_the_cache_is_per_url_and_reused(repo: Repo, tmp_path: Path) -> None:
     assert second.path == first.path
     assert second.path.parent == tmp_path / "cache"
     assert (second.path / "HEAD").exists()
-    assert GitSource(str(repo.path) + "/", cache_dir=tmp_path / "cache").path != first.path
+    assert GitSource(str(tmp_path / "elsewhere"), cache_dir=tmp_path / "cache").path != first.path
     # The mirror is read before any fetch: resolving a revision it already has needs no remote.
     assert second.repo.commit(rev(repo, "v1")).hexsha == rev(repo, "v1")
 
@@ -378,6 +378,34 @@ def test_plain_files_read_from_git_match_a_checkout(repo: Repo, tmp_path: Path) 
         rendered = render_plain(directory, "plain@x")
     assert [(m.source, m.document, m.obj) for m in read] == [(m.source, m.document, m.obj) for m in rendered]
     assert len(read) == 7
+
+
+def test_a_symlinked_manifest_is_read_from_git_as_a_checkout_renders_it(repo: Repo, tmp_path: Path) -> None:
+    """A manifest shared between environments by a symlink is the file it points to, not the link's text."""
+    repo.write("shared/cm.yaml", cm("shared"))
+    (repo.path / "apps/web/shared.yaml").symlink_to("../../shared/cm.yaml")
+    repo.commit("Share a ConfigMap")
+    src = source(repo, tmp_path)
+    sha = src.resolve(None).sha
+    with src.checkout(sha, "apps/web") as directory:
+        rendered = render_plain(directory, "web")
+    assert [m.obj["metadata"]["name"] for m in rendered] == ["web-v2", "shared"]
+    read = parse_files(src.read_files(sha, "apps/web", MANIFEST_SUFFIXES), "web")
+    assert [(m.source, m.obj) for m in read] == [(m.source, m.obj) for m in rendered]
+
+
+@pytest.mark.parametrize("target", ["/usr/local/bin/kubectl", "../../outside"])
+def test_a_link_out_of_the_repository_elsewhere_does_not_break_a_checkout(
+    repo: Repo, tmp_path: Path, target: str
+) -> None:
+    """A link in another folder, which the export refuses to follow, has nothing to do with rendering apps/web."""
+    (repo.path / "tools").mkdir()
+    (repo.path / "tools/kubectl").symlink_to(target)
+    repo.commit("Link a tool")
+    src = source(repo, tmp_path)
+    sha = src.resolve(None).sha
+    with src.checkout(sha, "apps/web") as directory:
+        assert files_below(directory) == {"deploy.yaml": cm("web-v2")}
 
 
 # --- history ------------------------------------------------------------------------------------------------------

@@ -1,0 +1,449 @@
+"""The drift admission webhook end to end: the real API server calls the real gitops-webhook over TLS; alice, oncall
+and gitops-sync use real kubectl."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import Gitops, GitRepo, Kubectl
+
+pytestmark = pytest.mark.cluster
+
+MakeRepo = Callable[[str | None], GitRepo]
+WEBHOOK = Path(sys.executable).parent / "gitops-webhook"
+BREAK_GLASS = "gitops.kubectl-gitops.io/break-glass"
+
+
+@dataclass
+class WebhookProcess:
+    cert_dir: Path
+    port: int
+    kubeconfig: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    str(WEBHOOK),
+                    "--kubeconfig",
+                    str(self.kubeconfig),
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                    "--cert-dir",
+                    str(self.cert_dir),
+                    "--threads",
+                    "16",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.get("/healthz") is not None:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"gitops-webhook did not start:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+    def get(self, path: str) -> Any:
+        try:
+            context = ssl.create_default_context(cafile=str(self.cert_dir / "ca.crt"))
+        except OSError:
+            return None  # not written yet
+        try:
+            with urllib.request.urlopen(self.url + path, context=context, timeout=5) as response:
+                body = response.read()
+        except urllib.error.HTTPError as e:
+            body = e.read()
+        except OSError:
+            return None
+        try:
+            return json.loads(body)
+        except ValueError:
+            return body.decode()
+
+    def wait_loaded(self, app: str, revision: str = "") -> None:
+        deadline = time.monotonic() + 60
+        status: Any = None
+        while time.monotonic() < deadline:
+            status = self.get("/readyz") or {}
+            entry = (status.get("applications") or {}).get(f"gitops-system/{app}")
+            if entry and entry["objects"] and (not revision or entry["revision"] == revision):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{app} never loaded: {status}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def webhook(gitops: Gitops, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookProcess]:
+    """gitops-webhook running as gitops-sync, registered with the API server for this module's tests."""
+    work = tmp_path_factory.mktemp("webhook")
+    hook = WebhookProcess(work / "certs", _free_port(), kubectl.cluster.kubeconfig("gitops"), work / "webhook.log")
+    hook.start()
+    gitops.run("install", "--webhook-url", f"{hook.url}/validate", "--ca-file", str(hook.cert_dir / "ca.crt"))
+    yield hook
+    kubectl.run("delete", "validatingwebhookconfiguration", "gitops-drift.kubectl-gitops.io", check=False)
+    hook.stop()
+
+
+@pytest.fixture
+def app(gitops: Gitops, git_repo: MakeRepo, namespace: str, webhook: WebhookProcess) -> Callable[..., GitRepo]:
+    """Factory: the guestbook as an Application named after the test's namespace, synced, loaded by the webhook."""
+
+    def make(mode: str) -> GitRepo:
+        repo = git_repo("examples/guestbook")
+        gitops.run("create", namespace, "--repo", str(repo.path), "--dest-namespace", namespace, "--mode", mode)
+        gitops.run("sync", namespace, user="gitops")
+        webhook.wait_loaded(namespace)
+        return repo
+
+    return make
+
+
+def records(kubectl: Kubectl, namespace: str) -> list[dict[str, Any]]:
+    out = json.loads(kubectl.run("-n", "gitops-system", "get", "auditrecords", "-o", "json").stdout)
+    found = [i["record"] for i in out["items"] if i["record"]["object"].get("namespace") == namespace]
+    return sorted(found, key=lambda r: r["sequence"])
+
+
+def denied(proc: subprocess.CompletedProcess[str]) -> bool:
+    return proc.returncode != 0 and "denied the request" in proc.stderr and "kubectl-gitops:" in proc.stderr
+
+
+def test_enforce_denies_every_out_of_band_change(
+    app: Callable[..., GitRepo], kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    app("enforce")
+
+    def alice(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return kubectl.run("-n", namespace, *args, user="alice", check=False, stdin=stdin)
+
+    patch = alice(
+        "patch", "service", "frontend", "--type=json", "-p", '[{"op":"replace","path":"/spec/ports/0/port","value":81}]'
+    )
+    assert denied(patch), patch.stderr
+    assert "/spec/ports/0/port: Git has 80, request has 81" in patch.stderr
+    assert "Change Git instead and run `kubectl gitops sync`" in patch.stderr
+
+    editor = tmp_path / "editor.sh"
+    editor.write_text("#!/bin/sh\nsed -i 's/Hello from Git!/Edited by hand/' \"$1\"\n")
+    editor.chmod(editor.stat().st_mode | stat.S_IEXEC)
+    edit = subprocess.run(
+        [
+            str(kubectl.binary),
+            f"--kubeconfig={kubectl.cluster.kubeconfig('alice')}",
+            "-n",
+            namespace,
+            "edit",
+            "configmap",
+            "guestbook-settings",
+        ],
+        env={**os.environ, "KUBE_EDITOR": str(editor)},
+        capture_output=True,
+        text=True,
+    )
+    assert edit.returncode != 0
+    assert "/data/message: Git has Hello from Git!, request has Edited by hand" in edit.stderr
+
+    scale = alice("scale", "deployment/frontend", "--replicas=5")
+    assert denied(scale)
+    assert "/spec/replicas: Git has 2, request has 5" in scale.stderr
+    image = alice("set", "image", "deployment/frontend", "frontend=registry.example/evil:1")
+    assert denied(image)
+    env = alice("set", "env", "deployment/frontend", "DEBUG=1")
+    assert denied(env)
+    assert "not in Git, request sets" in env.stderr
+
+    local = json.loads(kubectl.run("-n", namespace, "get", "service", "redis", "-o", "json").stdout)
+    local["spec"]["ports"][0]["targetPort"] = 6380
+    for field in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+        local["metadata"].pop(field, None)
+    applied = alice("apply", "-f", "-", stdin=json.dumps(local))
+    assert denied(applied), applied.stderr
+    delete = alice("delete", "configmap", "guestbook-settings")
+    assert denied(delete)
+    assert "which Git still declares" in delete.stderr
+
+    # Changes nobody minds pass.
+    assert alice("label", "deployment", "frontend", "team=web").returncode == 0
+    assert alice("rollout", "restart", "deployment/frontend").returncode == 0
+
+    recorded = records(kubectl, namespace)
+    assert [r["decision"] for r in recorded] == ["denied"] * 7
+    assert {r["user"] for r in recorded} == {"alice"}
+    assert recorded[0]["fields"] == [{"path": "/spec/ports/0/port", "kind": "changed", "git": 80, "requested": 81}]
+
+    # A server-side dry run is judged the same, but not recorded.
+    dry = alice("set", "image", "deployment/frontend", "frontend=registry.example/evil:2", "--dry-run=server")
+    assert denied(dry)
+    assert len(records(kubectl, namespace)) == 7
+
+
+def test_warn_allows_with_a_warning_and_records(app: Callable[..., GitRepo], kubectl: Kubectl, namespace: str) -> None:
+    app("warn")
+    proc = kubectl.run(
+        "-n", namespace, "set", "image", "deployment/frontend", "frontend=registry.example/x:2", user="alice"
+    )
+    assert "Warning: drift from Git" in proc.stderr
+    assert "/spec/template/spec/containers/0/image" in proc.stderr
+    # Already drifted there: a second change to the same field adds no new drift, so no new record.
+    kubectl.run("-n", namespace, "set", "image", "deployment/frontend", "frontend=registry.example/x:3", user="alice")
+    assert [r["decision"] for r in records(kubectl, namespace)] == ["warned"]
+
+
+def test_audit_allows_silently_and_records(app: Callable[..., GitRepo], kubectl: Kubectl, namespace: str) -> None:
+    app("audit")
+    proc = kubectl.run("-n", namespace, "scale", "deployment/redis", "--replicas=4", user="alice")
+    assert "Warning" not in proc.stderr
+    recorded = records(kubectl, namespace)
+    assert [(r["decision"], r["subResource"], r["fields"][0]["kind"]) for r in recorded] == [
+        ("recorded", "scale", "added")
+    ]
+
+
+def test_sync_to_a_new_commit_passes_in_enforce_mode(
+    app: Callable[..., GitRepo], gitops: Gitops, kubectl: Kubectl, namespace: str
+) -> None:
+    repo = app("enforce")
+    frontend = repo.path / "frontend.yaml"
+    frontend.write_text(frontend.read_text().replace("guestbook-frontend:1.0", "guestbook-frontend:1.1"))
+    (repo.path / "redis.yaml").unlink()
+    repo.commit("frontend 1.1, no redis")
+    gitops.run("sync", namespace, "--prune", user="gitops")
+    image = kubectl.run(
+        "-n", namespace, "get", "deployment", "frontend", "-o", "jsonpath={.spec.template.spec.containers[0].image}"
+    ).stdout
+    assert image == "registry.example/guestbook-frontend:1.1"
+    assert records(kubectl, namespace) == []
+    # The admission of the sync made the webhook load the new commit: alice is now judged against it.
+    back = kubectl.run(
+        "-n",
+        namespace,
+        "set",
+        "image",
+        "deployment/frontend",
+        "frontend=registry.example/guestbook-frontend:1.0",
+        user="alice",
+        check=False,
+    )
+    assert "Git has registry.example/guestbook-frontend:1.1" in back.stderr
+
+
+def test_break_glass_only_for_its_group(app: Callable[..., GitRepo], kubectl: Kubectl, namespace: str) -> None:
+    app("enforce")
+    reason = "INC-42 hotfix"
+    for user, allowed in (("alice", False), ("breakglass", True)):
+        proc = kubectl.run(
+            "-n",
+            namespace,
+            "annotate",
+            "configmap",
+            "guestbook-settings",
+            f"{BREAK_GLASS}={reason} by {user}",
+            "--overwrite",
+            user=user,
+            check=False,
+        )
+        assert proc.returncode == 0  # an annotation alone adds no drift
+        patch = kubectl.run(
+            "-n",
+            namespace,
+            "patch",
+            "configmap",
+            "guestbook-settings",
+            "-p",
+            json.dumps({"data": {"message": f"hotfix by {user}"}}),
+            user=user,
+            check=False,
+        )
+        assert (patch.returncode == 0) is allowed, patch.stderr
+        if not allowed:
+            assert "honoured only for members of gitops:break-glass" in patch.stderr
+    decisions = [(r["user"], r["decision"], r["reason"]) for r in records(kubectl, namespace)]
+    assert decisions == [("alice", "denied", ""), ("oncall", "break-glass", f"{reason} by breakglass")]
+
+
+def test_secret_values_stay_out_of_records_and_messages(
+    app: Callable[..., GitRepo], kubectl: Kubectl, namespace: str, webhook: WebhookProcess
+) -> None:
+    app("enforce")
+    value = "alice-typed-this-password"
+    proc = kubectl.run(
+        "-n",
+        namespace,
+        "patch",
+        "secret",
+        "guestbook-credentials",
+        "-p",
+        json.dumps({"stringData": {"redis-password": value}}),
+        user="alice",
+        check=False,
+    )
+    assert denied(proc)
+    assert "/data/redis-password: Git has <secret:" in proc.stderr
+    encoded = base64.b64encode(value.encode()).decode()
+    git_value = "guestbook-demo-only"
+    text = proc.stderr + json.dumps(records(kubectl, namespace)) + webhook.log.read_text()
+    for secret in (value, encoded, git_value, base64.b64encode(git_value.encode()).decode()):
+        assert secret not in text
+
+
+def test_down_webhook_leaves_unmanaged_objects_and_kube_system_alone(
+    app: Callable[..., GitRepo], kubectl: Kubectl, namespace: str, webhook: WebhookProcess
+) -> None:
+    app("enforce")
+    webhook.stop()
+    try:
+        kubectl.run("-n", namespace, "create", "configmap", "unmanaged", "--from-literal=a=b", user="alice")
+        kubectl.run("-n", namespace, "patch", "configmap", "unmanaged", "-p", '{"data":{"a":"c"}}', user="alice")
+        kubectl.run("-n", "kube-system", "create", "configmap", f"probe-{namespace}", "--from-literal=a=b")
+        kubectl.run("-n", "kube-system", "delete", "configmap", f"probe-{namespace}")
+        # Managed objects stay protected: failurePolicy Fail.
+        blocked = kubectl.run(
+            "-n", namespace, "set", "image", "deployment/frontend", "frontend=x:1", user="alice", check=False
+        )
+        assert blocked.returncode != 0
+        assert "failed calling webhook" in blocked.stderr
+    finally:
+        webhook.start()
+
+
+def test_kill_9_loses_no_record_of_an_answered_request(
+    app: Callable[..., GitRepo], kubectl: Kubectl, namespace: str, webhook: WebhookProcess
+) -> None:
+    app("enforce")
+    answered: list[int] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        i = 0
+        while not stop.is_set() and i < 60:
+            proc = kubectl.run(
+                "-n",
+                namespace,
+                "patch",
+                "configmap",
+                "guestbook-settings",
+                "-p",
+                json.dumps({"data": {"message": f"attempt {i}"}}),
+                user="alice",
+                check=False,
+            )
+            if denied(proc):
+                answered.append(i)
+            i += 1
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    time.sleep(2.0)
+    webhook.stop(signal.SIGKILL)
+    time.sleep(1.0)
+    webhook.start()
+    stop.set()
+    worker.join(timeout=120)
+    recorded = {r["fields"][0]["requested"] for r in records(kubectl, namespace)}
+    assert answered, "no request was answered before the kill"
+    missing = [i for i in answered if f"attempt {i}" not in recorded]
+    assert missing == []
+
+
+def test_audit_cli_lists_and_verify_catches_tampering(
+    app: Callable[..., GitRepo], gitops: Gitops, kubectl: Kubectl, namespace: str
+) -> None:
+    app("enforce")
+    for n in range(3):
+        kubectl.run(
+            "-n",
+            namespace,
+            "patch",
+            "configmap",
+            "guestbook-settings",
+            "-p",
+            json.dumps({"data": {"message": f"try {n}"}}),
+            user="alice",
+            check=False,
+        )
+    listed = gitops.run("audit", namespace, "--user", "alice", "--since", "10m").stdout
+    assert listed.count("denied") == 3
+    assert "/data/message (changed)" in listed
+    as_json = json.loads(gitops.run("audit", namespace, "-o", "json").stdout)
+    assert [r["fields"][0]["requested"] for r in as_json] == ["try 0", "try 1", "try 2"]
+    gitops.run("audit", "verify")
+
+    names = [f"audit-{r['sequence']:012d}" for r in records(kubectl, namespace)]
+    original = json.loads(kubectl.run("-n", "gitops-system", "get", "auditrecord", names[1], "-o", "json").stdout)
+
+    def restore() -> None:
+        kubectl.run("-n", "gitops-system", "delete", "auditrecord", names[1], "--ignore-not-found")
+        clean = {k: v for k, v in original.items() if k != "metadata"}
+        clean["metadata"] = {"name": names[1], "namespace": "gitops-system", "labels": original["metadata"]["labels"]}
+        kubectl.run("-n", "gitops-system", "create", "-f", "-", stdin=json.dumps(clean))
+        gitops.run("audit", "verify")
+
+    # edited
+    kubectl.run(
+        "-n",
+        "gitops-system",
+        "patch",
+        "auditrecord",
+        names[1],
+        "--type=merge",
+        "-p",
+        json.dumps({"record": {"user": "somebody-else"}}),
+    )
+    edited = gitops.run("audit", "verify", expect=1)
+    assert "does not match its hash (edited?)" in edited.stdout
+    restore()
+    # deleted
+    kubectl.run("-n", "gitops-system", "delete", "auditrecord", names[1])
+    assert "is missing (deleted?)" in gitops.run("audit", "verify", expect=1).stdout
+    restore()
+    # reordered: two records' contents swapped
+    first = json.loads(kubectl.run("-n", "gitops-system", "get", "auditrecord", names[0], "-o", "json").stdout)
+    second = original
+    for name, body in ((names[0], second["record"]), (names[1], first["record"])):
+        kubectl.run(
+            "-n", "gitops-system", "patch", "auditrecord", name, "--type=merge", "-p", json.dumps({"record": body})
+        )
+    reordered = gitops.run("audit", "verify", expect=1).stdout
+    assert "does not follow the record before it" in reordered
+    for name, body in ((names[0], first["record"]), (names[1], second["record"])):
+        kubectl.run(
+            "-n", "gitops-system", "patch", "auditrecord", name, "--type=merge", "-p", json.dumps({"record": body})
+        )
+    gitops.run("audit", "verify")
