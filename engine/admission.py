@@ -12,12 +12,13 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, NotRequired, TypedDict
 
 from . import fieldsets
 from .drift import DriftItem, DriftKind, DriftPolicy, _is_ignored
 from .normalize import SecretMasker
-from .objects import API_GROUP, REVISION_ANNOTATION, TRACKING_ANNOTATION, TRACKING_LABEL, KubeObject, ObjectKey
+from .objects import API_GROUP, REVISION_ANNOTATION, KubeObject, ObjectKey
 
 BREAK_GLASS_ANNOTATION = f"{API_GROUP}/break-glass"
 
@@ -102,6 +103,15 @@ class GitObject:
     declared: Mapping[str, Any]  # the fieldsV1 of what Git declares
     policy: DriftPolicy = field(default_factory=DriftPolicy)
 
+    @cached_property
+    def declared_paths(self) -> set[Path]:
+        """What Git declares, as paths of this module: computed once per object, not once per request."""
+        return _declared_paths(self.declared)
+
+    @cached_property
+    def ignored(self) -> tuple[str, ...]:
+        return self.policy.ignored_pointers(self.key)
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -178,7 +188,7 @@ def pointer(obj: Any, path: Path) -> str:
     return "/" + "/".join(tokens)
 
 
-def _declared_paths(declared: Mapping[str, Any], stored: KubeObject) -> set[Path]:
+def _declared_paths(declared: Mapping[str, Any]) -> set[Path]:
     """The declared leaves as paths of this module (k:{"name":..} selectors as named items)."""
     out: set[Path] = set()
     for leaf in fieldsets.leaves(declared, containers=False):
@@ -213,11 +223,13 @@ def _counts(path: Path, declared: set[Path]) -> bool:
     strs = [p for p in path if isinstance(p, str)]
     if path[0] == "metadata":
         # Only labels and annotations that Git declares; everything else there is the server's.
+        # The tracking marks are declared (removing them would take the object out of the webhook's sight); the
+        # revision and break-glass annotations are operational.
         return (
-            len(path) >= 3
+            len(path) >= 2
             and path[1] in ("labels", "annotations")
             and _is_declared(path, declared)
-            and (path[2] not in (TRACKING_LABEL, TRACKING_ANNOTATION, REVISION_ANNOTATION, BREAK_GLASS_ANNOTATION))
+            and (len(path) < 3 or path[2] not in (REVISION_ANNOTATION, BREAK_GLASS_ANNOTATION))
         )
     return not any(
         strs[i] == "metadata" and strs[i + 1] in ("labels", "annotations") and not _is_declared(path, declared)
@@ -227,13 +239,26 @@ def _counts(path: Path, declared: set[Path]) -> bool:
 
 def new_drift(git: GitObject, before: KubeObject | None, after: KubeObject, masker: SecretMasker) -> list[DriftItem]:
     """Paths where `after` strays from Git and `before` did not (for a CREATE, `before` is None)."""
-    declared = _declared_paths(git.declared, git.stored)
+    declared = git.declared_paths
     base = before if before is not None else {}
     candidates = changed_paths(base, after) if before is not None else changed_paths(git.stored, after)
-    ignored = git.policy.ignored_pointers(git.key)
+    ignored = git.ignored
     items: list[DriftItem] = []
-    for path in candidates:
-        ptr = pointer(after if get(after, path) is not _ABSENT else base, path)
+
+    def expand(path: Path) -> list[Path]:
+        """A labels or annotations map gone as a whole: one item per key Git declares in it (the other keys in it
+        are nobody's business)."""
+        labelled = len(path) >= 2 and path[-2] == "metadata" and path[-1] in ("labels", "annotations")
+        if labelled and isinstance(get(git.stored, path), dict) and not isinstance(get(after, path), dict):
+            deeper = sorted((d for d in declared if len(d) > len(path) and d[: len(path)] == path), key=str)
+            if deeper:
+                return deeper
+        return [path]
+
+    for path in (p for candidate in candidates for p in expand(candidate)):
+        ptr = pointer(
+            after if get(after, path) is not _ABSENT else (before if before is not None else git.stored), path
+        )
         if not _counts(path, declared) or _is_ignored(ptr, ignored):
             continue
         want, now = get(git.stored, path), get(after, path)

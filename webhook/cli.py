@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +47,22 @@ def _split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _renewer(cert_dir: Path, hosts: list[str]) -> Any:
-    """A gunicorn `when_ready` hook: renews the certificate in time and reloads the workers (SIGHUP) to serve it."""
+def _renewer(cert_dir: Path, hosts: list[str], shared: Callable[[], tls.CertFiles] | None) -> Any:
+    """A gunicorn `when_ready` hook: renews the certificate in time (or takes the one another replica renewed) and
+    reloads the workers (SIGHUP) to serve it."""
 
     def when_ready(server: Any) -> None:
         def loop() -> None:
             while True:
                 threading.Event().wait(RENEW_CHECK_SECONDS)
                 try:
-                    _, renewed = tls.ensure(cert_dir, hosts)
-                except (OSError, ValueError) as e:
+                    before = (cert_dir / "tls.crt").read_bytes()
+                    if shared is not None:
+                        shared()
+                        renewed = (cert_dir / "tls.crt").read_bytes() != before
+                    else:
+                        _, renewed = tls.ensure(cert_dir, hosts)
+                except (OSError, ValueError, GitOpsError) as e:
                     log.error("renewing the serving certificate failed: %s", e)
                     continue
                 if renewed:
@@ -78,6 +85,13 @@ def _renewer(cert_dir: Path, hosts: list[str]) -> Any:
     help="ca.crt, tls.crt, tls.key; made here (and renewed) when missing.",
 )
 @click.option("--host", "hosts", multiple=True, help="Extra DNS name or IP for the serving certificate.")
+@click.option(
+    "--cert-secret",
+    default="",
+    help="Share the certificate between replicas through this Secret "
+    "(in --namespace): the first replica makes it, the others use it.",
+)
+@click.option("--namespace", default="gitops-system", show_default=True, help="The webhook's own namespace.")
 @click.option("--workers", default=1, show_default=True, help="gunicorn worker processes.")
 @click.option("--threads", default=8, show_default=True, help="Threads per worker.")
 def main(
@@ -88,17 +102,27 @@ def main(
     hosts: tuple[str, ...],
     workers: int,
     threads: int,
+    cert_secret: str,
+    namespace: str,
 ) -> None:
     """Serve the drift admission webhook (POST /validate, /healthz, /readyz, /metrics)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     host, port = _split_listen(listen)
     names = [h for h in (host, *hosts) if h not in ("0.0.0.0", "::")] or ["localhost"]
     names += [n for n in ("localhost", "127.0.0.1") if n not in names]
-    files, _ = tls.ensure(cert_dir, names)
     in_cluster = not kubeconfig and "KUBERNETES_SERVICE_HOST" in os.environ
     target = KubeTarget(kubeconfig=kubeconfig, context=kube_context, in_cluster=in_cluster)
+    shared: Callable[[], tls.CertFiles] | None = None
     try:
-        KubeClient(target)  # fail here, with a clear message, rather than in every worker
+        kube = KubeClient(target)  # fail here, with a clear message, rather than in every worker
+        if cert_secret:
+
+            def shared() -> tls.CertFiles:
+                return tls.sync_with_secret(kube, namespace, cert_secret, cert_dir, names)
+
+            files = shared()
+        else:
+            files, _ = tls.ensure(cert_dir, names)
     except GitOpsError as e:
         raise click.ClickException(str(e)) from e
     options = {
@@ -114,6 +138,7 @@ def main(
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",
-        "when_ready": _renewer(cert_dir, names),
+        "when_ready": _renewer(cert_dir, names, shared),
+        "raw_env": [f"GITOPS_WEBHOOK_NAMESPACE={namespace}"],
     }
     Server(options, target).run()

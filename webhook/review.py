@@ -7,6 +7,7 @@ from typing import Any, cast
 from engine.admission import AdmissionRequest, Decision
 
 API_VERSION = "admission.k8s.io/v1"
+MAX_DEPTH = 100  # Kubernetes objects nest a few dozen levels at most; deeper is an attack on the stack
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 
 
@@ -17,6 +18,20 @@ class ReviewError(ValueError):
 def _require(condition: bool, reason: str) -> None:
     if not condition:
         raise ReviewError(reason)
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    """Whether `value` nests at most `limit` levels (iteratively: the check itself must not recurse)."""
+    stack = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(current, dict):
+            stack.extend((v, depth + 1) for v in current.values() if isinstance(v, dict | list))
+        elif isinstance(current, list):
+            stack.extend((v, depth + 1) for v in current if isinstance(v, dict | list))
+    return True
 
 
 def parse_review(review: Any) -> AdmissionRequest:
@@ -52,6 +67,7 @@ def parse_review(review: Any) -> AdmissionRequest:
             for sub in ("labels", "annotations"):
                 _require(isinstance(metadata.get(sub) or {}, dict), f"request.{field}.metadata.{sub} must be an object")
     _require(isinstance(request.get("dryRun", False), bool), "request.dryRun must be a boolean")
+    _require(_depth_within(request, MAX_DEPTH), f"the request nests deeper than {MAX_DEPTH} levels")
     return cast(AdmissionRequest, request)
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from engine.errors import ApiError
 
 CA_VALIDITY = datetime.timedelta(days=3650)
 LEAF_VALIDITY = datetime.timedelta(days=90)
@@ -119,3 +123,40 @@ def _write(path: Path, data: bytes, private: bool = False) -> None:
     if private:
         tmp.chmod(0o600)
     tmp.replace(path)
+
+
+SECRET_KEYS = {"ca.crt": "ca", "tls.crt": "cert", "tls.key": "key", "ca.key": "ca_key"}
+
+
+def sync_with_secret(cluster: Any, namespace: str, name: str, directory: Path, hosts: list[str]) -> CertFiles:
+    """Replicas share one CA and certificate through a Secret: the first to find none (or one due for renewal)
+    makes them and stores them; the others, and later restarts, use what the Secret holds."""
+    info = cluster.resource_for("v1", "Secret")
+    if info is None:
+        raise OSError("the cluster does not serve Secrets")
+    directory.mkdir(parents=True, exist_ok=True)
+    for _ in range(5):
+        secret = cluster.get(info, namespace, name)
+        if secret is not None:
+            for key in SECRET_KEYS:
+                value = (secret.get("data") or {}).get(key)
+                if value:
+                    _write(directory / key, base64.b64decode(value), private=key.endswith(".key"))
+        files, renewed = ensure(directory, hosts)
+        if not renewed and secret is not None:
+            return files
+        data = {key: base64.b64encode((directory / key).read_bytes()).decode() for key in SECRET_KEYS}
+        metadata: dict[str, str] = {"name": name, "namespace": namespace}
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": metadata, "data": data}
+        try:
+            if secret is None:
+                cluster.create(info, body)
+            else:
+                metadata["resourceVersion"] = secret["metadata"]["resourceVersion"]
+                cluster.replace(info, body)
+            return files
+        except ApiError as e:
+            if e.status != 409:
+                raise
+            # another replica stored its certificate first: the next round takes that one
+    raise OSError(f"could not agree on a serving certificate through Secret {namespace}/{name}")

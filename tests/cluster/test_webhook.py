@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from ..conftest import Gitops, GitRepo, Kubectl
+from ..conftest import REPO_ROOT, Gitops, GitRepo, Kubectl
 
 pytestmark = pytest.mark.cluster
 
@@ -109,11 +110,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def service_account_kubeconfig(kubectl: Kubectl, path: Path) -> Path:
+    """A kubeconfig for the gitops-webhook ServiceAccount of manifests/webhook/rbac.yaml (its least privilege)."""
+    kubectl.run("-n", "gitops-system", "apply", "-f", str(REPO_ROOT / "manifests" / "webhook" / "rbac.yaml"))
+    token = kubectl.run("-n", "gitops-system", "create", "token", "gitops-webhook", "--duration=2h").stdout.strip()
+    admin = yaml.safe_load(kubectl.cluster.kubeconfig("admin").read_text())
+    admin["users"] = [{"name": "gitops-webhook", "user": {"token": token}}]
+    admin["contexts"] = [{"name": "sa", "context": {"cluster": "local", "user": "gitops-webhook"}}]
+    admin["current-context"] = "sa"
+    path.write_text(yaml.safe_dump(admin))
+    return path
+
+
 @pytest.fixture(scope="module")
 def webhook(gitops: Gitops, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookProcess]:
-    """gitops-webhook running as gitops-sync, registered with the API server for this module's tests."""
+    """gitops-webhook running as its ServiceAccount with the shipped RBAC, registered with the API server for this
+    module's tests; its certificate is shared through a Secret, as replicas in a cluster share it."""
     work = tmp_path_factory.mktemp("webhook")
-    hook = WebhookProcess(work / "certs", _free_port(), kubectl.cluster.kubeconfig("gitops"), work / "webhook.log")
+    identity = service_account_kubeconfig(kubectl, work / "webhook.kubeconfig")
+    hook = WebhookProcess(work / "certs", _free_port(), identity, work / "webhook.log")
     hook.start()
     gitops.run("install", "--webhook-url", f"{hook.url}/validate", "--ca-file", str(hook.cert_dir / "ca.crt"))
     yield hook
@@ -447,3 +462,64 @@ def test_audit_cli_lists_and_verify_catches_tampering(
             "-n", "gitops-system", "patch", "auditrecord", name, "--type=merge", "-p", json.dumps({"record": body})
         )
     gitops.run("audit", "verify")
+
+
+def test_replicas_share_one_certificate_and_one_audit_chain(
+    app: Callable[..., GitRepo],
+    gitops: Gitops,
+    kubectl: Kubectl,
+    namespace: str,
+    webhook: WebhookProcess,
+    tmp_path: Path,
+) -> None:
+    app("enforce")
+    second = WebhookProcess(tmp_path / "certs", _free_port(), webhook.kubeconfig, tmp_path / "second.log")
+    second.start()
+    try:
+        assert (second.cert_dir / "ca.crt").read_bytes() == (webhook.cert_dir / "ca.crt").read_bytes()
+        second.wait_loaded(namespace)
+        live = json.loads(kubectl.run("-n", namespace, "get", "configmap", "guestbook-settings", "-o", "json").stdout)
+
+        def post(replica: WebhookProcess, n: int) -> dict[str, Any]:
+            changed = json.loads(json.dumps(live))
+            changed["data"]["message"] = f"via replica {n}"
+            body = {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {
+                    "uid": f"uid-{n}",
+                    "operation": "UPDATE",
+                    "name": "guestbook-settings",
+                    "namespace": namespace,
+                    "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+                    "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+                    "userInfo": {"username": "alice", "groups": ["developers"]},
+                    "object": changed,
+                    "oldObject": live,
+                    "dryRun": False,
+                },
+            }
+            context = ssl.create_default_context(cafile=str(webhook.cert_dir / "ca.crt"))
+            request = urllib.request.Request(
+                f"{replica.url}/validate", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, context=context, timeout=30) as response:
+                answer: dict[str, Any] = json.loads(response.read())
+            return answer
+
+        threads = []
+        answers: list[dict[str, Any]] = []
+        for n in range(12):
+            replica = webhook if n % 2 else second
+            thread = threading.Thread(target=lambda r=replica, i=n: answers.append(post(r, i)))
+            threads.append(thread)
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(a["response"]["uid"] for a in answers) == sorted(f"uid-{n}" for n in range(12))
+        assert not any(a["response"]["allowed"] for a in answers)
+        recorded = records(kubectl, namespace)
+        assert sorted(r["requestUID"] for r in recorded) == sorted(f"uid-{n}" for n in range(12))
+        gitops.run("audit", "verify")
+    finally:
+        second.stop()

@@ -1,0 +1,355 @@
+"""Benchmark of the drift admission webhook, on its own local control plane.
+
+1. decision: `engine.admission.decide` in process, for a typical Deployment (Git's object as the API server stores
+   it): p50/p99 of an allowed request (an undeclared label) and of a denied one (a changed image).
+2. throughput: requests/s of POST /validate over HTTPS (gunicorn, 1 worker), from a client on the same 2 cores.
+3. API server: latency of writes to managed objects with 20 concurrent writers, with the webhook registered vs not
+   registered (the ratio is what the webhook costs a real client).
+4. memory: resident memory of the webhook (master + worker) with no Application, then with 2000 objects loaded.
+
+Usage: .venv/bin/python bench/webhook.py [--out bench/results/webhook.json] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import urllib3
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "hack"))
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from diff_sync import objects  # noqa: E402
+from localcluster.cluster import LocalCluster  # noqa: E402
+
+from engine.admission import Exemptions, GitObject, decide  # noqa: E402
+from engine.compare import DesiredObject  # noqa: E402
+from engine.gitstate import stored_form  # noqa: E402
+from engine.kube import KubeClient, KubeTarget  # noqa: E402
+from engine.manifests import Manifest  # noqa: E402
+from engine.normalize import SecretMasker  # noqa: E402
+from engine.objects import AppRef, key_of, with_tracking  # noqa: E402
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(argv: list[str], env: dict[str, str], stdin: str | None = None) -> str:
+    proc = subprocess.run(argv, env=env, input=stdin, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)}: {proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def review(obj: dict[str, Any], old: dict[str, Any], uid: str = "bench") -> dict[str, Any]:
+    key = key_of(obj)
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "operation": "UPDATE",
+            "name": key.name,
+            "namespace": key.namespace,
+            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "userInfo": {"username": "alice", "groups": ["developers", "system:authenticated"]},
+            "object": obj,
+            "oldObject": old,
+            "dryRun": False,
+        },
+    }
+
+
+def bench_decision(git: GitObject, live: dict[str, Any]) -> dict[str, Any]:
+    labelled = json.loads(json.dumps(live))
+    labelled["metadata"].setdefault("labels", {})["team"] = "web"
+    changed = json.loads(json.dumps(live))
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.example/evil:1"
+    exemptions, masker = Exemptions(), SecretMasker(b"bench")
+    out: dict[str, Any] = {}
+    for name, new in (("allowed_label", labelled), ("denied_image", changed)):
+        request = review(new, live)["request"]
+        timings = []
+        for _ in range(3000):  # warm-up and measurement
+            start = time.perf_counter()
+            decision = decide(request, git, exemptions=exemptions, masker=masker)  # type: ignore[arg-type]
+            timings.append(time.perf_counter() - start)
+        timings = timings[500:]
+        out[name] = {
+            "allowed": decision.allowed,
+            "p50_ms": percentile(timings, 50) * 1000,
+            "p99_ms": percentile(timings, 99) * 1000,
+        }
+    return out
+
+
+def bench_throughput(url: str, ca: Path, body: bytes, seconds: float, clients: int = 8) -> dict[str, float]:
+    http = urllib3.PoolManager(maxsize=clients, cert_reqs=ssl.CERT_REQUIRED, ca_certs=str(ca))
+    done = 0
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client() -> None:
+        nonlocal done
+        while time.monotonic() < stop:
+            start = time.perf_counter()
+            response = http.request("POST", url, body=body, headers={"Content-Type": "application/json"})
+            elapsed = time.perf_counter() - start
+            assert response.status == 200, response.status
+            with lock:
+                done += 1
+                latencies.append(elapsed)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {
+        "requests_per_second": done / seconds,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "clients": clients,
+    }
+
+
+def bench_writes(
+    kube: KubeClient, namespace: str, names: list[str], writers: int = 20, per_writer: int = 25
+) -> dict[str, float]:
+    """PATCHes of an undeclared annotation (allowed, no record) to managed ConfigMaps, 20 writers at once."""
+    info = kube.resource_for("v1", "ConfigMap")
+    assert info is not None
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def writer(w: int) -> None:
+        for i in range(per_writer):
+            name = names[(w * per_writer + i) % len(names)]
+            start = time.perf_counter()
+            kube.request(
+                "PATCH",
+                info.path(namespace, name),
+                body={"metadata": {"annotations": {"bench": f"{w}-{i}"}}},
+                content_type="application/merge-patch+json",
+            )
+            with lock:
+                latencies.append(time.perf_counter() - start)
+
+    with ThreadPoolExecutor(max_workers=writers) as pool:
+        list(pool.map(writer, range(writers)))
+    return {
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "mean_ms": statistics.mean(latencies) * 1000,
+        "writes": len(latencies),
+    }
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for p in pids:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "webhook.json")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}}
+    with tempfile.TemporaryDirectory(prefix="gitops-bench-webhook-") as tmp, contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        cluster = LocalCluster(work / "cluster")
+        state = cluster.up(log=lambda m: print(m, file=sys.stderr))
+        webhook: subprocess.Popen[bytes] | None = None
+        try:
+            kubectl = str(Path(state.bin_dir) / "kubectl")
+            env = {
+                **os.environ,
+                "KUBECONFIG": str(cluster.kubeconfig("admin")),
+                "XDG_CACHE_HOME": str(work / "cache"),
+                "PATH": f"{state.bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            }
+            run([kubectl, "gitops", "install"], env)
+            kube = KubeClient(KubeTarget(kubeconfig=str(cluster.kubeconfig("admin"))))
+
+            # 1. the decision, in process, for a typical Deployment
+            deployment = objects(5)[4]
+            app = AppRef("gitops-system", "bench")
+            run([kubectl, "create", "namespace", "bench-decision"], env)
+            obj = with_tracking(
+                {**deployment, "metadata": {**deployment["metadata"], "namespace": "bench-decision"}}, app, "0" * 40
+            )
+            info = kube.resource_for("apps/v1", "Deployment")
+            assert info is not None
+            stored, declared = stored_form(kube, DesiredObject(Manifest("bench", 1, obj), obj, info))
+            live = kube.apply(info, obj)
+            live["metadata"].pop("managedFields", None)
+            git = GitObject(key_of(obj), str(app), "enforce", "0" * 40, stored, declared)
+            results["decision"] = bench_decision(git, live)
+            print("decision", json.dumps(results["decision"]), flush=True)
+
+            # start the webhook before the Application exists: its memory empty, then with 2000 objects loaded
+            port = free_port()
+            certs = work / "certs"
+            log_file = stack.enter_context(open(work / "webhook.log", "wb"))
+            webhook = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "gitops-webhook"),
+                    "--kubeconfig",
+                    str(cluster.kubeconfig("gitops")),
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--cert-dir",
+                    str(certs),
+                    "--threads",
+                    "16",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                start_new_session=True,
+                env={**env, "GITOPS_WEBHOOK_REFRESH_SECONDS": "3600", "GITOPS_WEBHOOK_POLL_SECONDS": "1"},
+            )
+            http = urllib3.PoolManager(cert_reqs=ssl.CERT_NONE)
+
+            def readyz() -> dict[str, Any]:
+                try:
+                    return dict(json.loads(http.request("GET", f"https://127.0.0.1:{port}/readyz").data))
+                except (urllib3.exceptions.HTTPError, ValueError):
+                    return {}
+
+            while not readyz().get("ready"):
+                time.sleep(0.5)
+            time.sleep(2)
+            empty_rss = rss_mb(webhook.pid)
+
+            # the managed objects: 2000 of them, synced by an Application
+            repo = work / "repo"
+            repo.mkdir()
+            docs = objects(2000)
+            for i, doc in enumerate(docs):
+                (repo / f"{i:05d}.yaml").write_text(json.dumps(doc))
+            for git_args in (
+                ["init", "-q", "-b", "main"],
+                ["add", "-A"],
+                ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"],
+            ):
+                subprocess.run(["git", *git_args], cwd=repo, check=True)
+            run([kubectl, "gitops", "create", "bench", "--repo", str(repo), "--dest-namespace", "bench"], env)
+            run([kubectl, "gitops", "sync", "bench"], env)
+            configmaps = [d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"]
+
+            deadline = time.monotonic() + 600
+            started = time.monotonic()
+            loaded_after = None
+            while time.monotonic() < deadline:
+                entry = (readyz().get("applications") or {}).get("gitops-system/bench") or {}
+                if entry.get("objects") == 2000:
+                    loaded_after = time.monotonic() - started
+                    break
+                time.sleep(0.5)
+            time.sleep(2)
+            full_rss = rss_mb(webhook.pid)
+            results["memory"] = {
+                "rss_mb_no_objects": empty_rss,
+                "rss_mb_2000_objects": full_rss,
+                "kb_per_object": (full_rss - empty_rss) * 1024 / 2000,
+                "load_seconds": loaded_after,
+            }
+            print("memory", json.dumps(results["memory"]), flush=True)
+
+            # 3a. writes without the webhook registered
+            bench_writes(kube, "bench", configmaps, per_writer=5)  # warm-up
+            without = bench_writes(kube, "bench", configmaps)
+
+            time.sleep(2)
+
+            # 2. throughput over HTTPS (allowed requests: no audit write)
+            body = json.dumps(
+                review(
+                    {
+                        **live,
+                        "metadata": {
+                            **live["metadata"],
+                            "labels": {**live["metadata"].get("labels", {}), "team": "web"},
+                        },
+                    },
+                    live,
+                )
+            ).encode()
+            results["throughput"] = bench_throughput(
+                f"https://127.0.0.1:{port}/validate", certs / "ca.crt", body, args.seconds
+            )
+            print("throughput", json.dumps(results["throughput"]), flush=True)
+
+            # 3b. writes through the API server with the webhook registered
+            run(
+                [
+                    kubectl,
+                    "gitops",
+                    "install",
+                    "--webhook-url",
+                    f"https://127.0.0.1:{port}/validate",
+                    "--ca-file",
+                    str(certs / "ca.crt"),
+                ],
+                env,
+            )
+            time.sleep(2)
+            bench_writes(kube, "bench", configmaps, per_writer=5)  # warm-up
+            with_hook = bench_writes(kube, "bench", configmaps)
+            run([kubectl, "delete", "validatingwebhookconfiguration", "gitops-drift.kubectl-gitops.io"], env)
+            time.sleep(2)
+            without_again = bench_writes(kube, "bench", configmaps)
+            results["api_server_writes"] = {
+                "writers": 20,
+                "without_webhook": without,
+                "with_webhook": with_hook,
+                "without_webhook_after": without_again,
+                "p50_ratio": with_hook["p50_ms"] / statistics.mean([without["p50_ms"], without_again["p50_ms"]]),
+                "mean_ratio": with_hook["mean_ms"] / statistics.mean([without["mean_ms"], without_again["mean_ms"]]),
+            }
+            print("writes", json.dumps(results["api_server_writes"]), flush=True)
+        finally:
+            if webhook is not None:
+                os.killpg(webhook.pid, signal.SIGTERM)
+                webhook.wait(timeout=30)
+            cluster.down()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

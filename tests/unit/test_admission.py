@@ -1,0 +1,1016 @@
+"""The admission decision, from hand-built AdmissionRequests and Git objects as the API server would store them.
+
+`stored()` is Git's Deployment after a dry-run apply: Git's fields plus the server's defaults. `declared()` is the
+field set our manager ("kubectl-gitops") owns in it: what Git declares. A request is drift when the object after it
+strays from Git at a path where the object before it did not.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from engine.admission import (
+    BREAK_GLASS_ANNOTATION,
+    AdmissionRequest,
+    Decision,
+    Exemptions,
+    GitObject,
+    Verdict,
+    decide,
+    new_drift,
+)
+from engine.drift import DriftKind, DriftPolicy, IgnoreRule
+from engine.normalize import SecretMasker
+from engine.objects import (
+    FIELD_MANAGER,
+    REVISION_ANNOTATION,
+    TRACKING_ANNOTATION,
+    TRACKING_LABEL,
+    KubeObject,
+    ObjectKey,
+)
+
+KEY = ObjectKey("apps", "Deployment", "shop", "web")
+SERVICE_KEY = ObjectKey("", "Service", "shop", "web")
+SECRET_KEY = ObjectKey("", "Secret", "shop", "db")
+APP = "gitops-system/shop"
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+MASKER = SecretMasker(b"unit-test-key-0123456789abcdef!!")
+EXEMPTIONS = Exemptions()
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+CONTAINERS = "/spec/template/spec/containers"
+
+
+def k(**fields: Any) -> str:
+    return "k:" + json.dumps(fields, separators=(",", ":"))
+
+
+# --- Git's Deployment ------------------------------------------------------------------------------------------------
+def declared(*, replicas: bool = True) -> dict[str, Any]:
+    """The fieldsV1 of what Git declares of the Deployment."""
+    env_var: dict[str, Any] = {".": {}, "f:name": {}, "f:value": {}}
+    spec: dict[str, Any] = {
+        "f:selector": {},
+        "f:template": {
+            "f:metadata": {"f:labels": {"f:app": {}}, "f:annotations": {"f:team": {}}},
+            "f:spec": {
+                "f:containers": {
+                    k(name="app"): {
+                        ".": {},
+                        "f:name": {},
+                        "f:image": {},
+                        "f:env": {k(name="MODE"): env_var, k(name="LEVEL"): env_var},
+                        "f:ports": {k(containerPort=80, protocol="TCP"): {".": {}, "f:containerPort": {}}},
+                    },
+                    k(name="proxy"): {".": {}, "f:name": {}, "f:image": {}},
+                }
+            },
+        },
+    }
+    if replicas:
+        spec["f:replicas"] = {}
+    return {
+        "f:metadata": {
+            "f:labels": {"f:app": {}, f"f:{TRACKING_LABEL}": {}},
+            "f:annotations": {"f:owner": {}, f"f:{TRACKING_ANNOTATION}": {}, f"f:{REVISION_ANNOTATION}": {}},
+        },
+        "f:spec": spec,
+    }
+
+
+def container(name: str, image: str, **more: Any) -> dict[str, Any]:
+    """A container as the API server stores it: Git's fields plus the server's defaults."""
+    return {
+        "name": name,
+        "image": image,
+        **more,
+        "imagePullPolicy": "IfNotPresent",
+        "resources": {},
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+    }
+
+
+def stored(*, replicas: int = 2) -> KubeObject:
+    """Git's Deployment as the API server stores it."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "uid": "0b5e0f36-0000-4000-8000-000000000001",
+            "resourceVersion": "1200",
+            "generation": 3,
+            "labels": {"app": "web", TRACKING_LABEL: "shop"},
+            "annotations": {
+                "owner": "team-a",
+                TRACKING_ANNOTATION: "gitops-system/shop:apps/Deployment:shop/web",
+                REVISION_ANNOTATION: REVISION,
+                "deployment.kubernetes.io/revision": "3",
+            },
+            "managedFields": [
+                {
+                    "manager": FIELD_MANAGER,
+                    "operation": "Apply",
+                    "apiVersion": "apps/v1",
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": declared(),
+                }
+            ],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "revisionHistoryLimit": 10,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}, "annotations": {"team": "shop"}},
+                "spec": {
+                    "containers": [
+                        container(
+                            "app",
+                            "registry.local/web:1.0",
+                            env=[{"name": "MODE", "value": "prod"}, {"name": "LEVEL", "value": "info"}],
+                            ports=[{"containerPort": 80, "protocol": "TCP"}],
+                        ),
+                        container("proxy", "registry.local/proxy:2.1"),
+                    ],
+                    "restartPolicy": "Always",
+                    "dnsPolicy": "ClusterFirst",
+                },
+            },
+        },
+        "status": {"replicas": 2, "readyReplicas": 2, "observedGeneration": 3},
+    }
+
+
+def git(mode: str = "enforce", *, replicas: bool = True, policy: DriftPolicy | None = None) -> GitObject:
+    obj = stored(replicas=2 if replicas else 1)
+    return GitObject(
+        key=KEY,
+        app=APP,
+        mode=mode,
+        revision=REVISION,
+        stored=obj,
+        declared=declared(replicas=replicas),
+        policy=policy or DriftPolicy(),
+    )
+
+
+def edited(obj: KubeObject, *changes: Callable[[KubeObject], Any]) -> KubeObject:
+    out = copy.deepcopy(obj)
+    for change in changes:
+        change(out)
+    return out
+
+
+def app_container(obj: KubeObject) -> dict[str, Any]:
+    found: dict[str, Any] = obj["spec"]["template"]["spec"]["containers"][0]
+    return found
+
+
+def request(
+    operation: str,
+    obj: KubeObject | None,
+    old: KubeObject | None = None,
+    *,
+    user: str = "alice",
+    groups: tuple[str, ...] = ("developers", "system:authenticated"),
+    sub: str = "",
+    kind: tuple[str, str, str] = ("apps", "v1", "Deployment"),
+    resource: tuple[str, str, str] = ("apps", "v1", "deployments"),
+    name: str = "web",
+    **more: Any,
+) -> AdmissionRequest:
+    req: dict[str, Any] = {
+        "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+        "kind": dict(zip(("group", "version", "kind"), kind, strict=True)),
+        "resource": dict(zip(("group", "version", "resource"), resource, strict=True)),
+        "operation": operation,
+        "userInfo": {"username": user, "groups": list(groups)},
+        "name": name,
+        "namespace": "shop",
+        "object": obj,
+        "oldObject": old,
+        "dryRun": False,
+        **more,
+    }
+    if sub:
+        req["subResource"] = sub
+    return req  # type: ignore[return-value]
+
+
+def update(after: KubeObject, before: KubeObject | None = None, **kw: Any) -> AdmissionRequest:
+    return request("UPDATE", after, before if before is not None else stored(), **kw)
+
+
+def judged(req: AdmissionRequest, target: GitObject | None, **kw: Any) -> Decision:
+    return decide(req, target, exemptions=kw.pop("exemptions", EXEMPTIONS), masker=MASKER, **kw)
+
+
+# --- edits of the live Deployment -------------------------------------------------------------------------------------
+def set_image(image: str) -> Callable[[KubeObject], None]:
+    return lambda o: app_container(o).__setitem__("image", image)
+
+
+def set_env(name: str, value: str) -> Callable[[KubeObject], None]:
+    def change(o: KubeObject) -> None:
+        env = app_container(o)["env"]
+        found = next((e for e in env if e["name"] == name), None)
+        if found is None:
+            env.append({"name": name, "value": value})
+        else:
+            found["value"] = value
+
+    return change
+
+
+def set_replicas(n: int) -> Callable[[KubeObject], None]:
+    return lambda o: o["spec"].__setitem__("replicas", n)
+
+
+def set_label(name: str, value: str) -> Callable[[KubeObject], None]:
+    return lambda o: o["metadata"]["labels"].__setitem__(name, value)
+
+
+def set_annotation(name: str, value: str) -> Callable[[KubeObject], None]:
+    return lambda o: o["metadata"]["annotations"].__setitem__(name, value)
+
+
+def set_template_label(name: str, value: str) -> Callable[[KubeObject], None]:
+    return lambda o: o["spec"]["template"]["metadata"]["labels"].__setitem__(name, value)
+
+
+def set_template_annotation(name: str, value: str) -> Callable[[KubeObject], None]:
+    return lambda o: o["spec"]["template"]["metadata"]["annotations"].__setitem__(name, value)
+
+
+def add_container(name: str) -> Callable[[KubeObject], None]:
+    return lambda o: o["spec"]["template"]["spec"]["containers"].append(container(name, f"registry.local/{name}:1"))
+
+
+def drop_env(name: str) -> Callable[[KubeObject], None]:
+    def change(o: KubeObject) -> None:
+        c = app_container(o)
+        c["env"] = [e for e in c["env"] if e["name"] != name]
+
+    return change
+
+
+def set_status(o: KubeObject) -> None:
+    o["status"] = {"replicas": 7, "readyReplicas": 0, "observedGeneration": 9}
+
+
+def set_server_metadata(o: KubeObject) -> None:
+    o["metadata"]["resourceVersion"] = "1300"
+    o["metadata"]["generation"] = 4
+    o["metadata"]["managedFields"] = [{"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {}}]
+
+
+# --- UPDATE: changed fields ----------------------------------------------------------------------------------------
+CHANGES = [
+    pytest.param(
+        set_image("registry.local/web:2.0"),
+        f"{CONTAINERS}/0/image",
+        "registry.local/web:1.0",
+        "registry.local/web:2.0",
+        id="image",
+    ),
+    pytest.param(set_env("MODE", "debug"), f"{CONTAINERS}/0/env/0/value", "prod", "debug", id="env-value"),
+    pytest.param(set_replicas(5), "/spec/replicas", 2, 5, id="replicas"),
+    pytest.param(set_label("app", "other"), "/metadata/labels/app", "web", "other", id="declared-label"),
+    pytest.param(
+        set_annotation("owner", "team-b"), "/metadata/annotations/owner", "team-a", "team-b", id="declared-annotation"
+    ),
+    pytest.param(
+        set_template_label("app", "canary"),
+        "/spec/template/metadata/labels/app",
+        "web",
+        "canary",
+        id="declared-template-label",
+    ),
+    pytest.param(
+        set_template_annotation("team", "ops"),
+        "/spec/template/metadata/annotations/team",
+        "shop",
+        "ops",
+        id="declared-template-annotation",
+    ),
+    pytest.param(
+        lambda o: app_container(o).__setitem__("ports", [{"containerPort": 8080, "protocol": "TCP"}]),
+        f"{CONTAINERS}/0/ports",
+        [{"containerPort": 80, "protocol": "TCP"}],
+        [{"containerPort": 8080, "protocol": "TCP"}],
+        id="ports-list-whole",
+    ),
+    pytest.param(
+        lambda o: o["spec"].__setitem__("selector", {"matchLabels": {"app": "x"}}),
+        "/spec/selector/matchLabels/app",
+        "web",
+        "x",
+        id="selector",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "path", "want", "have"), CHANGES)
+def test_a_changed_declared_field_is_changed_drift(
+    change: Callable[[KubeObject], None], path: str, want: Any, have: Any
+) -> None:
+    items = new_drift(git(), stored(), edited(stored(), change), MASKER)
+    assert [(i.path, i.kind, i.desired, i.live) for i in items] == [(path, DriftKind.CHANGED, want, have)]
+
+
+@pytest.mark.parametrize(("change", "path", "want", "have"), CHANGES)
+def test_enforce_denies_a_change_and_says_what_differs_and_what_to_do(
+    change: Callable[[KubeObject], None], path: str, want: Any, have: Any
+) -> None:
+    decision = judged(update(edited(stored(), change)), git("enforce"))
+    assert not decision.allowed
+    assert decision.verdict is Verdict.DENIED
+    assert decision.record
+    assert [i.path for i in decision.items] == [path]
+    text = decision.message
+    assert path in text
+    for value in (want, have):
+        assert (value if isinstance(value, str) else json.dumps(value, sort_keys=True)) in text
+    assert "kubectl gitops sync" in text
+    assert "Change Git" in text
+    assert str(KEY) in text
+    assert APP in text
+    assert REVISION[:12] in text
+    assert BREAK_GLASS_ANNOTATION in text  # the emergency exit is named, with the group that may use it
+    assert EXEMPTIONS.break_glass_group in text
+
+
+def test_the_message_names_every_drifted_path_with_both_values() -> None:
+    after = edited(stored(), set_image("registry.local/web:9"), set_env("LEVEL", "trace"), set_replicas(3))
+    decision = judged(update(after), git())
+    assert [line.strip() for line in decision.message.splitlines()[1:4]] == [
+        "/spec/replicas: Git has 2, request has 3",
+        f"{CONTAINERS}/0/env/1/value: Git has info, request has trace",
+        f"{CONTAINERS}/0/image: Git has registry.local/web:1.0, request has registry.local/web:9",
+    ]
+
+
+def test_long_values_are_shortened_in_the_message() -> None:
+    decision = judged(update(edited(stored(), set_env("MODE", "x" * 500))), git())
+    line = next(line for line in decision.message.splitlines() if "/env/0/value" in line)
+    assert "x" * 117 + "..." in line
+    assert "x" * 118 not in line
+
+
+@pytest.mark.parametrize(
+    ("mode", "allowed", "verdict", "record", "warns"),
+    [
+        ("enforce", False, Verdict.DENIED, True, False),
+        ("warn", True, Verdict.WARNED, True, True),
+        ("audit", True, Verdict.RECORDED, True, False),
+        ("off", True, Verdict.ALLOWED, False, False),
+    ],
+)
+def test_what_each_mode_makes_of_drift(mode: str, allowed: bool, verdict: Verdict, record: bool, warns: bool) -> None:
+    decision = judged(update(edited(stored(), set_image("registry.local/web:2.0"))), git(mode))
+    assert (decision.allowed, decision.verdict, decision.record) == (allowed, verdict, record)
+    assert bool(decision.warnings) is warns
+    if allowed:
+        assert decision.message == ""
+    if mode == "off":
+        assert decision.items == ()
+        assert decision.reason == "drift mode off"
+    else:
+        assert [i.path for i in decision.items] == [f"{CONTAINERS}/0/image"]
+
+
+def test_warn_mode_warns_once_per_path_naming_the_application() -> None:
+    after = edited(stored(), set_image("registry.local/web:2.0"), set_replicas(4))
+    decision = judged(update(after), git("warn"))
+    assert decision.allowed
+    assert len(decision.warnings) == 2
+    assert all(
+        w.startswith(f"drift from Git (Application {APP}, revision {REVISION[:12]}): ") for w in decision.warnings
+    )
+    assert any("/spec/replicas: Git has 2, request has 4" in w for w in decision.warnings)
+    assert any("registry.local/web:2.0" in w for w in decision.warnings)
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        pytest.param(lambda o: o["metadata"].pop("annotations"), "/metadata/annotations/owner", id="annotations"),
+        pytest.param(
+            lambda o: o["metadata"].__setitem__("annotations", {}),
+            "/metadata/annotations/owner",
+            id="annotations-emptied",
+        ),
+        pytest.param(lambda o: o["metadata"].pop("labels"), "/metadata/labels/app", id="labels"),
+        pytest.param(lambda o: o["metadata"]["labels"].pop("app"), "/metadata/labels/app", id="one-label"),
+        pytest.param(
+            lambda o: o["spec"]["template"]["metadata"].pop("annotations"),
+            "/spec/template/metadata/annotations/team",
+            id="template-annotations",
+        ),
+    ],
+)
+def test_removing_declared_labels_or_annotations_is_drift(change: Callable[[KubeObject], None], path: str) -> None:
+    """A declared label or annotation removed with the whole map it is in is as gone as one removed alone."""
+    decision = judged(update(edited(stored(), change)), git())
+    assert not decision.allowed
+    assert any(i.path.startswith(path.rsplit("/", 1)[0]) for i in decision.items), decision.items
+    assert path.rsplit("/", 1)[1] in decision.message
+
+
+# --- UPDATE: added fields ----------------------------------------------------------------------------------------
+ADDITIONS = [
+    pytest.param(set_env("EXTRA", "1"), f"{CONTAINERS}/0/env/2", {"name": "EXTRA", "value": "1"}, id="env-var"),
+    pytest.param(
+        add_container("sidecar"), f"{CONTAINERS}/2", container("sidecar", "registry.local/sidecar:1"), id="container"
+    ),
+    pytest.param(
+        lambda o: app_container(o)["resources"].__setitem__("limits", {"cpu": "2"}),
+        f"{CONTAINERS}/0/resources/limits",
+        {"cpu": "2"},
+        id="limits",
+    ),
+    pytest.param(
+        lambda o: app_container(o).__setitem__("args", ["--verbose"]), f"{CONTAINERS}/0/args", ["--verbose"], id="args"
+    ),
+    pytest.param(
+        lambda o: o["spec"]["template"]["spec"].__setitem__("hostNetwork", True),
+        "/spec/template/spec/hostNetwork",
+        True,
+        id="pod-field",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "path", "have"), ADDITIONS)
+@pytest.mark.parametrize("mode", ["enforce", "warn", "audit"])
+def test_a_field_git_does_not_declare_is_added_drift(
+    change: Callable[[KubeObject], None], path: str, have: Any, mode: str
+) -> None:
+    decision = judged(update(edited(stored(), change)), git(mode))
+    assert [(i.path, i.kind, i.desired, i.live) for i in decision.items] == [(path, DriftKind.ADDED, None, have)]
+    assert decision.record
+    assert decision.allowed is (mode != "enforce")
+    if mode == "enforce":
+        assert f"{path}: not in Git, request sets" in decision.message
+
+
+# --- UPDATE: what is never drift ---------------------------------------------------------------------------------
+HARMLESS = [
+    pytest.param([set_label("team", "payments")], id="undeclared-label"),
+    pytest.param([set_annotation("note", "hello")], id="undeclared-annotation"),
+    pytest.param([set_template_label("version", "v2")], id="undeclared-template-label"),
+    pytest.param([set_template_annotation("prometheus.io/scrape", "true")], id="undeclared-template-annotation"),
+    pytest.param([set_template_annotation(RESTARTED_AT, "2024-05-02T10:00:00Z")], id="rollout-restart"),
+    pytest.param([set_status], id="status-in-object"),
+    pytest.param([set_server_metadata], id="server-metadata"),
+    pytest.param([set_annotation(REVISION_ANNOTATION, "f" * 40)], id="revision-mark"),
+    pytest.param([set_annotation(BREAK_GLASS_ANNOTATION, "just a note")], id="break-glass-annotation-alone"),
+    pytest.param([set_label(TRACKING_LABEL, "shop")], id="tracking-label-unchanged"),
+    pytest.param([], id="no-op"),
+]
+
+
+@pytest.mark.parametrize("changes", HARMLESS)
+@pytest.mark.parametrize("mode", ["enforce", "warn", "audit"])
+def test_changes_nobody_minds_are_allowed_silently(changes: list[Callable[[KubeObject], None]], mode: str) -> None:
+    decision = judged(update(edited(stored(), *changes)), git(mode))
+    assert decision == Decision(True, Verdict.ALLOWED, reason="adds no drift")
+
+
+def test_an_ignore_rule_of_the_application_is_honoured() -> None:
+    policy = DriftPolicy(ignore=(IgnoreRule("apps", "Deployment", ("/spec/replicas",)),))
+    decision = judged(update(edited(stored(), set_replicas(9))), git(policy=policy))
+    assert decision.allowed
+    assert decision.items == ()
+
+
+# --- UPDATE: a request that only removes drift ----------------------------------------------------------------------
+DRIFTS = [
+    pytest.param(set_image("registry.local/web:2.0"), id="changed-image"),
+    pytest.param(set_env("MODE", "debug"), id="changed-env"),
+    pytest.param(set_replicas(7), id="changed-replicas"),
+    pytest.param(set_env("EXTRA", "1"), id="added-env"),
+    pytest.param(add_container("sidecar"), id="added-container"),
+    pytest.param(set_label("app", "other"), id="changed-label"),
+]
+
+
+@pytest.mark.parametrize("drift", DRIFTS)
+@pytest.mark.parametrize("mode", ["enforce", "warn", "audit"])
+def test_bringing_a_drifted_object_back_to_git_is_allowed(drift: Callable[[KubeObject], None], mode: str) -> None:
+    drifted = edited(stored(), drift)
+    decision = judged(update(stored(), drifted), git(mode))
+    assert decision == Decision(True, Verdict.ALLOWED, reason="adds no drift")
+
+
+@pytest.mark.parametrize("drift", DRIFTS)
+def test_a_sync_by_an_ordinary_user_removing_several_drifts_is_allowed(drift: Callable[[KubeObject], None]) -> None:
+    drifted = edited(stored(), drift, set_annotation("note", "x"), set_env("OTHER", "2"))
+    assert judged(update(stored(), drifted), git()).allowed
+
+
+def test_removing_an_added_field_is_allowed_even_with_other_changes_nobody_minds() -> None:
+    drifted = edited(stored(), set_env("EXTRA", "1"))
+    after = edited(stored(), set_label("team", "x"))
+    assert judged(update(after, drifted), git()).verdict is Verdict.ALLOWED
+
+
+# --- UPDATE: an object already drifted ----------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["warn", "audit", "enforce"])
+@pytest.mark.parametrize(
+    ("drift", "again"),
+    [
+        pytest.param(set_image("registry.local/web:2.0"), set_image("registry.local/web:3.0"), id="image-again"),
+        pytest.param(set_env("EXTRA", "1"), set_env("EXTRA", "2"), id="added-env-again"),
+        pytest.param(set_replicas(5), set_replicas(6), id="replicas-again"),
+        pytest.param(set_image("registry.local/web:2.0"), set_label("team", "x"), id="unrelated-label"),
+        pytest.param(set_env("EXTRA", "1"), set_template_annotation(RESTARTED_AT, "now"), id="rollout-restart"),
+    ],
+)
+def test_a_change_at_an_already_drifted_path_adds_no_drift(
+    mode: str, drift: Callable[[KubeObject], None], again: Callable[[KubeObject], None]
+) -> None:
+    before = edited(stored(), drift)
+    after = edited(before, again)
+    assert new_drift(git(mode), before, after, MASKER) == []
+    assert judged(update(after, before), git(mode)) == Decision(True, Verdict.ALLOWED, reason="adds no drift")
+
+
+def test_only_the_new_path_counts_when_a_drifted_object_drifts_further() -> None:
+    before = edited(stored(), set_image("registry.local/web:2.0"))
+    after = edited(before, set_replicas(4))
+    decision = judged(update(after, before), git("warn"))
+    assert [i.path for i in decision.items] == ["/spec/replicas"]
+    assert decision.verdict is Verdict.WARNED
+
+
+# --- CREATE ----------------------------------------------------------------------------------------------------------
+def manifest() -> KubeObject:
+    """Git's Deployment as a client sends it: no server defaults, no server metadata."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "labels": {"app": "web", TRACKING_LABEL: "shop"},
+            "annotations": {
+                "owner": "team-a",
+                TRACKING_ANNOTATION: "gitops-system/shop:apps/Deployment:shop/web",
+                REVISION_ANNOTATION: REVISION,
+            },
+        },
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}, "annotations": {"team": "shop"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": "registry.local/web:1.0",
+                            "env": [{"name": "MODE", "value": "prod"}, {"name": "LEVEL", "value": "info"}],
+                            "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                        },
+                        {"name": "proxy", "image": "registry.local/proxy:2.1"},
+                    ]
+                },
+            },
+        },
+    }
+
+
+@pytest.mark.parametrize("obj", [pytest.param(stored(), id="as-stored"), pytest.param(manifest(), id="as-sent")])
+@pytest.mark.parametrize("mode", ["enforce", "warn", "audit"])
+def test_create_equal_to_git_is_allowed(obj: KubeObject, mode: str) -> None:
+    decision = judged(request("CREATE", obj), git(mode))
+    assert decision == Decision(True, Verdict.ALLOWED, reason="adds no drift")
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        pytest.param(set_image("registry.local/web:6.6.6"), f"{CONTAINERS}/0/image", id="image"),
+        pytest.param(set_env("EXTRA", "1"), f"{CONTAINERS}/0/env/2", id="added-env"),
+        pytest.param(set_replicas(10), "/spec/replicas", id="replicas"),
+    ],
+)
+def test_create_differing_from_git_is_drift(change: Callable[[KubeObject], None], path: str) -> None:
+    decision = judged(request("CREATE", edited(manifest(), change)), git())
+    assert not decision.allowed
+    assert [i.path for i in decision.items] == [path]
+
+
+def test_create_without_a_declared_annotation_map_is_drift() -> None:
+    decision = judged(request("CREATE", edited(manifest(), lambda o: o["metadata"].pop("annotations"))), git())
+    assert not decision.allowed
+    assert "owner" in decision.message
+
+
+def test_create_without_a_declared_list_item_names_it_as_in_git() -> None:
+    """The path of something only Git has is resolved in Git's object, as for an UPDATE."""
+    decision = judged(request("CREATE", edited(manifest(), drop_env("LEVEL"))), git())
+    assert not decision.allowed
+    assert [(i.path, i.kind, i.live) for i in decision.items] == [(f"{CONTAINERS}/0/env/1", DriftKind.CHANGED, None)]
+
+
+@pytest.mark.parametrize("operation", ["UPDATE", "CREATE"])
+def test_an_ignore_rule_covers_a_declared_list_item_left_out(operation: str) -> None:
+    policy = DriftPolicy(ignore=(IgnoreRule("apps", "Deployment", (f"{CONTAINERS}/0/env",)),))
+    base = stored() if operation == "UPDATE" else manifest()
+    req = request(operation, edited(base, drop_env("LEVEL")), stored() if operation == "UPDATE" else None)
+    decision = judged(req, git(policy=policy))
+    assert decision == Decision(True, Verdict.ALLOWED, reason="adds no drift")
+
+
+def service(cluster_ip: str) -> KubeObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "shop", "labels": {TRACKING_LABEL: "shop"}},
+        "spec": {
+            "selector": {"app": "web"},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+            "type": "ClusterIP",
+            "clusterIP": cluster_ip,
+            "clusterIPs": [cluster_ip],
+            "internalTrafficPolicy": "Cluster",
+            "ipFamilies": ["IPv4"],
+            "ipFamilyPolicy": "SingleStack",
+            "sessionAffinity": "None",
+        },
+    }
+
+
+def service_git() -> GitObject:
+    fields = {
+        "f:metadata": {"f:labels": {f"f:{TRACKING_LABEL}": {}}},
+        "f:spec": {
+            "f:selector": {},
+            "f:ports": {k(port=80, protocol="TCP"): {".": {}, "f:name": {}, "f:port": {}, "f:targetPort": {}}},
+        },
+    }
+    return GitObject(SERVICE_KEY, APP, "enforce", REVISION, service("10.96.0.10"), fields)
+
+
+def test_create_with_fields_the_server_fills_in_differently_is_allowed() -> None:
+    req = request("CREATE", service("10.96.7.7"), kind=("", "v1", "Service"), resource=("", "v1", "services"))
+    decision = judged(req, service_git())
+    assert decision == Decision(True, Verdict.ALLOWED, reason="adds no drift")
+
+
+def test_create_with_a_field_neither_git_nor_the_server_has_is_drift() -> None:
+    obj = edited(service("10.96.0.10"), lambda o: o["spec"].__setitem__("externalIPs", ["1.2.3.4"]))
+    req = request("CREATE", obj, kind=("", "v1", "Service"), resource=("", "v1", "services"))
+    decision = judged(req, service_git())
+    assert not decision.allowed
+    assert [(i.path, i.kind) for i in decision.items] == [("/spec/externalIPs", DriftKind.ADDED)]
+
+
+def test_create_of_an_object_git_does_not_have_that_claims_tracking_is_denied() -> None:
+    decision = judged(request("CREATE", manifest()), None, tracked_elsewhere=True)
+    assert not decision.allowed
+    assert decision.verdict is Verdict.DENIED
+    assert decision.record
+    assert "claims tracking by an Application but is not in Git" in decision.message
+    assert "kubectl gitops sync" in decision.message
+
+
+def test_create_of_an_object_git_does_not_have_without_a_claim_is_not_ours() -> None:
+    decision = judged(request("CREATE", manifest()), None, tracked_elsewhere=False)
+    assert decision == Decision(True, Verdict.ALLOWED, reason="not managed")
+
+
+@pytest.mark.parametrize("operation", ["UPDATE", "DELETE"])
+def test_changing_or_deleting_an_object_git_no_longer_has_is_allowed(operation: str) -> None:
+    after = edited(stored(), set_image("anything"))
+    req = request(operation, None if operation == "DELETE" else after, stored())
+    assert judged(req, None, tracked_elsewhere=True) == Decision(True, Verdict.ALLOWED, reason="not managed")
+
+
+# --- DELETE ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("mode", "allowed", "verdict"),
+    [
+        ("enforce", False, Verdict.DENIED),
+        ("warn", True, Verdict.WARNED),
+        ("audit", True, Verdict.RECORDED),
+    ],
+)
+def test_deleting_an_object_git_has_is_drift(mode: str, allowed: bool, verdict: Verdict) -> None:
+    decision = judged(request("DELETE", None, stored()), git(mode))
+    assert (decision.allowed, decision.verdict, decision.record) == (allowed, verdict, True)
+    assert [(i.path, i.kind) for i in decision.items] == [("", DriftKind.CHANGED)]
+    if mode == "enforce":
+        assert f"deletes {KEY}, which Git still declares" in decision.message
+        assert "kubectl gitops sync" in decision.message
+
+
+def test_deleting_an_object_git_has_in_mode_off_is_allowed() -> None:
+    assert judged(request("DELETE", None, stored()), git("off")).allowed
+
+
+# --- who is asking ---------------------------------------------------------------------------------------------------
+CONFIGURED = Exemptions(users=frozenset({"ci-deployer"}), groups=frozenset({"platform-admins"}))
+
+
+@pytest.mark.parametrize(
+    ("user", "groups"),
+    [
+        ("system:kube-controller-manager", ()),
+        ("system:kube-scheduler", ()),
+        ("system:apiserver", ()),
+        ("system:serviceaccount:kube-system:deployment-controller", ("system:serviceaccounts",)),
+        ("system:serviceaccount:kube-system:generic-garbage-collector", ()),
+        ("system:serviceaccount:kube-system:namespace-controller", ()),
+        ("system:serviceaccount:kube-system:horizontal-pod-autoscaler", ()),
+        ("system:node:worker-1", ("system:nodes",)),
+        ("someone", ("system:nodes",)),
+        ("ci-deployer", ()),
+        ("bob", ("developers", "platform-admins")),
+    ],
+)
+@pytest.mark.parametrize("operation", ["UPDATE", "DELETE", "CREATE"])
+def test_exempt_identities_are_always_allowed(user: str, groups: tuple[str, ...], operation: str) -> None:
+    after = edited(stored(), set_image("registry.local/web:evil"), set_env("EXTRA", "1"))
+    req = request(operation, None if operation == "DELETE" else after, stored(), user=user, groups=groups)
+    decision = judged(req, git(), exemptions=CONFIGURED, tracked_elsewhere=True)
+    assert decision.allowed
+    assert decision.verdict is Verdict.ALLOWED
+    assert not decision.record
+    assert decision.reason in ("cluster machinery", "configured exemption")
+
+
+@pytest.mark.parametrize(
+    ("user", "groups"),
+    [
+        ("kube-controller-manager", ()),
+        ("system:kube-controller-manager-but-not", ()),
+        ("system:serviceaccount:default:deployment-controller", ()),
+        ("system:serviceaccount:kube-systemx:deployment-controller", ()),
+        ("system:serviceaccount:shop:kube-system", ()),
+        ("system:nodes", ()),
+        ("system:node", ()),
+        ("mallory", ("system:masters", "system:authenticated")),
+        ("ci-deployer-2", ("platform",)),
+    ],
+)
+def test_look_alike_identities_are_judged(user: str, groups: tuple[str, ...]) -> None:
+    req = update(edited(stored(), set_image("registry.local/web:evil")), user=user, groups=groups)
+    decision = judged(req, git(), exemptions=CONFIGURED)
+    assert not decision.allowed
+    assert decision.verdict is Verdict.DENIED
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        pytest.param({"options": {"fieldManager": "kube-controller-manager"}}, id="field-manager-option"),
+        pytest.param({"options": {"fieldManager": FIELD_MANAGER}}, id="our-field-manager"),
+        pytest.param(
+            {"userInfo": {"username": "alice", "extra": {"manager": ["kube-controller-manager"]}}}, id="user-extra"
+        ),
+    ],
+)
+def test_a_client_claiming_to_be_a_controller_is_still_judged(claim: dict[str, Any]) -> None:
+    def controller_owns_everything(o: KubeObject) -> None:
+        o["metadata"]["managedFields"] = [
+            {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": declared()},
+            {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": declared()},
+        ]
+
+    after = edited(stored(), set_image("registry.local/web:evil"), controller_owns_everything)
+    decision = judged(update(after, **claim), git())
+    assert not decision.allowed
+    assert [i.path for i in decision.items] == [f"{CONTAINERS}/0/image"]
+
+
+def test_a_request_without_user_info_is_judged() -> None:
+    req = update(edited(stored(), set_image("registry.local/web:evil")))
+    req["userInfo"] = {}
+    assert not judged(req, git()).allowed
+
+
+# --- subresources ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["enforce", "warn", "audit"])
+def test_the_status_subresource_is_always_allowed(mode: str) -> None:
+    after = edited(stored(), set_status, set_image("registry.local/web:smuggled"))
+    decision = judged(update(after, sub="status"), git(mode))
+    assert decision == Decision(True, Verdict.ALLOWED, reason="status subresource")
+
+
+def scale(replicas: int | None) -> KubeObject:
+    spec = {} if replicas is None else {"replicas": replicas}
+    return {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {"name": "web", "namespace": "shop", "uid": "0b5e0f36-0000-4000-8000-000000000001"},
+        "spec": spec,
+        "status": {"replicas": 2, "selector": "app=web"},
+    }
+
+
+def scale_request(new: int | None, old: int | None, **kw: Any) -> AdmissionRequest:
+    return request(
+        "UPDATE",
+        scale(new),
+        scale(old) if old is not None else None,
+        sub="scale",
+        kind=("autoscaling", "v1", "Scale"),
+        **kw,
+    )
+
+
+@pytest.mark.parametrize(
+    ("declared_replicas", "old", "new", "expected"),
+    [
+        pytest.param(True, 2, 5, [("/spec/replicas", DriftKind.CHANGED, 2, 5)], id="declared-up"),
+        pytest.param(True, 2, 0, [("/spec/replicas", DriftKind.CHANGED, 2, 0)], id="declared-to-zero"),
+        pytest.param(True, 5, 2, [], id="declared-back-to-git"),
+        pytest.param(True, 5, 6, [], id="declared-already-drifted"),
+        pytest.param(True, 2, 2, [], id="declared-same"),
+        pytest.param(False, 1, 4, [("/spec/replicas", DriftKind.ADDED, None, 4)], id="undeclared-up"),
+        pytest.param(False, 4, 1, [], id="undeclared-back-to-default"),
+        pytest.param(False, 4, 3, [], id="undeclared-already-drifted"),
+    ],
+)
+def test_a_scale_is_judged_as_the_change_of_the_parents_replicas(
+    declared_replicas: bool, old: int, new: int, expected: list[tuple[str, DriftKind, Any, Any]]
+) -> None:
+    decision = judged(scale_request(new, old), git(replicas=declared_replicas))
+    assert [(i.path, i.kind, i.desired, i.live) for i in decision.items] == expected
+    assert decision.allowed is (not expected)
+    if expected:
+        assert "/spec/replicas" in decision.message
+
+
+def test_a_scale_by_the_autoscaler_is_allowed() -> None:
+    req = scale_request(9, 2, user="system:serviceaccount:kube-system:horizontal-pod-autoscaler")
+    assert judged(req, git()).allowed
+
+
+def test_a_scale_object_carries_nothing_else_that_could_count() -> None:
+    """Only replicas can differ: a Scale's own metadata and status are not the parent's."""
+    new = scale(2)
+    new["metadata"]["labels"] = {"app": "changed"}
+    new["status"] = {"replicas": 99}
+    req = request("UPDATE", new, scale(2), sub="scale", kind=("autoscaling", "v1", "Scale"))
+    assert judged(req, git()) == Decision(True, Verdict.ALLOWED, reason="adds no drift")
+
+
+# --- break-glass -----------------------------------------------------------------------------------------------------
+def break_glass(reason: str) -> Callable[[KubeObject], None]:
+    return set_annotation(BREAK_GLASS_ANNOTATION, reason)
+
+
+@pytest.mark.parametrize("mode", ["enforce", "warn", "audit"])
+@pytest.mark.parametrize(
+    "operation",
+    [
+        pytest.param("UPDATE", id="update"),
+        pytest.param("DELETE", id="delete"),
+    ],
+)
+def test_break_glass_with_a_reason_from_a_member_is_allowed_and_recorded(mode: str, operation: str) -> None:
+    drifted = edited(stored(), set_image("registry.local/web:hotfix"), break_glass("INC-1234: outage"))
+    if operation == "UPDATE":
+        req = update(drifted, groups=("developers", "gitops:break-glass"))
+    else:
+        req = request("DELETE", None, drifted, groups=("gitops:break-glass",))
+    decision = judged(req, git(mode))
+    assert decision.allowed
+    assert decision.verdict is Verdict.BREAK_GLASS
+    assert decision.record
+    assert decision.reason == "INC-1234: outage"
+    assert decision.items
+    assert len(decision.warnings) == 1
+    assert "break-glass" in decision.warnings[0]
+    assert "INC-1234: outage" in decision.warnings[0]
+
+
+def test_break_glass_honours_the_configured_group() -> None:
+    exemptions = Exemptions(break_glass_group="sre-oncall")
+    after = edited(stored(), set_image("registry.local/web:hotfix"), break_glass("INC-9"))
+    assert judged(update(after, groups=("sre-oncall",)), git(), exemptions=exemptions).verdict is Verdict.BREAK_GLASS
+    denied = judged(update(after, groups=("gitops:break-glass",)), git(), exemptions=exemptions)
+    assert not denied.allowed
+    assert "sre-oncall" in denied.message
+
+
+def test_break_glass_from_a_non_member_is_denied_with_the_hint() -> None:
+    after = edited(stored(), set_image("registry.local/web:hotfix"), break_glass("INC-1234"))
+    decision = judged(update(after, groups=("developers",)), git())
+    assert not decision.allowed
+    assert decision.verdict is Verdict.DENIED
+    assert decision.record
+    assert "the break-glass annotation is honoured only for members of gitops:break-glass" in decision.message
+    assert "kubectl gitops sync" in decision.message
+
+
+@pytest.mark.parametrize("reason", ["", None])
+def test_break_glass_without_a_reason_is_not_honoured(reason: str | None) -> None:
+    def annotate(o: KubeObject) -> None:
+        o["metadata"]["annotations"][BREAK_GLASS_ANNOTATION] = reason
+
+    after = edited(stored(), set_image("registry.local/web:hotfix"), annotate)
+    decision = judged(update(after, groups=("gitops:break-glass",)), git())
+    assert not decision.allowed
+    assert f"annotate the object with {BREAK_GLASS_ANNOTATION}=<reason>" in decision.message
+
+
+def test_break_glass_on_a_request_without_drift_is_an_ordinary_allow() -> None:
+    after = edited(stored(), break_glass("INC-1"))
+    decision = judged(update(after, groups=("gitops:break-glass",)), git())
+    assert decision == Decision(True, Verdict.ALLOWED, reason="adds no drift")
+
+
+# --- Secrets ---------------------------------------------------------------------------------------------------------
+GIT_PASSWORD, LIVE_PASSWORD, NEW_TOKEN = "hunter2-from-git", "s3cr3t-typed-by-hand", "tok-abcdef-123456"
+
+
+def b64(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+SECRET_VALUES = [v for raw in (GIT_PASSWORD, LIVE_PASSWORD, NEW_TOKEN) for v in (raw, b64(raw))]
+
+
+def secret(**data: str) -> KubeObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "db", "namespace": "shop", "labels": {TRACKING_LABEL: "shop"}},
+        "type": "Opaque",
+        "data": {k: b64(v) for k, v in data.items()},
+    }
+
+
+def secret_git(mode: str) -> GitObject:
+    fields = {"f:metadata": {"f:labels": {f"f:{TRACKING_LABEL}": {}}}, "f:type": {}, "f:data": {"f:password": {}}}
+    return GitObject(SECRET_KEY, APP, mode, REVISION, secret(password=GIT_PASSWORD), fields)
+
+
+def secret_request(operation: str, new: KubeObject | None, old: KubeObject | None, **kw: Any) -> AdmissionRequest:
+    return request(operation, new, old, kind=("", "v1", "Secret"), resource=("", "v1", "secrets"), name="db", **kw)
+
+
+SECRET_REQUESTS = [
+    pytest.param("UPDATE", secret(password=LIVE_PASSWORD), secret(password=GIT_PASSWORD), id="changed-value"),
+    pytest.param(
+        "UPDATE", secret(password=GIT_PASSWORD, token=NEW_TOKEN), secret(password=GIT_PASSWORD), id="added-key"
+    ),
+    pytest.param("UPDATE", secret(password=LIVE_PASSWORD, token=NEW_TOKEN), secret(password=GIT_PASSWORD), id="both"),
+    pytest.param("UPDATE", edited(secret(), lambda o: o.pop("data")), secret(password=GIT_PASSWORD), id="data-removed"),
+    pytest.param("UPDATE", secret(token=NEW_TOKEN), secret(password=GIT_PASSWORD), id="key-replaced"),
+    pytest.param("CREATE", secret(password=LIVE_PASSWORD, token=NEW_TOKEN), None, id="create"),
+    pytest.param("CREATE", edited(secret(), lambda o: o.pop("data")), None, id="create-without-data"),
+    pytest.param("DELETE", None, secret(password=LIVE_PASSWORD), id="delete"),
+]
+
+
+@pytest.mark.parametrize(("operation", "new", "old"), SECRET_REQUESTS)
+@pytest.mark.parametrize("mode", ["enforce", "warn", "audit"])
+@pytest.mark.parametrize("glass", [False, True])
+def test_no_secret_value_reaches_the_decision(
+    operation: str, new: KubeObject | None, old: KubeObject | None, mode: str, glass: bool
+) -> None:
+    new, old = copy.deepcopy(new), copy.deepcopy(old)
+    if glass:
+        for obj in (new, old):
+            if obj is not None:
+                obj["metadata"]["annotations"] = {BREAK_GLASS_ANNOTATION: "INC-7"}
+    groups = ("gitops:break-glass",) if glass else ("developers",)
+    decision = judged(secret_request(operation, new, old, groups=groups), secret_git(mode))
+    assert decision.items, "every one of these requests adds drift"
+    seen = repr(decision) + json.dumps([i.desired for i in decision.items] + [i.live for i in decision.items])
+    for value in SECRET_VALUES:
+        assert value not in seen
+
+
+def test_a_secret_change_is_visible_as_markers() -> None:
+    decision = judged(
+        secret_request("UPDATE", secret(password=LIVE_PASSWORD), secret(password=GIT_PASSWORD)), secret_git("enforce")
+    )
+    [item] = decision.items
+    assert item.path == "/data/password"
+    assert item.desired == MASKER.marker(b64(GIT_PASSWORD))
+    assert item.live == MASKER.marker(b64(LIVE_PASSWORD))
+    assert item.desired != item.live
+    assert f"Git has {item.desired}, request has {item.live}" in decision.message
+
+
+def test_a_secret_unchanged_but_relabelled_is_allowed() -> None:
+    new = edited(secret(password=GIT_PASSWORD), lambda o: o["metadata"]["labels"].__setitem__("x", "y"))
+    decision = judged(secret_request("UPDATE", new, secret(password=GIT_PASSWORD)), secret_git("enforce"))
+    assert decision.allowed

@@ -1,0 +1,456 @@
+"""The audit log's records: what one holds, the hash chain and signatures that seal it, and verify() finding breaks.
+
+Records are built and sealed in memory, then "stored" as read_records() returns them: each with the POSITION key
+("storedAt", the sequence number in its object's name) next to what the record says of itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime
+import json
+import random
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from engine.admission import BREAK_GLASS_ANNOTATION, AdmissionRequest, Decision, Exemptions, GitObject, Verdict, decide
+from engine.audit import (
+    GENESIS,
+    POSITION,
+    RECORD_API_VERSION,
+    RECORD_KIND,
+    Problem,
+    build_record,
+    filter_records,
+    key_id,
+    load_public_key,
+    public_key_pem,
+    record_hash,
+    record_name,
+    record_object,
+    seal,
+    verify,
+)
+from engine.drift import DriftItem, DriftKind
+from engine.errors import GitOpsError
+from engine.normalize import SecretMasker
+from engine.objects import API_GROUP, TRACKING_LABEL, ObjectKey
+
+SIGNER = Ed25519PrivateKey.generate()
+OTHER = Ed25519PrivateKey.generate()
+KEY = ObjectKey("apps", "Deployment", "shop", "web")
+N = 6
+
+
+def body(i: int, *, app: str = "gitops-system/shop", user: str = "alice", time: str = "") -> dict[str, Any]:
+    return {
+        "time": time or f"2024-05-01T10:00:{i:02d}.000Z",
+        "requestUID": f"uid-{i}",
+        "user": user,
+        "groups": ["developers", "system:authenticated"],
+        "operation": "UPDATE",
+        "subResource": "",
+        "object": KEY.as_dict(),
+        "application": app,
+        "revision": "0123456789abcdef",
+        "mode": "enforce",
+        "decision": "denied",
+        "reason": "",
+        "fields": [{"path": "/spec/replicas", "kind": "changed", "git": 2, "requested": i}],
+    }
+
+
+def chain(n: int = N, signer: Ed25519PrivateKey = SIGNER) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    previous = GENESIS
+    for i in range(1, n + 1):
+        record = seal(body(i), i, previous, signer)
+        records.append(record)
+        previous = record["hash"]
+    return records
+
+
+def stored(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """As read_records() returns them: each with the position it was found at."""
+    return [{**r, POSITION: int(r["sequence"])} for r in records]
+
+
+def whats(problems: list[Problem]) -> list[tuple[int, str]]:
+    return [(p.sequence, p.what) for p in problems]
+
+
+# --- seal ------------------------------------------------------------------------------------------------------------
+def test_seal_adds_the_chain_fields_and_a_signature_of_the_hash() -> None:
+    first, second = chain(2)
+    assert first["sequence"] == 1
+    assert first["previous"] == GENESIS
+    assert second["previous"] == first["hash"]
+    assert first["keyID"] == key_id(SIGNER.public_key())
+    assert first["hash"] == record_hash(first)
+    SIGNER.public_key().verify(base64.b64decode(first["signature"]), first["hash"].encode())
+    assert {k: v for k, v in first.items() if k not in ("sequence", "previous", "keyID", "hash", "signature")} == body(
+        1
+    )
+
+
+def test_seal_does_not_change_the_body_it_is_given() -> None:
+    original = body(1)
+    seal(original, 1, GENESIS, SIGNER)
+    assert original == body(1)
+
+
+def test_the_hash_covers_every_field_but_itself_and_the_signature() -> None:
+    record = chain(1)[0]
+    assert record_hash({**record, "hash": "x", "signature": "y"}) == record["hash"]
+    assert record_hash({**record, "user": "mallory"}) != record["hash"]
+
+
+# --- verify: a clean chain -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [0, 1, 2, N, 40])
+def test_a_clean_chain_has_no_problems(n: int) -> None:
+    records = chain(n)
+    public = SIGNER.public_key()
+    assert verify(records, public) == []
+    assert verify(stored(records), public) == []
+
+
+def test_verify_does_not_depend_on_the_order_records_are_listed_in() -> None:
+    records = stored(chain(12))
+    random.Random(7).shuffle(records)
+    assert verify(records, SIGNER.public_key()) == []
+
+
+# --- verify: an edited record -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("user", "mallory"),
+        ("decision", "allowed"),
+        ("groups", ["gitops:break-glass"]),
+        ("fields", []),
+        ("object", {**KEY.as_dict(), "name": "other"}),
+        ("time", "2030-01-01T00:00:00.000Z"),
+        ("reason", "it was fine"),
+        ("extra", "a field the webhook never writes"),
+    ],
+)
+@pytest.mark.parametrize("at", [1, 3, N])
+def test_an_edited_field_does_not_match_its_hash(field: str, value: Any, at: int) -> None:
+    records = stored(chain())
+    records[at - 1][field] = value
+    assert whats(verify(records, SIGNER.public_key())) == [(at, "its content does not match its hash (edited?)")]
+
+
+def test_an_edited_record_with_a_recomputed_hash_fails_its_signature_and_breaks_the_chain() -> None:
+    records = stored(chain())
+    records[2]["user"] = "mallory"
+    # recomputed as verify() sees the record: without its position
+    records[2]["hash"] = record_hash({k: v for k, v in records[2].items() if k != POSITION})
+    problems = whats(verify(records, SIGNER.public_key()))
+    assert problems == [
+        (3, "its signature is not valid (edited or re-signed?)"),
+        (4, "it does not follow the record before it (reordered or replaced?)"),
+    ]
+
+
+def test_a_forged_signature_is_not_valid() -> None:
+    records = stored(chain())
+    records[1]["signature"] = base64.b64encode(OTHER.sign(records[1]["hash"].encode())).decode()
+    assert whats(verify(records, SIGNER.public_key())) == [(2, "its signature is not valid (edited or re-signed?)")]
+
+
+@pytest.mark.parametrize("signature", ["", "not base64 !!", base64.b64encode(b"short").decode()])
+def test_a_garbled_signature_is_a_problem_not_a_crash(signature: str) -> None:
+    records = stored(chain(3))
+    records[1]["signature"] = signature
+    assert whats(verify(records, SIGNER.public_key())) == [(2, "its signature is not valid (edited or re-signed?)")]
+
+
+# --- verify: keys ----------------------------------------------------------------------------------------------------
+def test_a_record_resigned_with_another_key_is_a_key_problem() -> None:
+    records = chain()
+    resealed = seal(
+        {k: v for k, v in records[2].items() if k not in ("sequence", "previous", "keyID", "hash", "signature")},
+        3,
+        records[1]["hash"],
+        OTHER,
+    )
+    records[2] = resealed
+    problems = whats(verify(stored(records), SIGNER.public_key()))
+    assert (3, f"signed by key {key_id(OTHER.public_key())}, not {key_id(SIGNER.public_key())}") in problems
+    assert (3, "its signature is not valid (edited or re-signed?)") in problems
+    assert (4, "it does not follow the record before it (reordered or replaced?)") in problems
+    assert {seq for seq, _ in problems} == {3, 4}
+
+
+def test_a_whole_chain_resigned_with_another_key_is_reported_record_by_record() -> None:
+    problems = whats(verify(stored(chain(4, OTHER)), SIGNER.public_key()))
+    for seq in range(1, 5):
+        assert (seq, f"signed by key {key_id(OTHER.public_key())}, not {key_id(SIGNER.public_key())}") in problems
+
+
+def test_the_wrong_public_key_fails_every_record() -> None:
+    problems = verify(stored(chain()), OTHER.public_key())
+    assert {p.sequence for p in problems} == set(range(1, N + 1))
+    assert all(
+        p.what.startswith("signed by key") or p.what == "its signature is not valid (edited or re-signed?)"
+        for p in problems
+    )
+    assert sum(p.what.startswith("signed by key") for p in problems) == N
+
+
+# --- verify: a deleted record ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("deleted", "expected"),
+    [
+        pytest.param([3], [(4, "record 3 is missing (deleted?)")], id="one"),
+        pytest.param([1], [(2, "record 1 is missing (deleted?)")], id="first"),
+        pytest.param([2, 3, 4], [(5, "records 2 to 4 are missing (deleted?)")], id="several"),
+        pytest.param(
+            [2, 4], [(3, "record 2 is missing (deleted?)"), (5, "record 4 is missing (deleted?)")], id="two-gaps"
+        ),
+    ],
+)
+@pytest.mark.parametrize("with_position", [True, False])
+def test_a_deleted_record_is_missing(deleted: list[int], expected: list[tuple[int, str]], with_position: bool) -> None:
+    records = [r for r in chain() if r["sequence"] not in deleted]
+    problems = verify(stored(records) if with_position else records, SIGNER.public_key())
+    assert whats(problems) == expected
+    assert all("missing" in str(p) for p in problems)
+
+
+# --- verify: reordered records ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("a", "b"), [(2, 3), (1, 2), (1, N), (3, 5)])
+def test_two_records_swapped_in_storage_are_reordered(a: int, b: int) -> None:
+    records = stored(chain())
+    records[a - 1][POSITION], records[b - 1][POSITION] = b, a
+    problems = whats(verify(records, SIGNER.public_key()))
+    assert (a, f"it holds record {b} (reordered?)") in problems
+    assert (b, f"it holds record {a} (reordered?)") in problems
+    assert all("edited" not in what for _, what in problems)
+
+
+def test_a_record_copied_over_another_is_reported() -> None:
+    records = stored(chain())
+    records[3] = {**records[2], POSITION: 4}  # record 3's content stored again as record 4
+    problems = whats(verify(records, SIGNER.public_key()))
+    assert (4, "it holds record 3 (reordered?)") in problems
+
+
+def test_problems_read_as_sentences() -> None:
+    assert str(Problem(4, "record 3 is missing (deleted?)")) == "record 4: record 3 is missing (deleted?)"
+
+
+# --- record objects and keys -----------------------------------------------------------------------------------------
+def test_a_record_is_stored_under_its_sequence_number() -> None:
+    record = chain(3)[2]
+    obj = record_object(record, "gitops-system")
+    assert obj["apiVersion"] == RECORD_API_VERSION
+    assert obj["kind"] == RECORD_KIND
+    assert obj["metadata"]["name"] == record_name(3) == "audit-000000000003"
+    assert obj["metadata"]["namespace"] == "gitops-system"
+    assert obj["metadata"]["labels"] == {
+        f"{API_GROUP}/decision": "denied",
+        f"{API_GROUP}/application": "gitops-system.shop",
+    }
+    assert obj["record"] == record
+
+
+def test_the_public_key_round_trips_through_pem() -> None:
+    loaded = load_public_key(public_key_pem(SIGNER.public_key()))
+    assert key_id(loaded) == key_id(SIGNER.public_key())
+    assert verify(chain(3), loaded) == []
+
+
+@pytest.mark.parametrize(
+    "pem",
+    [
+        pytest.param("not a key", id="garbage"),
+        pytest.param(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", id="bad-pem"),
+    ],
+)
+def test_a_public_key_that_is_not_pem_is_a_domain_error(pem: str | bytes) -> None:
+    with pytest.raises(GitOpsError, match="not a PEM public key"):
+        load_public_key(pem)
+
+
+def test_a_public_key_that_is_not_ed25519_is_a_domain_error() -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    ec_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(GitOpsError, match="not an Ed25519 key"):
+        load_public_key(ec_pem)
+
+
+# --- filter_records --------------------------------------------------------------------------------------------------
+def mixed() -> list[dict[str, Any]]:
+    specs = [
+        ("gitops-system/shop", "alice", "2024-05-01T10:00:00.000Z"),
+        ("gitops-system/blog", "bob", "2024-05-02T10:00:00.000Z"),
+        ("team-a/shop", "alice", "2024-05-03T10:00:00.000Z"),
+        ("gitops-system/shop", "bob", "2024-05-04T10:00:00.000Z"),
+        ("", "carol", "2024-05-05T10:00:00.000Z"),
+    ]
+    records, previous = [], GENESIS
+    for i, (app, user, time) in enumerate(specs, 1):
+        record = seal(body(i, app=app, user=user, time=time), i, previous, SIGNER)
+        previous = record["hash"]
+        records.append(record)
+    out = stored(records)
+    out.reverse()  # as listed, in any order
+    return out
+
+
+@pytest.mark.parametrize(
+    ("criteria", "sequences"),
+    [
+        pytest.param({}, [1, 2, 3, 4, 5], id="all"),
+        pytest.param({"app": "shop"}, [1, 3, 4], id="app-by-name"),
+        pytest.param({"app": "gitops-system/shop"}, [1, 4], id="app-by-full-name"),
+        pytest.param({"app": "blog"}, [2], id="other-app"),
+        pytest.param({"app": "nothing"}, [], id="unknown-app"),
+        pytest.param({"user": "alice"}, [1, 3], id="user"),
+        pytest.param({"user": "nobody"}, [], id="unknown-user"),
+        pytest.param({"since": "2024-05-03"}, [3, 4, 5], id="since-day"),
+        pytest.param({"since": "2024-05-03T10:00:00.000Z"}, [3, 4, 5], id="since-exact"),
+        pytest.param({"since": "2024-05-03T10:00:00.001Z"}, [4, 5], id="since-just-after"),
+        pytest.param({"app": "shop", "user": "bob"}, [4], id="app-and-user"),
+        pytest.param({"app": "shop", "since": "2024-05-02"}, [3, 4], id="app-and-since"),
+    ],
+)
+def test_filter_records(criteria: dict[str, str], sequences: list[int]) -> None:
+    found = list(filter_records(mixed(), **criteria))
+    assert [r["sequence"] for r in found] == sequences
+    assert all(POSITION not in r for r in found)
+
+
+def test_filtered_records_still_verify_as_their_full_chain() -> None:
+    """Dropping the position leaves the records exactly as they were sealed."""
+    found = [dict(r) for r in filter_records(mixed())]
+    assert verify(found, SIGNER.public_key()) == []
+
+
+# --- build_record ----------------------------------------------------------------------------------------------------
+MASKER = SecretMasker(b"unit-test-key-0123456789abcdef!!")
+
+
+def admission_request(**more: Any) -> AdmissionRequest:
+    req: dict[str, Any] = {
+        "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+        "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+        "operation": "UPDATE",
+        "userInfo": {"username": "alice", "groups": ["system:authenticated", "developers"]},
+        "name": "web",
+        "namespace": "shop",
+        **more,
+    }
+    return req  # type: ignore[return-value]
+
+
+GIT = GitObject(KEY, "gitops-system/shop", "warn", "f" * 40, {}, {})
+
+
+def test_a_record_holds_the_facts_of_the_attempt() -> None:
+    items = (
+        DriftItem("/spec/replicas", DriftKind.CHANGED, desired=2, live=5),
+        DriftItem("/spec/template/spec/containers/0/env/2", DriftKind.ADDED, live={"name": "X", "value": "1"}),
+    )
+    decision = Decision(True, Verdict.WARNED, warnings=("w",), items=items, record=True)
+    record = build_record(admission_request(subResource="scale"), decision, GIT, KEY)
+    assert {k: v for k, v in record.items() if k != "time"} == {
+        "requestUID": "705ab4f5-6393-11e8-b7cc-42010a800002",
+        "user": "alice",
+        "groups": ["developers", "system:authenticated"],
+        "operation": "UPDATE",
+        "subResource": "scale",
+        "object": {"group": "apps", "kind": "Deployment", "namespace": "shop", "name": "web"},
+        "application": "gitops-system/shop",
+        "revision": "f" * 40,
+        "mode": "warn",
+        "decision": "warned",
+        "reason": "",
+        "fields": [
+            {"path": "/spec/replicas", "kind": "changed", "git": 2, "requested": 5},
+            {
+                "path": "/spec/template/spec/containers/0/env/2",
+                "kind": "added",
+                "git": None,
+                "requested": {"name": "X", "value": "1"},
+            },
+        ],
+    }
+    assert record["time"].endswith("Z")
+    when = datetime.datetime.fromisoformat(record["time"].replace("Z", "+00:00"))
+    assert abs(datetime.datetime.now(datetime.UTC) - when) < datetime.timedelta(minutes=1)
+    json.dumps(record)  # a JSON document as it is
+
+
+@pytest.mark.parametrize(
+    ("verdict", "reason", "kept"),
+    [
+        (Verdict.BREAK_GLASS, "INC-1234: outage", "INC-1234: outage"),
+        (Verdict.DENIED, "adds no drift", ""),
+        (Verdict.RECORDED, "anything", ""),
+    ],
+)
+def test_the_reason_is_kept_only_for_break_glass(verdict: Verdict, reason: str, kept: str) -> None:
+    decision = Decision(verdict is not Verdict.DENIED, verdict, reason=reason, record=True)
+    record = build_record(admission_request(), decision, GIT, KEY)
+    assert record["reason"] == kept
+    assert record["decision"] == verdict.value
+
+
+def test_a_record_of_an_object_git_does_not_have() -> None:
+    decision = Decision(False, Verdict.DENIED, message="m", record=True)
+    req = admission_request(operation="CREATE", userInfo={"username": "bob"})
+    record = build_record(req, decision, None, KEY)
+    assert (record["application"], record["revision"], record["mode"]) == ("", "", "")
+    assert record["groups"] == []
+    assert record["subResource"] == ""
+    assert record["operation"] == "CREATE"
+
+
+GIT_PASSWORD, LIVE_PASSWORD = "hunter2-from-git", "s3cr3t-typed-by-hand"
+
+
+def secret(password: str, **annotations: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "db", "namespace": "shop", "labels": {TRACKING_LABEL: "shop"}, "annotations": annotations},
+        "type": "Opaque",
+        "data": {"password": base64.b64encode(password.encode()).decode(), "extra": base64.b64encode(b"xyz").decode()},
+    }
+
+
+@pytest.mark.parametrize("mode", ["enforce", "warn", "audit"])
+@pytest.mark.parametrize("glass", [False, True])
+def test_a_record_of_a_secret_change_holds_no_secret_value(mode: str, glass: bool) -> None:
+    secret_key = ObjectKey("", "Secret", "shop", "db")
+    fields: dict[str, Any] = {"f:type": {}, "f:data": {"f:password": {}}}
+    git = GitObject(secret_key, "gitops-system/shop", mode, "f" * 40, secret(GIT_PASSWORD), fields)
+    annotations = {BREAK_GLASS_ANNOTATION: "INC-1"} if glass else {}
+    req = admission_request(
+        kind={"group": "", "version": "v1", "kind": "Secret"},
+        resource={"group": "", "version": "v1", "resource": "secrets"},
+        name="db",
+        object=secret(LIVE_PASSWORD, **annotations),
+        oldObject=copy.deepcopy(secret(GIT_PASSWORD)),
+        userInfo={"username": "alice", "groups": ["gitops:break-glass"]},
+    )
+    decision = decide(req, git, exemptions=Exemptions(), masker=MASKER)
+    assert decision.record
+    text = json.dumps(build_record(req, decision, git, secret_key))
+    assert "/data/password" in text
+    for raw in (GIT_PASSWORD, LIVE_PASSWORD):
+        assert raw not in text
+        assert base64.b64encode(raw.encode()).decode() not in text

@@ -1,0 +1,727 @@
+"""The webhook over HTTP: app.test_client() against fakes of Git's state and of the audit log.
+
+FakeSource and FakeAudit implement webhook.app.DesiredSource and AuditSink; FakeAudit seals what it is given with
+engine.audit.seal, as the real store does, and keeps it in memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import string
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.admission import BREAK_GLASS_ANNOTATION, GitObject
+from engine.audit import GENESIS, seal, verify
+from engine.errors import GitOpsError
+from engine.objects import REVISION_ANNOTATION, TRACKING_LABEL, KubeObject, ObjectKey
+from webhook.app import AuditSink, DesiredSource, create_app, webhook_of
+from webhook.review import API_VERSION
+
+DEPLOYMENT = ObjectKey("apps", "Deployment", "shop", "web")
+CONFIGMAP = ObjectKey("", "ConfigMap", "shop", "settings")
+APP = "gitops-system/shop"
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+UID = "705ab4f5-6393-11e8-b7cc-42010a800002"
+SIGNER = Ed25519PrivateKey.generate()
+
+
+# --- fakes -----------------------------------------------------------------------------------------------------------
+class FakeSource:
+    """Git's state, as webhook.app.DesiredSource: objects by key, and whether it is loaded."""
+
+    def __init__(self, objects: Iterable[GitObject] = (), *, ready: bool = True) -> None:
+        self.objects = {o.key: o for o in objects}
+        self.ready = ready
+        self.kinds = {("apps", "deployments"): "Deployment", ("", "configmaps"): "ConfigMap"}
+        self.lookups: list[tuple[ObjectKey, str]] = []
+        self.refreshes = 0
+        self.fail = False
+
+    def lookup(self, key: ObjectKey, revision: str = "") -> GitObject | None:
+        if self.fail:
+            raise RuntimeError("a bug in the desired state")
+        self.lookups.append((key, revision))
+        return self.objects.get(key)
+
+    def kind_of(self, group: str, resource: str) -> str:
+        return self.kinds.get((group, resource), "")
+
+    def app_names(self) -> set[str]:
+        return {o.app.split("/", 1)[1] for o in self.objects.values()}
+
+    def refresh(self, *, full: bool = True) -> None:
+        self.refreshes += 1
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "applications": {APP: {"revision": REVISION, "objects": len(self.objects), "error": ""}},
+            "last_error": "",
+        }
+
+    def cache_age(self) -> float:
+        return 2.5
+
+
+class FakeAudit:
+    """The audit log, as webhook.app.AuditSink: seals records into an in-memory chain, or fails like the API server."""
+
+    def __init__(self, *, fail: str = "", keep: bool = True) -> None:
+        self.fail = fail
+        self.keep = keep
+        self.records: list[dict[str, Any]] = []
+        self.head = (0, GENESIS)
+
+    def append(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.fail:
+            raise GitOpsError(self.fail)
+        sequence, previous = self.head
+        record = seal(body, sequence + 1, previous, SIGNER)
+        self.head = (sequence + 1, record["hash"])
+        if not self.keep:  # fuzzing: sealed all the same, but only its chain fields are kept and echoed
+            return {k: record[k] for k in ("sequence", "hash")}
+        self.records.append(record)
+        return record
+
+
+# --- Git's objects ---------------------------------------------------------------------------------------------------
+def k(**fields: Any) -> str:
+    return "k:" + json.dumps(fields, separators=(",", ":"))
+
+
+def deployment() -> KubeObject:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "labels": {"app": "web", TRACKING_LABEL: "shop"},
+            "annotations": {REVISION_ANNOTATION: REVISION},
+        },
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "containers": [{"name": "app", "image": "registry.local/web:1.0", "imagePullPolicy": "Always"}]
+                },
+            },
+        },
+        "status": {"replicas": 2},
+    }
+
+
+DEPLOYMENT_FIELDS = {
+    "f:metadata": {"f:labels": {"f:app": {}, f"f:{TRACKING_LABEL}": {}}},
+    "f:spec": {
+        "f:replicas": {},
+        "f:selector": {},
+        "f:template": {
+            "f:metadata": {"f:labels": {"f:app": {}}},
+            "f:spec": {"f:containers": {k(name="app"): {".": {}, "f:name": {}, "f:image": {}}}},
+        },
+    },
+}
+
+
+def configmap() -> KubeObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "settings", "namespace": "shop", "labels": {TRACKING_LABEL: "shop"}},
+        "data": {"level": "info"},
+    }
+
+
+def git_objects(mode: str = "enforce") -> list[GitObject]:
+    return [
+        GitObject(DEPLOYMENT, APP, mode, REVISION, deployment(), DEPLOYMENT_FIELDS),
+        GitObject(
+            CONFIGMAP,
+            APP,
+            mode,
+            REVISION,
+            configmap(),
+            {"f:metadata": {"f:labels": {f"f:{TRACKING_LABEL}": {}}}, "f:data": {"f:level": {}}},
+        ),
+    ]
+
+
+def with_image(image: str) -> KubeObject:
+    obj = deployment()
+    obj["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    return obj
+
+
+def review(
+    operation: str = "UPDATE",
+    obj: KubeObject | None = None,
+    old: KubeObject | None = None,
+    *,
+    uid: str = UID,
+    user: str = "alice",
+    groups: tuple[str, ...] = ("developers",),
+    **more: Any,
+) -> dict[str, Any]:
+    """An AdmissionReview about the Deployment, as the API server sends it."""
+    request: dict[str, Any] = {
+        "uid": uid,
+        "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+        "requestKind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "name": "web",
+        "namespace": "shop",
+        "operation": operation,
+        "userInfo": {"username": user, "uid": "u-1", "groups": list(groups)},
+        "object": deployment() if obj is None and operation != "DELETE" else obj,
+        "oldObject": deployment() if old is None and operation != "CREATE" else old,
+        "dryRun": False,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "UpdateOptions", "fieldManager": "kubectl-edit"},
+        **more,
+    }
+    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request}
+
+
+def make_app(
+    source: DesiredSource | None = None, audit: AuditSink | None = None, **config: Any
+) -> tuple[Flask, FakeSource, FakeAudit]:
+    src = source if source is not None else FakeSource(git_objects())
+    sink = audit if audit is not None else FakeAudit()
+    app = create_app(config={"BACKGROUND": False, **config}, source=src, audit=sink)
+    assert isinstance(src, FakeSource)
+    assert isinstance(sink, FakeAudit)
+    return app, src, sink
+
+
+def post(client: FlaskClient, body: Any) -> tuple[int, Any]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    resp = client.post("/validate", data=data, content_type="application/json")
+    return resp.status_code, resp.get_json(silent=True)
+
+
+@pytest.fixture
+def app() -> Flask:
+    return make_app()[0]
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def source_of(app: Flask) -> FakeSource:
+    src = webhook_of(app).source
+    assert isinstance(src, FakeSource)
+    return src
+
+
+def audit_of(app: Flask) -> FakeAudit:
+    sink = webhook_of(app).audit
+    assert isinstance(sink, FakeAudit)
+    return sink
+
+
+def assert_well_formed(body: Any, uid: str = UID) -> dict[str, Any]:
+    assert body["apiVersion"] == API_VERSION
+    assert body["kind"] == "AdmissionReview"
+    answer: dict[str, Any] = body["response"]
+    assert answer["uid"] == uid
+    assert isinstance(answer["allowed"], bool)
+    return answer
+
+
+# --- answers ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("uid", [UID, "x", "ünïcödé-uid", "a" * 300])
+def test_a_valid_review_gets_an_answer_with_its_uid_and_api_version(client: FlaskClient, uid: str) -> None:
+    status, body = post(client, review(uid=uid))
+    assert status == 200
+    answer = assert_well_formed(body, uid)
+    assert answer == {"uid": uid, "allowed": True}
+
+
+def test_a_denial_is_a_403_status_with_a_message(app: Flask, client: FlaskClient, capsys: Any) -> None:
+    status, body = post(client, review(obj=with_image("registry.local/web:evil")))
+    assert status == 200
+    answer = assert_well_formed(body)
+    assert answer["allowed"] is False
+    assert answer["status"]["code"] == 403
+    assert answer["status"]["reason"] == "Forbidden"
+    message = answer["status"]["message"]
+    assert "/spec/template/spec/containers/0/image" in message
+    assert "registry.local/web:1.0" in message
+    assert "registry.local/web:evil" in message
+    assert "kubectl gitops sync" in message
+    assert "warnings" not in answer
+    assert source_of(app).lookups == [(DEPLOYMENT, REVISION)]
+
+
+def test_warn_mode_answers_allowed_with_warnings() -> None:
+    app, _, audit = make_app(FakeSource(git_objects("warn")))
+    status, body = post(app.test_client(), review(obj=with_image("registry.local/web:2.0")))
+    answer = assert_well_formed(body)
+    assert status == 200
+    assert answer["allowed"] is True
+    assert "status" not in answer
+    assert isinstance(answer["warnings"], list)
+    assert len(answer["warnings"]) == 1
+    assert all(isinstance(w, str) for w in answer["warnings"])
+    assert "registry.local/web:2.0" in answer["warnings"][0]
+    assert [r["decision"] for r in audit.records] == ["warned"]
+
+
+@pytest.mark.parametrize("mode", ["enforce", "warn", "audit"])
+def test_a_dry_run_is_judged_but_never_recorded(mode: str, capsys: pytest.CaptureFixture[str]) -> None:
+    app, _, audit = make_app(FakeSource(git_objects(mode)))
+    status, body = post(app.test_client(), review(obj=with_image("registry.local/web:evil"), dryRun=True))
+    answer = assert_well_formed(body)
+    assert status == 200
+    assert answer["allowed"] is (mode != "enforce")
+    assert bool(answer.get("warnings")) is (mode == "warn")
+    assert audit.records == []
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(("mode", "verdict"), [("enforce", "denied"), ("warn", "warned"), ("audit", "recorded")])
+def test_a_recorded_decision_is_in_the_audit_log_and_on_stdout(
+    mode: str, verdict: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app, _, audit = make_app(FakeSource(git_objects(mode)))
+    post(app.test_client(), review(obj=with_image("registry.local/web:evil"), user="bob", groups=("devs", "b")))
+    [record] = audit.records
+    assert record["decision"] == verdict
+    assert record["user"] == "bob"
+    assert record["groups"] == ["b", "devs"]
+    assert record["requestUID"] == UID
+    assert record["object"] == DEPLOYMENT.as_dict()
+    assert record["application"] == APP
+    assert record["fields"] == [
+        {
+            "path": "/spec/template/spec/containers/0/image",
+            "kind": "changed",
+            "git": "registry.local/web:1.0",
+            "requested": "registry.local/web:evil",
+        }
+    ]
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in lines] == [{"auditRecord": record}]
+    assert verify(audit.records, SIGNER.public_key()) == []
+
+
+def test_every_attempt_extends_one_chain(capsys: pytest.CaptureFixture[str]) -> None:
+    app, _, audit = make_app()
+    client = app.test_client()
+    for i in range(5):
+        post(client, review(uid=f"uid-{i}", obj=with_image(f"registry.local/web:{i}")))
+    post(client, review(uid="no-drift"))
+    assert [r["requestUID"] for r in audit.records] == [f"uid-{i}" for i in range(5)]
+    assert [r["sequence"] for r in audit.records] == [1, 2, 3, 4, 5]
+    assert verify(audit.records, SIGNER.public_key()) == []
+    assert len(capsys.readouterr().out.splitlines()) == 5
+
+
+def test_break_glass_through_the_webhook_is_allowed_and_recorded() -> None:
+    app, _, audit = make_app()
+    obj = with_image("registry.local/web:hotfix")
+    obj["metadata"]["annotations"][BREAK_GLASS_ANNOTATION] = "INC-1234"
+    status, body = post(app.test_client(), review(obj=obj, groups=("gitops:break-glass",)))
+    assert status == 200
+    answer = assert_well_formed(body)
+    assert answer["allowed"] is True
+    assert any("INC-1234" in w for w in answer["warnings"])
+    assert [(r["decision"], r["reason"]) for r in audit.records] == [("break-glass", "INC-1234")]
+
+
+@pytest.mark.parametrize("mode", ["enforce", "warn", "audit"])
+def test_without_the_audit_log_a_drift_attempt_is_denied(mode: str, capsys: pytest.CaptureFixture[str]) -> None:
+    app, _, _ = make_app(FakeSource(git_objects(mode)), FakeAudit(fail="the API server refused: etcd is down"))
+    status, body = post(app.test_client(), review(obj=with_image("registry.local/web:evil")))
+    assert status == 200
+    answer = assert_well_formed(body)
+    assert answer["allowed"] is False
+    assert answer["status"]["code"] == 403
+    assert "audit log is unavailable" in answer["status"]["message"]
+    assert "etcd is down" in answer["status"]["message"]
+    assert capsys.readouterr().out == ""
+
+
+def test_without_the_audit_log_a_request_that_adds_no_drift_still_passes() -> None:
+    app, _, _ = make_app(audit=FakeAudit(fail="down"))
+    client = app.test_client()
+    assert post(client, review())[1]["response"]["allowed"] is True
+    assert post(client, review(obj=with_image("evil"), dryRun=True))[1]["response"]["status"]["code"] == 403
+
+
+def test_a_scale_is_judged_against_its_parent() -> None:
+    app, source, audit = make_app()
+    scale = {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"replicas": 7},
+    }
+    old = copy.deepcopy(scale) | {"spec": {"replicas": 2}}
+    body = review(
+        obj=scale, old=old, subResource="scale", kind={"group": "autoscaling", "version": "v1", "kind": "Scale"}
+    )
+    answer = assert_well_formed(post(app.test_client(), body)[1])
+    assert answer["allowed"] is False
+    assert "/spec/replicas: Git has 2, request has 7" in answer["status"]["message"]
+    assert source.lookups == [(DEPLOYMENT, "")]
+    assert [r["subResource"] for r in audit.records] == ["scale"]
+
+
+@pytest.mark.parametrize(("claimed", "allowed"), [("shop", False), ("someone-elses-app", True), ("", True)])
+def test_a_new_object_that_claims_tracking_but_is_not_in_git(claimed: str, allowed: bool) -> None:
+    app, _, _ = make_app()
+    obj = deployment()
+    obj["metadata"]["name"] = "rogue"
+    obj["metadata"]["labels"] = {TRACKING_LABEL: claimed} if claimed else {}
+    answer = assert_well_formed(post(app.test_client(), review("CREATE", obj, name="rogue"))[1])
+    assert answer["allowed"] is allowed
+
+
+@pytest.mark.parametrize(("user", "allowed"), [("system:node:w1", True), ("alice", False)])
+def test_delete_through_the_webhook(user: str, allowed: bool) -> None:
+    app, _, _ = make_app()
+    answer = assert_well_formed(post(app.test_client(), review("DELETE", None, deployment(), user=user))[1])
+    assert answer["allowed"] is allowed
+
+
+def test_configured_exemptions_come_from_the_config() -> None:
+    app, _, audit = make_app(EXEMPT_USERS="ci-bot, deployer", EXEMPT_GROUPS="platform")
+    client = app.test_client()
+    for user, groups in [("ci-bot", ()), ("deployer", ()), ("x", ("platform",))]:
+        answer = assert_well_formed(post(client, review(obj=with_image("evil"), user=user, groups=groups))[1])
+        assert answer["allowed"] is True
+    assert audit.records == []
+
+
+def test_a_bug_while_judging_is_a_denial_with_a_reason_not_a_500() -> None:
+    source = FakeSource(git_objects())
+    source.fail = True
+    app, _, _ = make_app(source)
+    status, body = post(app.test_client(), review())
+    assert status == 200
+    answer = assert_well_formed(body)
+    assert answer["allowed"] is False
+    assert "internal error" in answer["status"]["message"]
+
+
+# --- malformed bodies ------------------------------------------------------------------------------------------------
+def changed(path: str, value: Any) -> dict[str, Any]:
+    """A valid review with one field set (or removed, for `...`)."""
+    body = review()
+    *parents, last = path.split(".")
+    target = body
+    for p in parents:
+        target = target[p]
+    if value is ...:
+        del target[last]
+    else:
+        target[last] = value
+    return body
+
+
+MALFORMED = [
+    pytest.param(b"this is not json", "not valid JSON", id="not-json"),
+    pytest.param(b"", "not valid JSON", id="empty"),
+    pytest.param(b"\xff\xfe\x00garbage", "not valid JSON", id="not-utf8"),
+    pytest.param([review()], "must be a JSON object", id="json-array"),
+    pytest.param("AdmissionReview", "must be a JSON object", id="json-string"),
+    pytest.param(None, "must be a JSON object", id="json-null"),
+    pytest.param(changed("apiVersion", "admission.k8s.io/v1beta1"), "apiVersion", id="wrong-api-version"),
+    pytest.param(changed("apiVersion", ...), "apiVersion", id="no-api-version"),
+    pytest.param(changed("kind", "ConversionReview"), "kind must be AdmissionReview", id="wrong-kind"),
+    pytest.param(changed("request", ...), "request is missing", id="missing-request"),
+    pytest.param(changed("request", "x"), "request is missing or not an object", id="request-string"),
+    pytest.param(changed("request.uid", ...), "request.uid", id="missing-uid"),
+    pytest.param(changed("request.uid", ""), "request.uid", id="empty-uid"),
+    pytest.param(changed("request.uid", 42), "request.uid", id="uid-number"),
+    pytest.param(changed("request.operation", "PATCH"), "request.operation", id="bad-operation"),
+    pytest.param(changed("request.operation", ...), "request.operation", id="no-operation"),
+    pytest.param(changed("request.userInfo", "alice"), "request.userInfo", id="user-info-string"),
+    pytest.param(changed("request.userInfo", ...), "request.userInfo", id="no-user-info"),
+    pytest.param(changed("request.userInfo.username", ["alice"]), "username", id="username-list"),
+    pytest.param(changed("request.userInfo.groups", [1, 2]), "groups", id="groups-not-strings"),
+    pytest.param(changed("request.userInfo.groups", "developers"), "groups", id="groups-string"),
+    pytest.param(changed("request.kind", "Deployment"), "request.kind", id="kind-string"),
+    pytest.param(changed("request.kind.kind", 5), "request.kind.kind", id="kind-kind-number"),
+    pytest.param(changed("request.resource", None), "request.resource", id="resource-null"),
+    pytest.param(changed("request.resource.group", {}), "request.resource.group", id="resource-group-object"),
+    pytest.param(changed("request.name", 7), "request.name", id="name-number"),
+    pytest.param(changed("request.namespace", ["shop"]), "request.namespace", id="namespace-list"),
+    pytest.param(changed("request.subResource", 1), "request.subResource", id="subresource-number"),
+    pytest.param(changed("request.object", [deployment()]), "request.object", id="object-list"),
+    pytest.param(changed("request.oldObject", "x"), "request.oldObject", id="old-object-string"),
+    pytest.param(changed("request.object.metadata", "web"), "request.object.metadata", id="metadata-string"),
+    pytest.param(changed("request.object.metadata.labels", "app=web"), "labels", id="labels-string"),
+    pytest.param(changed("request.oldObject.metadata.annotations", ["a"]), "annotations", id="annotations-list"),
+    pytest.param(changed("request.dryRun", "true"), "request.dryRun", id="dry-run-string"),
+    pytest.param(changed("request.dryRun", 1), "request.dryRun", id="dry-run-number"),
+]
+
+
+@pytest.mark.parametrize(("body", "reason"), MALFORMED)
+def test_a_malformed_review_is_a_400_with_a_reason(client: FlaskClient, app: Flask, body: Any, reason: str) -> None:
+    status, answer = post(client, body)
+    assert status == 400
+    assert answer["error"] == "bad AdmissionReview"
+    assert reason in answer["reason"]
+    assert audit_of(app).records == []
+
+
+def test_a_body_larger_than_the_limit_is_refused_unread() -> None:
+    app, source, _ = make_app(MAX_REQUEST_BYTES=10_000)
+    body = review(obj=configmap() | {"data": {"blob": "x" * 20_000}})
+    status, answer = post(app.test_client(), body)
+    assert status == 400
+    assert answer["reason"] == "the body is larger than 10000 bytes"
+    assert source.lookups == []
+
+
+def test_the_default_limit_is_8_mib() -> None:
+    app, _, _ = make_app()
+    status, answer = post(app.test_client(), b" " * (8 * 1024 * 1024 + 1))
+    assert status == 400
+    assert "larger than 8388608 bytes" in answer["reason"]
+
+
+def test_only_post_is_served_on_validate(client: FlaskClient) -> None:
+    assert client.get("/validate").status_code == 405
+
+
+# --- health and metrics ----------------------------------------------------------------------------------------------
+def test_healthz(client: FlaskClient) -> None:
+    resp = client.get("/healthz")
+    assert resp.status_code == 200
+    assert resp.get_json() == {"status": "ok"}
+
+
+def test_readyz_waits_for_the_desired_state() -> None:
+    app, source, _ = make_app(FakeSource(git_objects(), ready=False))
+    client = app.test_client()
+    resp = client.get("/readyz")
+    assert resp.status_code == 503
+    assert resp.get_json()["ready"] is False
+    source.ready = True
+    resp = client.get("/readyz")
+    assert resp.status_code == 200
+    assert resp.get_json()["applications"][APP]["objects"] == 2
+
+
+def test_no_background_refresh_when_turned_off(app: Flask) -> None:
+    assert source_of(app).refreshes == 0
+
+
+def test_metrics_count_decisions_and_time_them(client: FlaskClient) -> None:
+    before = client.get("/metrics").get_data(as_text=True)
+    assert "gitops_webhook_decision_seconds_count 0.0" in before
+    post(client, review(obj=with_image("evil")))
+    post(client, review())
+    post(client, review())
+    resp = client.get("/metrics")
+    assert resp.status_code == 200
+    assert resp.content_type.startswith("text/plain")
+    text = resp.get_data(as_text=True)
+    assert 'gitops_webhook_decisions_total{mode="enforce",verdict="denied"} 1.0' in text
+    assert 'gitops_webhook_decisions_total{mode="enforce",verdict="allowed"} 2.0' in text
+    assert "gitops_webhook_decision_seconds_bucket" in text
+    assert "gitops_webhook_decision_seconds_count 3.0" in text
+    assert "gitops_webhook_desired_state_age_seconds 2.5" in text
+
+
+def test_apps_do_not_share_metrics() -> None:
+    first, _, _ = make_app()
+    second, _, _ = make_app()
+    post(first.test_client(), review())
+    assert "gitops_webhook_decision_seconds_count 0.0" in second.test_client().get("/metrics").get_data(as_text=True)
+
+
+def test_create_app_needs_a_cluster_unless_both_adapters_are_given() -> None:
+    with pytest.raises(ValueError, match="needs `kube`"):
+        create_app(config={"BACKGROUND": False}, source=FakeSource())
+
+
+@pytest.mark.parametrize("where", ["spec", "data"])
+@pytest.mark.parametrize("opener", ['{"a":', "["])
+def test_no_nesting_depth_up_to_the_parsers_limit_is_a_500(where: str, opener: str) -> None:
+    """Whatever json.loads accepts must also survive being judged, recorded and logged: the depths just under the
+    parser's recursion limit are where a later json.dumps of the same value, a few frames and levels deeper, fails."""
+    app, _, _ = make_app(audit=FakeAudit(keep=False))
+    client = app.test_client()
+    closer = "}" if opener.startswith("{") else "]"
+    failed = []
+    for depth in range(800, 1100):
+        body = review(obj=with_image("registry.local/web:deep"))
+        body["request"]["object"][where] = "__NESTED__"
+        raw = json.dumps(body).replace('"__NESTED__"', opener * depth + "1" + closer * depth).encode()
+        status, answer = post(client, raw)
+        if status == 400:
+            assert "not valid JSON" in answer["reason"] or "nests deeper than" in answer["reason"]
+        elif status == 200:
+            assert_well_formed(answer)
+        else:
+            failed.append((depth, status))
+    assert failed == []
+
+
+# --- fuzzing ---------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fuzz_client() -> FlaskClient:
+    app = create_app(config={"BACKGROUND": False}, source=FakeSource(git_objects()), audit=FakeAudit(keep=False))
+    return app.test_client()
+
+
+FUZZ = settings(max_examples=300, deadline=None, database=None, derandomize=True)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def paths(value: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield (*prefix, key)
+            yield from paths(child, (*prefix, key))
+
+
+BASE = review(obj=with_image("registry.local/web:fuzz"))
+PATHS = sorted(paths(BASE))
+
+
+def replaced(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    body = copy.deepcopy(BASE)
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    if value is ...:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return body
+
+
+def value_at(path: tuple[str, ...]) -> Any:
+    value: Any = BASE
+    for key in path:
+        value = value[key]
+    return value
+
+
+def other_type(path: tuple[str, ...]) -> st.SearchStrategy[Any]:
+    original = type(value_at(path))
+    return st.just(...) | json_values.filter(lambda v: type(v) is not original)
+
+
+def assert_answered(status: int, body: Any, uid: Any = None) -> None:
+    assert status in (200, 400), status
+    assert body is not None, "the answer is JSON"
+    if status == 400:
+        assert isinstance(body["reason"], str)
+        assert body["reason"]
+        return
+    assert body["apiVersion"] == "admission.k8s.io/v1"
+    assert body["kind"] == "AdmissionReview"
+    assert isinstance(body["response"]["allowed"], bool)
+    assert isinstance(body["response"]["uid"], str)
+    if uid is not None:
+        assert body["response"]["uid"] == uid
+    if not body["response"]["allowed"]:
+        assert body["response"]["status"]["code"] == 403
+        assert body["response"]["status"]["message"]
+
+
+@FUZZ
+@given(st.binary(max_size=2000))
+def test_fuzz_random_bytes(fuzz_client: FlaskClient, data: bytes) -> None:
+    assert_answered(*post(fuzz_client, data))
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_truncated_reviews(fuzz_client: FlaskClient, data: st.DataObject) -> None:
+    raw = json.dumps(BASE).encode()
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    assert_answered(*post(fuzz_client, raw[:cut]))
+
+
+@FUZZ
+@given(json_values)
+def test_fuzz_random_json(fuzz_client: FlaskClient, value: Any) -> None:
+    assert_answered(*post(fuzz_client, value))
+
+
+@FUZZ
+@given(st.sampled_from(PATHS).flatmap(lambda p: st.tuples(st.just(p), other_type(p))))
+def test_fuzz_fields_of_the_wrong_type(fuzz_client: FlaskClient, change: tuple[tuple[str, ...], Any]) -> None:
+    path, value = change
+    assert_answered(*post(fuzz_client, replaced(path, value)), UID)
+
+
+@FUZZ
+@given(
+    st.sampled_from(["object.spec", "object.spec.template", "oldObject.spec", "object.metadata.labels", "object"]),
+    st.sampled_from(['{"a":', "[", '{"name":"app","x":[', '[{"name":"n","v":']),
+    st.integers(1, 3000),
+    st.booleans(),
+)
+def test_fuzz_deeply_nested_objects(fuzz_client: FlaskClient, where: str, opener: str, depth: int, both: bool) -> None:
+    closer = "".join("]" if c == "[" else "}" for c in opener if c in "[{")[::-1]
+    nested = opener * depth + "1" + closer * depth
+    body = review(obj=with_image("registry.local/web:deep"))
+    *parents, last = ["request", *where.split(".")]
+    target: Any = body
+    for key in parents:
+        target = target[key]
+    target[last] = "__NESTED__"
+    if both and where.startswith("object."):  # the same depth before and after: compared level by level
+        old: Any = body["request"]["oldObject"]
+        for key in where.split(".")[1:-1]:
+            old = old[key]
+        old[last] = "__NESTED__"
+    raw = json.dumps(body).replace('"__NESTED__"', nested).encode()
+    assert_answered(*post(fuzz_client, raw), UID)
+
+
+@FUZZ
+@given(
+    st.sampled_from([1, 512 * 1024, 3 * 1024 * 1024, 7 * 1024 * 1024]),
+    st.sampled_from(["blob", "keys"]),
+    st.sampled_from(["UPDATE", "CREATE", "DELETE"]),
+    st.sampled_from([("", "v1", "ConfigMap", "configmaps", "settings"), ("apps", "v1", "Deployment", "x", "web")]),
+    st.booleans(),
+)
+def test_fuzz_huge_objects(
+    fuzz_client: FlaskClient,
+    size: int,
+    shape: str,
+    operation: str,
+    target: tuple[str, str, str, str, str],
+    dry_run: bool,
+) -> None:
+    group, version, kind, resource, name = target
+    data = (
+        {"blob": "x" * size}
+        if shape == "blob"
+        else {f"k{i}": string.ascii_letters * 16 for i in range(max(1, size // 900))}
+    )
+    obj = configmap() if kind == "ConfigMap" else deployment()
+    obj["data"] = data
+    body = review(operation, obj, obj if operation == "DELETE" else None, dryRun=dry_run, name=name)
+    body["request"]["kind"] = {"group": group, "version": version, "kind": kind}
+    body["request"]["resource"] = {"group": group, "version": version, "resource": resource}
+    assert_answered(*post(fuzz_client, body), UID)

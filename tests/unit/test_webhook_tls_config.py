@@ -1,0 +1,327 @@
+"""The webhook's own certificates, its settings, and the ValidatingWebhookConfiguration that registers it."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from engine.objects import TRACKING_LABEL
+from engine.webhookconfig import NAME, SERVICE_NAME, webhook_configuration
+from webhook import config, tls
+
+HOSTS = ["gitops-webhook.gitops-system.svc", "gitops-webhook.gitops-system.svc.cluster.local", "127.0.0.1"]
+
+
+# --- certificates ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[tls.CertFiles, bool]:
+    """One set of certificates for the tests that only read them (key generation is the slow part)."""
+    return tls.ensure(tmp_path_factory.mktemp("certs") / "tls", HOSTS)
+
+
+def load(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def san_of(cert: x509.Certificate) -> set[str]:
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {*san.get_values_for_type(x509.DNSName), *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))}
+
+
+def test_ensure_makes_a_ca_a_leaf_and_its_key(made: tuple[tls.CertFiles, bool]) -> None:
+    files, written = made
+    assert written
+    assert (files.ca.name, files.cert.name, files.key.name) == ("ca.crt", "tls.crt", "tls.key")
+    assert all(p.exists() for p in (files.ca, files.cert, files.key))
+    assert not list(files.ca.parent.glob("*.tmp"))
+
+
+def test_the_leaf_names_every_host_in_its_san(made: tuple[tls.CertFiles, bool]) -> None:
+    files, _ = made
+    leaf = load(files.cert)
+    assert san_of(leaf) == set(HOSTS)
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("127.0.0.1") in san.get_values_for_type(x509.IPAddress)
+    assert "127.0.0.1" not in san.get_values_for_type(x509.DNSName)
+    assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == HOSTS[0]
+
+
+def test_the_leaf_is_a_server_certificate_signed_by_the_ca(made: tuple[tls.CertFiles, bool]) -> None:
+    files, _ = made
+    ca, leaf = load(files.ca), load(files.cert)
+    leaf.verify_directly_issued_by(ca)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+    assert leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.SERVER_AUTH in usage
+    lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+    assert tls.LEAF_VALIDITY <= lifetime <= tls.LEAF_VALIDITY + datetime.timedelta(minutes=10)
+
+
+def test_the_private_keys_match_and_are_private(made: tuple[tls.CertFiles, bool]) -> None:
+    files, _ = made
+    key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
+    assert key.public_key() == load(files.cert).public_key()
+    for path in (files.key, files.ca.parent / "ca.key"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_nothing_is_written_while_the_certificates_are_good(tmp_path: Path) -> None:
+    files, first = tls.ensure(tmp_path, HOSTS)
+    before = {p: p.read_bytes() for p in (files.ca, files.cert, files.key)}
+    again, written = tls.ensure(tmp_path, HOSTS)
+    assert first
+    assert not written
+    assert again == files
+    assert {p: p.read_bytes() for p in (files.ca, files.cert, files.key)} == before
+
+
+def test_a_subset_of_the_hosts_needs_no_new_certificate(made: tuple[tls.CertFiles, bool]) -> None:
+    files, _ = made
+    assert not tls.needs_renewal(files, HOSTS[:1])
+
+
+@pytest.mark.parametrize(
+    ("days_from_now", "renew"),
+    [
+        (0, False),
+        (30, False),
+        (59, False),
+        (61, True),
+        (89, True),
+        (91, True),
+        (400, True),
+    ],
+)
+def test_renewal_is_due_within_renew_before_of_expiry(
+    made: tuple[tls.CertFiles, bool], days_from_now: int, renew: bool
+) -> None:
+    files, _ = made
+    at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days_from_now)
+    assert tls.needs_renewal(files, HOSTS, at=at) is renew
+
+
+def test_renewal_is_due_exactly_at_renew_before(made: tuple[tls.CertFiles, bool]) -> None:
+    files, _ = made
+    expiry = load(files.cert).not_valid_after_utc
+    just_before = expiry - tls.RENEW_BEFORE - datetime.timedelta(seconds=1)
+    assert not tls.needs_renewal(files, HOSTS, at=just_before)
+    assert tls.needs_renewal(files, HOSTS, at=expiry - tls.RENEW_BEFORE + datetime.timedelta(seconds=1))
+
+
+@pytest.mark.parametrize("missing", ["ca.crt", "tls.crt", "tls.key"])
+def test_renewal_is_due_when_a_file_is_missing(tmp_path: Path, missing: str) -> None:
+    files, _ = tls.ensure(tmp_path, HOSTS)
+    (tmp_path / missing).unlink()
+    assert tls.needs_renewal(files, HOSTS)
+    _, written = tls.ensure(tmp_path, HOSTS)
+    assert written
+    assert san_of(load(files.cert)) == set(HOSTS)
+
+
+def test_a_new_host_renews_the_leaf_and_keeps_the_ca(tmp_path: Path) -> None:
+    files, _ = tls.ensure(tmp_path, HOSTS[:1])
+    ca_before, leaf_before, key_before = files.ca.read_bytes(), files.cert.read_bytes(), files.key.read_bytes()
+    ca_key_before = (tmp_path / "ca.key").read_bytes()
+    assert tls.needs_renewal(files, HOSTS)
+    _, written = tls.ensure(tmp_path, HOSTS)
+    assert written
+    assert files.ca.read_bytes() == ca_before
+    assert (tmp_path / "ca.key").read_bytes() == ca_key_before
+    assert files.cert.read_bytes() != leaf_before
+    assert files.key.read_bytes() != key_before
+    assert san_of(load(files.cert)) == set(HOSTS)
+    load(files.cert).verify_directly_issued_by(load(files.ca))
+    assert not tls.needs_renewal(files, HOSTS)
+
+
+def test_without_the_ca_key_a_new_ca_is_made(tmp_path: Path) -> None:
+    files, _ = tls.ensure(tmp_path, HOSTS[:1])
+    ca_before = files.ca.read_bytes()
+    (tmp_path / "ca.key").unlink()
+    files.cert.unlink()
+    tls.ensure(tmp_path, HOSTS)
+    assert files.ca.read_bytes() != ca_before
+    load(files.cert).verify_directly_issued_by(load(files.ca))
+
+
+def test_a_leaf_without_a_san_needs_renewal(tmp_path: Path) -> None:
+    files, _ = tls.ensure(tmp_path, HOSTS)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOSTS[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    bare = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=90))
+        .sign(key, hashes.SHA256())
+    )
+    files.cert.write_bytes(bare.public_bytes(serialization.Encoding.PEM))
+    assert tls.needs_renewal(files, HOSTS)
+
+
+# --- settings --------------------------------------------------------------------------------------------------------
+def test_the_defaults() -> None:
+    loaded = config.load(environ={})
+    assert loaded == dict(config.DEFAULTS)
+    assert loaded["MAX_REQUEST_BYTES"] == 8 * 1024 * 1024
+    assert loaded["BACKGROUND"] is True
+    loaded["NAMESPACE"] = "changed"
+    assert config.DEFAULTS["NAMESPACE"] == "gitops-system"
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "value"),
+    [
+        ("NAMESPACE", "ops", "ops"),
+        ("EXEMPT_USERS", "a,b", "a,b"),
+        ("MAX_REQUEST_BYTES", "1024", 1024),
+        ("REFRESH_SECONDS", "5", 5.0),
+        ("POLL_SECONDS", "0.25", 0.25),
+        ("LOAD_TIMEOUT_SECONDS", "30", 30.0),
+        ("BACKGROUND", "false", False),
+        ("BACKGROUND", "0", False),
+        ("BACKGROUND", "no", False),
+        ("BACKGROUND", "", False),
+        ("BACKGROUND", "true", True),
+        ("BACKGROUND", " TRUE ", True),
+        ("BACKGROUND", "1", True),
+        ("BACKGROUND", "yes", True),
+        ("BACKGROUND", "on", True),
+    ],
+)
+def test_environment_variables_are_coerced_to_the_defaults_type(name: str, raw: str, value: Any) -> None:
+    loaded = config.load(environ={f"GITOPS_WEBHOOK_{name}": raw})
+    assert loaded[name] == value
+    assert type(loaded[name]) is type(value)
+
+
+def test_precedence_is_defaults_then_environment_then_overrides() -> None:
+    environ = {
+        "GITOPS_WEBHOOK_NAMESPACE": "from-env",
+        "GITOPS_WEBHOOK_POLL_SECONDS": "9",
+        "GITOPS_WEBHOOK_BACKGROUND": "false",
+    }
+    loaded = config.load({"NAMESPACE": "from-override", "BACKGROUND": True}, environ=environ)
+    assert loaded["NAMESPACE"] == "from-override"
+    assert loaded["BACKGROUND"] is True
+    assert loaded["POLL_SECONDS"] == 9.0
+    assert loaded["REFRESH_SECONDS"] == config.DEFAULTS["REFRESH_SECONDS"]
+
+
+def test_only_prefixed_known_settings_are_read() -> None:
+    environ = {"NAMESPACE": "unprefixed", "GITOPS_WEBHOOK_UNKNOWN": "x", "gitops_webhook_namespace": "lowercase"}
+    assert config.load(environ=environ) == dict(config.DEFAULTS)
+
+
+def test_an_explicit_environ_replaces_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITOPS_WEBHOOK_NAMESPACE", "from-process")
+    assert config.load(environ={})["NAMESPACE"] == "gitops-system"
+    assert config.load()["NAMESPACE"] == "from-process"
+
+
+def test_overrides_may_add_settings() -> None:
+    assert config.load({"TESTING": True}, environ={})["TESTING"] is True
+
+
+@pytest.mark.parametrize(
+    ("raw", "names"),
+    [
+        ("", set()),
+        ("alice", {"alice"}),
+        (" alice , bob ,,", {"alice", "bob"}),
+        ("system:serviceaccount:ci:deployer,alice", {"system:serviceaccount:ci:deployer", "alice"}),
+    ],
+)
+def test_csv(raw: str, names: set[str]) -> None:
+    assert config.csv(raw) == frozenset(names)
+
+
+# --- the ValidatingWebhookConfiguration --------------------------------------------------------------------------
+CA = b"-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n"
+
+
+def entries(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {w["name"]: w for w in obj["webhooks"]}
+
+
+def test_the_configuration_object() -> None:
+    obj = webhook_configuration(ca_bundle=CA)
+    assert obj["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert obj["kind"] == "ValidatingWebhookConfiguration"
+    assert obj["metadata"] == {"name": NAME}
+    assert set(entries(obj)) == {f"objects.{NAME}", f"scale.{NAME}"}
+
+
+def test_in_cluster_the_webhook_is_reached_through_its_service() -> None:
+    obj = webhook_configuration(ca_bundle=CA, namespace="ops")
+    for hook in obj["webhooks"]:
+        assert hook["clientConfig"] == {
+            "service": {"name": SERVICE_NAME, "namespace": "ops", "path": "/validate", "port": 443},
+            "caBundle": base64.b64encode(CA).decode(),
+        }
+
+
+def test_locally_the_webhook_is_reached_by_url() -> None:
+    obj = webhook_configuration(ca_bundle=CA, url="https://127.0.0.1:8443/validate")
+    for hook in obj["webhooks"]:
+        assert hook["clientConfig"] == {
+            "url": "https://127.0.0.1:8443/validate",
+            "caBundle": base64.b64encode(CA).decode(),
+        }
+        assert base64.b64decode(hook["clientConfig"]["caBundle"]) == CA
+
+
+def test_managed_objects_are_selected_by_the_tracking_label_and_fail_closed() -> None:
+    hook = entries(webhook_configuration(ca_bundle=CA))[f"objects.{NAME}"]
+    assert hook["failurePolicy"] == "Fail"
+    assert hook["objectSelector"] == {"matchExpressions": [{"key": TRACKING_LABEL, "operator": "Exists"}]}
+    [rule] = hook["rules"]
+    assert sorted(rule["operations"]) == ["CREATE", "DELETE", "UPDATE"]
+    assert rule["resources"] == ["*"]
+    assert rule["apiGroups"] == ["*"]
+    assert rule["scope"] == "*"
+
+
+def test_scale_subresources_have_their_own_entry_that_fails_open() -> None:
+    hook = entries(webhook_configuration(ca_bundle=CA))[f"scale.{NAME}"]
+    assert hook["failurePolicy"] == "Ignore"
+    assert "objectSelector" not in hook
+    [rule] = hook["rules"]
+    assert rule["resources"] == ["*/scale"]
+    assert rule["operations"] == ["UPDATE"]
+    assert rule["scope"] == "Namespaced"
+
+
+@pytest.mark.parametrize("namespace", ["gitops-system", "ops"])
+def test_both_entries_leave_kube_system_and_their_own_namespace_alone(namespace: str) -> None:
+    for hook in webhook_configuration(ca_bundle=CA, namespace=namespace, timeout_seconds=7)["webhooks"]:
+        assert hook["namespaceSelector"] == {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", namespace]}
+            ]
+        }
+        assert hook["sideEffects"] == "NoneOnDryRun"
+        assert hook["admissionReviewVersions"] == ["v1"]
+        assert hook["timeoutSeconds"] == 7
+        assert hook["matchPolicy"] == "Equivalent"
+        [condition] = hook["matchConditions"]
+        expression = condition["expression"]
+        assert "system:kube-controller-manager" in expression
+        assert "system:serviceaccount:kube-system:" in expression
+        assert "system:node:" in expression
+        assert expression.startswith("!(")
