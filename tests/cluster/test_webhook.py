@@ -57,6 +57,8 @@ class WebhookProcess:
                     str(self.cert_dir),
                     "--threads",
                     "16",
+                    "--cert-secret",
+                    "gitops-webhook-tls",
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -476,7 +478,12 @@ def test_replicas_share_one_certificate_and_one_audit_chain(
     second = WebhookProcess(tmp_path / "certs", _free_port(), webhook.kubeconfig, tmp_path / "second.log")
     second.start()
     try:
-        assert (second.cert_dir / "ca.crt").read_bytes() == (webhook.cert_dir / "ca.crt").read_bytes()
+        stored = kubectl.run(
+            "-n", "gitops-system", "get", "secret", "gitops-webhook-tls", "-o", "jsonpath={.data.ca\\.crt}"
+        )
+        shared = base64.b64decode(stored.stdout)
+        assert (webhook.cert_dir / "ca.crt").read_bytes() == shared, "first"
+        assert (second.cert_dir / "ca.crt").read_bytes() == shared, "second"
         second.wait_loaded(namespace)
         live = json.loads(kubectl.run("-n", namespace, "get", "configmap", "guestbook-settings", "-o", "json").stdout)
 
