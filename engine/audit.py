@@ -95,9 +95,10 @@ class Problem:
         return f"record {self.sequence}: {self.what}"
 
 
-def verify(records: Sequence[Mapping[str, Any]], public: Ed25519PublicKey) -> list[Problem]:
+def verify(records: Sequence[Mapping[str, Any]], public: Ed25519PublicKey, last_known: int = 0) -> list[Problem]:
     """Every break in the log: an edited record (hash or signature), a missing one (a gap), a reordered one (a
-    previous-hash that does not match), a record signed by another key."""
+    previous-hash that does not match), a record signed by another key; and, given the sequence number the writers
+    last reported (`last_known`), records missing at the end."""
     problems: list[Problem] = []
     expected_key = key_id(public)
     previous_hash = GENESIS
@@ -136,6 +137,8 @@ def verify(records: Sequence[Mapping[str, Any]], public: Ed25519PublicKey) -> li
             problems.append(Problem(seq, "it does not follow the record before it (reordered or replaced?)"))
         previous_hash = str(record.get("hash", ""))
         previous_seq = seq
+    if last_known > previous_seq:
+        problems.append(Problem(last_known, f"the log ends at {previous_seq} but reached {last_known} (deleted?)"))
     return problems
 
 
@@ -311,6 +314,16 @@ def read_records(cluster: Any, namespace: str) -> list[dict[str, Any]]:
             record[POSITION] = int(name[len("audit-") :])
         out.append(record)
     return out
+
+
+def read_last_known(cluster: Any, namespace: str) -> int:
+    """The sequence number the writers last reported (0 when unknown)."""
+    info = cluster.resource_for("v1", "ConfigMap")
+    found = cluster.get(info, namespace, HEAD_CONFIGMAP) if info else None
+    try:
+        return int(((found or {}).get("data") or {}).get("sequence", "0"))
+    except ValueError:
+        return 0
 
 
 def read_public_key(cluster: Any, namespace: str) -> Ed25519PublicKey:

@@ -25,6 +25,7 @@ from .objects import FIELD_MANAGER, TRACKING_LABEL, AppRef, KubeObject, ObjectKe
 from .source import GitSource
 
 log = logging.getLogger(__name__)
+RETRY_SECONDS = 5.0
 
 
 @dataclass
@@ -35,6 +36,7 @@ class AppState:
     loaded_at: float = 0.0
     error: str = ""
     generation: int = 0
+    attempted_at: float = 0.0
 
 
 def stored_form(cluster: Cluster, d: DesiredObject) -> tuple[KubeObject, dict[str, Any]]:
@@ -165,7 +167,10 @@ class DesiredState:
             current = self._apps.get(spec.ref)
             generation = int((obj.get("metadata") or {}).get("generation") or 0)
             if not full and current is not None and current.generation == generation:
-                continue
+                # Unchanged: keep it, unless its last render failed (a namespace not there yet, Git down) and
+                # RETRY_SECONDS have passed since.
+                if not current.error or time.time() - current.attempted_at < RETRY_SECONDS:
+                    continue
             try:
                 revision, objects = self._render(spec, None)
             except GitOpsError as e:
@@ -173,6 +178,7 @@ class DesiredState:
                     state = current or AppState(spec)
                     state.error = str(e)
                     state.generation = generation
+                    state.attempted_at = time.time()
                     self._apps[spec.ref] = state
                 self.last_error = f"{spec.ref}: {e}"
                 log.warning("keeping the last good state of %s: %s", spec.ref, e)

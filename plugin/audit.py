@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from engine.audit import filter_records, load_public_key, read_public_key, read_records, verify
+from engine.audit import filter_records, load_public_key, read_last_known, read_public_key, read_records, verify
 
 from .context import CliContext, CommandError, domain_errors, pass_cli
 from .render import print_table
@@ -94,7 +94,8 @@ def _verify(cli: CliContext, public_key: Path | None, output: str) -> None:
     with domain_errors():
         key = load_public_key(public_key.read_bytes()) if public_key else read_public_key(cli.client, cli.app_namespace)
         records = read_records(cli.client, cli.app_namespace)
-    problems = verify(records, key)
+        last_known = read_last_known(cli.client, cli.app_namespace)
+    problems = verify(records, key, last_known)
     if output == "json":
         click.echo(json.dumps({"records": len(records), "problems": [str(p) for p in problems]}, indent=2))
     else:

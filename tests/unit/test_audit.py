@@ -454,3 +454,13 @@ def test_a_record_of_a_secret_change_holds_no_secret_value(mode: str, glass: boo
     for raw in (GIT_PASSWORD, LIVE_PASSWORD):
         assert raw not in text
         assert base64.b64encode(raw.encode()).decode() not in text
+
+
+@pytest.mark.parametrize(("kept", "last_known", "expected"), [(N, N, []), (N - 2, N, [N]), (N, 0, []), (0, 2, [2])])
+def test_records_deleted_at_the_end_are_caught_by_the_last_known_number(
+    kept: int, last_known: int, expected: list[int]
+) -> None:
+    records = chain()[:kept]
+    problems = verify(records, SIGNER.public_key(), last_known)
+    assert [p.sequence for p in problems] == expected
+    assert all("(deleted?)" in str(p) for p in problems)
