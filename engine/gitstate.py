@@ -166,11 +166,15 @@ class DesiredState:
             seen.add(spec.ref)
             current = self._apps.get(spec.ref)
             generation = int((obj.get("metadata") or {}).get("generation") or 0)
-            if not full and current is not None and current.generation == generation:
-                # Unchanged: keep it, unless its last render failed (a namespace not there yet, Git down) and
-                # RETRY_SECONDS have passed since.
-                if not current.error or time.time() - current.attempted_at < RETRY_SECONDS:
-                    continue
+            # Unchanged: keep it, unless its last render failed (a namespace not there yet, Git down) and
+            # RETRY_SECONDS have passed since.
+            unchanged = not full and current is not None and current.generation == generation
+            if (
+                unchanged
+                and current is not None
+                and (not current.error or time.time() - current.attempted_at < RETRY_SECONDS)
+            ):
+                continue
             try:
                 revision, objects = self._render(spec, None)
             except GitOpsError as e:
