@@ -186,8 +186,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "webhook.json")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=1, help="gunicorn workers of the webhook")
     args = parser.parse_args()
-    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}}
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "webhook_workers": args.workers}
     with tempfile.TemporaryDirectory(prefix="gitops-bench-webhook-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         cluster = LocalCluster(work / "cluster")
@@ -235,6 +236,8 @@ def main() -> None:
                     str(certs),
                     "--threads",
                     "16",
+                    "--workers",
+                    str(args.workers),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,

@@ -188,7 +188,7 @@ class DesiredState:
                 log.warning("keeping the last good state of %s: %s", spec.ref, e)
                 continue
             with self._lock:
-                self._apps[spec.ref] = AppState(spec, revision, objects, time.time(), generation=generation)
+                self._set_app(spec.ref, AppState(spec, revision, objects, time.time(), generation=generation))
         with self._lock:
             for ref in set(self._apps) - seen:
                 del self._apps[ref]
@@ -203,8 +203,18 @@ class DesiredState:
         state = self._apps.get(app)
         if state is None:
             return
-        self._apps[app] = AppState(state.spec, revision, objects, time.time(), generation=state.generation)
-        self._index = {key: obj for s in self._apps.values() for key, obj in s.objects.items()}
+        self._set_app(app, AppState(state.spec, revision, objects, time.time(), generation=state.generation))
+
+    def _set_app(self, ref: AppRef, state: AppState) -> None:
+        """An Application's new state, in the index at once: a request never sees an Application that /readyz
+        reports as loaded without its objects. (Call with the lock held.)"""
+        old = self._apps.get(ref)
+        index = dict(self._index)
+        for key in old.objects if old else ():
+            index.pop(key, None)
+        index.update(state.objects)
+        self._apps[ref] = state
+        self._index = index
 
     def _load_revision(self, app: AppRef, revision: str) -> dict[ObjectKey, GitObject] | None:
         """Loads another commit of a known Application (bounded by load_timeout); None when it cannot."""
