@@ -6,20 +6,23 @@ through urllib3 directly, so that many dry-runs can run concurrently over kept-a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import urllib3
-from kubernetes import client, config
-from kubernetes.config.config_exception import ConfigException
 
+from . import kubeconfig
 from .errors import ApiError, ClusterUnreachable, KubeConfigError
 from .objects import FIELD_MANAGER, KubeObject, ObjectKey, key_of, split_api_version
 
+TOKEN_REREAD_SECONDS = 60.0
 DISCOVERY_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
 
 
@@ -54,21 +57,40 @@ class ResourceInfo:
         return base
 
 
-def load_configuration(target: KubeTarget) -> client.Configuration:
+def credentials(target: KubeTarget) -> kubeconfig.Credentials:
+    """How to reach and authenticate to the API server, as kubectl would for the same flags."""
+    if target.in_cluster:
+        return kubeconfig.in_cluster()
+    try:
+        return kubeconfig.load(target.kubeconfig, target.context)
+    except kubeconfig.NeedsPlugin:
+        return _through_kubernetes_package(target)
+
+
+def _through_kubernetes_package(target: KubeTarget) -> kubeconfig.Credentials:
+    """exec plugins and auth-providers, run by the kubernetes package (imported only for them)."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
     configuration = client.Configuration()
     try:
-        if target.in_cluster:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=target.kubeconfig, context=target.context, client_configuration=configuration
-            )
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=target.kubeconfig, context=target.context, client_configuration=configuration
+        )
     except (ConfigException, OSError, TypeError, ValueError) as e:
         where = target.kubeconfig or "the default kubeconfig ($KUBECONFIG or ~/.kube/config)"
-        if target.in_cluster:
-            where = "the in-cluster ServiceAccount"
         raise KubeConfigError(f"cannot load {where}: {e}; pass --kubeconfig/--context or set KUBECONFIG") from e
-    return configuration
+    api_key = configuration.api_key or {}
+    token = str(api_key.get("authorization") or api_key.get("BearerToken") or "").removeprefix("Bearer ")
+    return kubeconfig.Credentials(
+        host=str(configuration.host).rstrip("/"),
+        ca_file=configuration.ssl_ca_cert,
+        verify=bool(configuration.verify_ssl),
+        cert_file=configuration.cert_file,
+        key_file=configuration.key_file,
+        token=token or None,
+        server_name=configuration.tls_server_name,
+    )
 
 
 def _status_message(status: int, body: bytes) -> tuple[str, str]:
@@ -85,32 +107,36 @@ class KubeClient:
     """A thin, thread-safe client for the engine's requests."""
 
     def __init__(self, target: KubeTarget, *, pool_size: int = 16, timeout: float = 30.0) -> None:
-        configuration = load_configuration(target)
-        self.host = configuration.host.rstrip("/")
+        try:
+            creds = credentials(target)
+        except KubeConfigError as e:
+            if target.in_cluster:
+                raise
+            where = target.kubeconfig or "the default kubeconfig ($KUBECONFIG or ~/.kube/config)"
+            raise KubeConfigError(f"cannot load {where}: {e}; pass --kubeconfig/--context or set KUBECONFIG") from e
+        self.host = creds.host
+        self._creds = creds
+        self._token_read = time.monotonic()
         self._headers: dict[str, str] = {"Accept": "application/json", "User-Agent": "kubectl-gitops"}
-        token = (configuration.api_key or {}).get("authorization") or (configuration.api_key or {}).get("BearerToken")
-        if token:
-            self._headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
-        if configuration.username and configuration.password and "Authorization" not in self._headers:
-            self._headers.update(urllib3.make_headers(basic_auth=f"{configuration.username}:{configuration.password}"))
+        if creds.token:
+            self._headers["Authorization"] = f"Bearer {creds.token}"
+        elif creds.username and creds.password:
+            self._headers.update(urllib3.make_headers(basic_auth=f"{creds.username}:{creds.password}"))
         pool_args: dict[str, Any] = {
             "num_pools": 2,
             "maxsize": pool_size,
             "block": True,
             "retries": False,
             "timeout": urllib3.Timeout(connect=5.0, read=timeout),
+            "cert_reqs": ssl.CERT_REQUIRED if creds.verify else ssl.CERT_NONE,
         }
-        if configuration.verify_ssl:
-            pool_args["cert_reqs"] = ssl.CERT_REQUIRED
-            if configuration.ssl_ca_cert:
-                pool_args["ca_certs"] = configuration.ssl_ca_cert
-        else:
-            pool_args["cert_reqs"] = ssl.CERT_NONE
-        if configuration.cert_file:
-            pool_args["cert_file"] = configuration.cert_file
-            pool_args["key_file"] = configuration.key_file
-        if configuration.tls_server_name:
-            pool_args["server_hostname"] = configuration.tls_server_name
+        if creds.verify and creds.ca_file:
+            pool_args["ca_certs"] = creds.ca_file
+        if creds.cert_file:
+            pool_args["cert_file"] = creds.cert_file
+            pool_args["key_file"] = creds.key_file
+        if creds.server_name:
+            pool_args["server_hostname"] = creds.server_name
         self._http = urllib3.PoolManager(**pool_args)
         self._resources: dict[tuple[str, str, str], ResourceInfo] | None = None
         self._preferred: dict[tuple[str, str], ResourceInfo] = {}
@@ -131,6 +157,8 @@ class KubeClient:
     ) -> tuple[int, Any]:
         """One request; returns the HTTP status and the decoded body."""
         url = self.host + path + (f"?{urlencode(params)}" if params else "")
+        if self._creds.token_file and time.monotonic() - self._token_read > TOKEN_REREAD_SECONDS:
+            self._reread_token()
         headers = dict(self._headers)
         if accept:
             headers["Accept"] = accept
@@ -151,6 +179,14 @@ class KubeClient:
         if not response.data:
             return response.status, None
         return response.status, json.loads(response.data)
+
+    def _reread_token(self) -> None:
+        assert self._creds.token_file is not None
+        with contextlib.suppress(OSError):
+            token = Path(self._creds.token_file).read_text().strip()
+            if token:
+                self._headers = {**self._headers, "Authorization": f"Bearer {token}"}
+        self._token_read = time.monotonic()
 
     # --- discovery -------------------------------------------------------------------------------------------
     def _discover(self) -> dict[tuple[str, str, str], ResourceInfo]:
