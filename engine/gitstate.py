@@ -65,6 +65,7 @@ class DesiredState:
         *,
         source_factory: Callable[[str], GitSource] = GitSource,
         load_timeout: float = 10.0,
+        retry_seconds: float = RETRY_SECONDS,
     ) -> None:
         self.cluster = cluster
         self._list_applications = list_applications
@@ -77,20 +78,50 @@ class DesiredState:
         self._loading: dict[tuple[AppRef, str], threading.Event] = {}
         self._lock = threading.RLock()
         self.load_timeout = load_timeout
+        self.retry_seconds = retry_seconds
         self.ready = False
         self.last_refresh = 0.0
         self.last_error = ""
 
     # --- reads (the hot path) -------------------------------------------------------------------------------------
-    def lookup(self, key: ObjectKey, revision: str = "") -> GitObject | None:
+    def lookup(self, key: ObjectKey, revision: str = "", app_name: str = "") -> GitObject | None:
+        """Git's object for `key`: at `revision` when the request names one (loading it if needed). A key the loaded
+        state lacks is looked for at that revision of the Application the request claims (`app_name`): a sync to a
+        new commit creates objects the old commit did not have."""
         found = self._index.get(key)
-        if found is None or not revision or found.revision == revision:
+        if found is not None and (not revision or found.revision == revision):
             return found
-        app = AppRef(*found.app.split("/", 1))
-        other = self._extra_revisions.get((app, revision))
-        if other is None:
-            other = self._load_revision(app, revision)
-        return other.get(key) if other is not None else found
+        if not revision:
+            return None
+        if found is not None:
+            apps = [AppRef(*found.app.split("/", 1))]
+        else:
+            # Only a newer commit of the claimed Application may add objects: an older one cannot bring back an
+            # object Git has since dropped.
+            apps = [
+                ref
+                for ref in list(self._apps)
+                if ref.name == app_name and self._apps[ref].revision != revision and self._is_newer(ref, revision)
+            ]
+        for app in apps:
+            other = self._extra_revisions.get((app, revision))
+            if other is None:
+                other = self._load_revision(app, revision)
+            if other is not None and key in other:
+                return other[key]
+        return found
+
+    def _is_newer(self, app: AppRef, revision: str) -> bool:
+        state = self._apps.get(app)
+        if state is None or not state.revision:
+            return False
+        source = self._source(state.spec.repo_url)
+        if not source.has_commit(revision):
+            try:
+                source.fetch()
+            except GitOpsError:
+                return False
+        return source.is_ancestor(state.revision, revision)
 
     def app_names(self) -> set[str]:
         return {ref.name for ref in self._apps}
@@ -172,7 +203,7 @@ class DesiredState:
             if (
                 unchanged
                 and current is not None
-                and (not current.error or time.time() - current.attempted_at < RETRY_SECONDS)
+                and (not current.error or time.time() - current.attempted_at < self.retry_seconds)
             ):
                 continue
             try:

@@ -80,6 +80,14 @@ class GitSource:
             return False
         return True
 
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        """Whether `older` is `newer` or in its history (both must be in the mirror)."""
+        try:
+            self.repo.git.merge_base("--is-ancestor", older, newer)
+        except git.GitCommandError:
+            return False
+        return True
+
     def fetch(self) -> None:
         """Brings the mirror up to date with the remote: branches, tags, and which branch is its default."""
         with self._fetch_lock:  # one fetch at a time per mirror: git locks refs

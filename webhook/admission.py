@@ -47,7 +47,9 @@ def target_of(hook: Webhook, req: AdmissionRequest) -> tuple[ObjectKey, str, str
 
 def judge(hook: Webhook, req: AdmissionRequest) -> tuple[Decision, GitObject | None, ObjectKey]:
     key, revision, claimed = target_of(hook, req)
-    git = hook.source.lookup(key, revision) if key.kind else None
+    if req.get("operation") == "DELETE":
+        revision = ""  # a deletion is judged against Git as it is now, not as the object last saw it
+    git = hook.source.lookup(key, revision, claimed) if key.kind else None
     claims = bool(claimed) and claimed in hook.source.app_names()
     decision = decide(req, git, exemptions=hook.exemptions, masker=hook.masker, tracked_elsewhere=claims)
     return decision, git, key

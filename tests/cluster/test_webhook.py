@@ -260,12 +260,14 @@ def test_sync_to_a_new_commit_passes_in_enforce_mode(
     frontend = repo.path / "frontend.yaml"
     frontend.write_text(frontend.read_text().replace("guestbook-frontend:1.0", "guestbook-frontend:1.1"))
     (repo.path / "redis.yaml").unlink()
-    repo.commit("frontend 1.1, no redis")
+    repo.write("flags.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: flags}\ndata: {beta: 'on'}\n")
+    repo.commit("frontend 1.1, no redis, feature flags")
     gitops.run("sync", namespace, "--prune", user="gitops")
     image = kubectl.run(
         "-n", namespace, "get", "deployment", "frontend", "-o", "jsonpath={.spec.template.spec.containers[0].image}"
     ).stdout
     assert image == "registry.example/guestbook-frontend:1.1"
+    kubectl.run("-n", namespace, "get", "configmap", "flags")  # created by the sync: new in that commit
     assert records(kubectl, namespace) == []
     # The admission of the sync made the webhook load the new commit: alice is now judged against it.
     back = kubectl.run(

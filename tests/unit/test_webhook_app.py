@@ -46,7 +46,7 @@ class FakeSource:
         self.refreshes = 0
         self.fail = False
 
-    def lookup(self, key: ObjectKey, revision: str = "") -> GitObject | None:
+    def lookup(self, key: ObjectKey, revision: str = "", app_name: str = "") -> GitObject | None:
         if self.fail:
             raise RuntimeError("a bug in the desired state")
         self.lookups.append((key, revision))
