@@ -13,13 +13,19 @@ from pathlib import Path
 
 import pytest
 from localcluster.cluster import LocalCluster
+from localcluster.errors import ClusterError
 
 
 @pytest.fixture(scope="session")
 def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """One real control plane per test session, in its own temporary directory (parallel runs never collide)."""
     cluster = LocalCluster(tmp_path_factory.mktemp("local-cluster") / "state")
-    cluster.up()
+    try:
+        cluster.up()
+    except ClusterError as first:
+        # One retry on fresh ports: a start-up race (a port taken between choosing and binding it) is no test result.
+        print(f"the local cluster failed to start once, retrying: {first}", file=sys.stderr)
+        cluster.up()
     yield cluster
     cluster.down()
 

@@ -395,12 +395,21 @@ class LocalCluster:
         record = state.processes[name]
         while time.monotonic() < deadline:
             if not process_alive(record):
+                child = self._children.get(name)
                 self._stop(name, record)
+                code = child.returncode if child is not None else None
+                how = (
+                    f" (exit status {code})"
+                    if code is not None and code >= 0
+                    else (f" (killed by signal {-code})" if code is not None else "")
+                )
                 log_path = Path(record.log)
                 hint = ""
                 if "address already in use" in _tail(log_path, 200):
                     hint = "\nA port it needs is in use; stop whatever listens there and run `up` again."
-                raise ClusterError(f"{name} exited during start-up; the end of {log_path}:\n{_tail(log_path)}{hint}")
+                raise ClusterError(
+                    f"{name} exited during start-up{how}; the end of {log_path}:\n{_tail(log_path)}{hint}"
+                )
             if ready():
                 return
             time.sleep(0.2)
