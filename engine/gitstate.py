@@ -85,16 +85,18 @@ class DesiredState:
 
     # --- reads (the hot path) -------------------------------------------------------------------------------------
     def lookup(self, key: ObjectKey, revision: str = "", app_name: str = "") -> GitObject | None:
-        """Git's object for `key`: at `revision` when the request names one (loading it if needed). A key the loaded
-        state lacks is looked for at that revision of the Application the request claims (`app_name`): a sync to a
-        new commit creates objects the old commit did not have."""
+        """Git's object for `key`: at `revision` when the request names a commit newer than the loaded one (loading
+        it if needed); an older commit is ignored. A key the loaded state lacks is looked for at that revision of the
+        Application the request claims (`app_name`): a sync to a new commit creates objects the old one lacks."""
         found = self._index.get(key)
         if found is not None and (not revision or found.revision == revision):
             return found
         if not revision:
             return None
         if found is not None:
-            apps = [AppRef(*found.app.split("/", 1))]
+            # Only a newer commit counts: an older one would let a hand-set annotation bring back old Git.
+            app = AppRef(*found.app.split("/", 1))
+            apps = [app] if self._is_newer(app, revision) else []
         else:
             # Only a newer commit of the claimed Application may add objects: an older one cannot bring back an
             # object Git has since dropped.

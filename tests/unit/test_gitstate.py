@@ -187,3 +187,16 @@ def test_an_older_commit_cannot_bring_back_an_object_git_dropped(
     index.refresh()  # at the head: no b
     assert index.lookup(B) is None
     assert index.lookup(B, revision=with_b, app_name="shop") is None
+
+
+def test_an_older_commit_named_for_an_existing_object_is_ignored(
+    state: tuple[DesiredState, FakeCluster], apps: list[Any], repo: Path
+) -> None:
+    index, _ = state
+    first = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, {"a.yaml": configmap("a", "changed")}, "change a")
+    apps.append(application(repo))
+    index.refresh()
+    found = index.lookup(A, revision=first)
+    assert found is not None
+    assert (found.revision, found.stored["data"]) == (head, {"k": "changed"})
