@@ -64,7 +64,7 @@ class DesiredState:
         list_applications: Callable[[], list[KubeObject]],
         *,
         source_factory: Callable[[str], GitSource] = GitSource,
-        load_timeout: float = 10.0,
+        load_timeout: float = 6.0,
         retry_seconds: float = RETRY_SECONDS,
     ) -> None:
         self.cluster = cluster
@@ -118,11 +118,11 @@ class DesiredState:
         if state is None or not state.revision:
             return False
         source = self._source(state.spec.repo_url)
-        if not source.has_commit(revision):
-            try:
-                source.fetch()
-            except GitOpsError:
+        try:
+            if not source.ensure_commit(revision):
                 return False
+        except GitOpsError:
+            return False
         return source.is_ancestor(state.revision, revision)
 
     def app_names(self) -> set[str]:
@@ -159,8 +159,10 @@ class DesiredState:
 
     def _render(self, spec: ApplicationSpec, revision: str | None) -> tuple[str, dict[ObjectKey, GitObject]]:
         source = self._source(spec.repo_url)
-        if revision is None or not source.has_commit(revision):
+        if revision is None:
             source.fetch()
+        else:
+            source.ensure_commit(revision)
         desired = load_desired(spec, self.cluster, revision=revision, source=source)
         ready = [d for d in desired.objects if d.info is not None]
         forms = concurrently(lambda d: stored_form(self.cluster, d), ready)

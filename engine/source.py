@@ -74,9 +74,10 @@ class GitSource:
         return self._repo
 
     def has_commit(self, sha: str) -> bool:
+        """Whether the mirror holds this commit (GitPython's repo.commit() does not check a full sha exists)."""
         try:
-            self.repo.commit(sha)
-        except (git.BadName, ValueError, git.GitCommandError):
+            self.repo.git.cat_file("-e", f"{sha}^{{commit}}")
+        except git.GitCommandError:
             return False
         return True
 
@@ -92,6 +93,15 @@ class GitSource:
         """Brings the mirror up to date with the remote: branches, tags, and which branch is its default."""
         with self._fetch_lock:  # one fetch at a time per mirror: git locks refs
             self._fetch()
+
+    def ensure_commit(self, sha: str) -> bool:
+        """Fetches only if `sha` is not in the mirror yet; concurrent callers wanting the same commit fetch once."""
+        if self.has_commit(sha):
+            return True
+        with self._fetch_lock:
+            if not self.has_commit(sha):  # another thread may have fetched it while this one waited
+                self._fetch()
+        return self.has_commit(sha)
 
     def _fetch(self) -> None:
         try:

@@ -19,7 +19,7 @@ MACHINERY = (
 
 
 def webhook_configuration(
-    *, ca_bundle: bytes, url: str = "", namespace: str = "gitops-system", timeout_seconds: int = 5
+    *, ca_bundle: bytes, url: str = "", namespace: str = "gitops-system", timeout_seconds: int = 10
 ) -> KubeObject:
     """Two entries. Managed objects: selected by the tracking label, failurePolicy Fail, so that stopping the
     webhook cannot open the door to drift (unmanaged objects never reach it). Scale subresources: a Scale carries

@@ -15,7 +15,7 @@ DEFAULTS: Mapping[str, Any] = {
     "BREAK_GLASS_GROUP": "gitops:break-glass",
     "REFRESH_SECONDS": 60.0,  # re-render every Application at least this often
     "POLL_SECONDS": 3.0,  # how often to look for changed Applications
-    "LOAD_TIMEOUT_SECONDS": 10.0,  # bound on loading a revision a request names
+    "LOAD_TIMEOUT_SECONDS": 6.0,  # bound on loading a revision a request names (the API server waits 10 s)
     "MAX_REQUEST_BYTES": 8 * 1024 * 1024,
     "BACKGROUND": True,  # run the refresh loop (tests turn it off and refresh by hand)
 }

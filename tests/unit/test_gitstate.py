@@ -200,3 +200,13 @@ def test_an_older_commit_named_for_an_existing_object_is_ignored(
     found = index.lookup(A, revision=first)
     assert found is not None
     assert (found.revision, found.stored["data"]) == (head, {"k": "changed"})
+
+
+def test_a_commit_not_fetched_yet_is_fetched_once(tmp_path: Path, repo: Path) -> None:
+    source = GitSource(str(repo), tmp_path / "cache")
+    source.fetch()
+    new = commit(repo, {"c.yaml": configmap("c", "three")}, "third")
+    assert not source.has_commit(new)
+    assert not source.has_commit("f" * 40)
+    assert source.ensure_commit(new)
+    assert source.has_commit(new)
