@@ -46,6 +46,18 @@ class Kubectl:
             raise AssertionError(f"kubectl {' '.join(args)} as {user} failed ({proc.returncode}): {proc.stderr}")
         return proc
 
+    def edit(
+        self, namespace: str, resource: str, old: str, new: str, *, user: str, scratch: Path
+    ) -> subprocess.CompletedProcess[str]:
+        """`kubectl edit` as a person would, with an EDITOR script that replaces `old` by `new` in the buffer."""
+        editor = scratch / "editor.sh"
+        editor.write_text(f"#!/bin/sh\nsed -i 's/{old}/{new}/' \"$1\"\n")
+        editor.chmod(0o755)
+        argv = [str(self.binary), f"--kubeconfig={self.cluster.kubeconfig(user)}", "-n", namespace, "edit", resource]
+        return subprocess.run(
+            argv, env={**os.environ, "KUBE_EDITOR": str(editor)}, capture_output=True, text=True, timeout=60
+        )
+
 
 @pytest.fixture(scope="session")
 def kubectl(local_cluster: LocalCluster) -> Kubectl:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import stat
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,24 +63,15 @@ def test_ad_hoc_changes_show_as_changed_added_or_missing(
     alice(
         "patch", "service", "frontend", "--type=json", "-p", '[{"op":"replace","path":"/spec/ports/0/port","value":81}]'
     )
-    editor = tmp_path / "editor.sh"
-    editor.write_text("#!/bin/sh\nsed -i 's/Hello from Git!/Hello from an editor/' \"$1\"\n")
-    editor.chmod(editor.stat().st_mode | stat.S_IEXEC)
-    kubectl_env = {**os.environ, "KUBE_EDITOR": str(editor)}
-    subprocess.run(
-        [
-            str(kubectl.binary),
-            f"--kubeconfig={kubectl.cluster.kubeconfig('alice')}",
-            "-n",
-            namespace,
-            "edit",
-            "configmap",
-            "guestbook-settings",
-        ],
-        check=True,
-        env=kubectl_env,
-        capture_output=True,
+    edited = kubectl.edit(
+        namespace,
+        "configmap/guestbook-settings",
+        "Hello from Git!",
+        "Hello from an editor",
+        user="alice",
+        scratch=tmp_path,
     )
+    assert edited.returncode == 0, edited.stderr
     alice("set", "image", "deployment/frontend", "frontend=registry.example/guestbook-frontend:2.0")
     # added: set env, a new container, scale where Git leaves replicas open
     alice("set", "env", "deployment/frontend", "DEBUG=1")

@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import ssl
-import stat
 import subprocess
 import sys
 import threading
@@ -177,22 +176,8 @@ def test_enforce_denies_every_out_of_band_change(
     assert "/spec/ports/0/port: Git has 80, request has 81" in patch.stderr
     assert "Change Git instead and run `kubectl gitops sync`" in patch.stderr
 
-    editor = tmp_path / "editor.sh"
-    editor.write_text("#!/bin/sh\nsed -i 's/Hello from Git!/Edited by hand/' \"$1\"\n")
-    editor.chmod(editor.stat().st_mode | stat.S_IEXEC)
-    edit = subprocess.run(
-        [
-            str(kubectl.binary),
-            f"--kubeconfig={kubectl.cluster.kubeconfig('alice')}",
-            "-n",
-            namespace,
-            "edit",
-            "configmap",
-            "guestbook-settings",
-        ],
-        env={**os.environ, "KUBE_EDITOR": str(editor)},
-        capture_output=True,
-        text=True,
+    edit = kubectl.edit(
+        namespace, "configmap/guestbook-settings", "Hello from Git!", "Edited by hand", user="alice", scratch=tmp_path
     )
     assert edit.returncode != 0
     assert "/data/message: Git has Hello from Git!, request has Edited by hand" in edit.stderr
