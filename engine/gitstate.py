@@ -21,8 +21,10 @@ from .application import ApplicationSpec, parse_application
 from .compare import Cluster, DesiredObject, concurrently, load_desired
 from .drift import declared_fields
 from .errors import GitOpsError
+from .kube import ResourceInfo
 from .objects import FIELD_MANAGER, TRACKING_LABEL, AppRef, KubeObject, ObjectKey
 from .source import GitSource
+from .webhookconfig import ManagedResource, managed_resources
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 5.0
@@ -75,6 +77,7 @@ class DesiredState:
         self._index: dict[ObjectKey, GitObject] = {}
         self._extra_revisions: dict[tuple[AppRef, str], dict[ObjectKey, GitObject]] = {}
         self._kinds: dict[tuple[str, str], str] = {}
+        self._served: dict[tuple[str, str], ResourceInfo] = {}  # (group, kind) -> how the cluster serves it
         self._loading: dict[tuple[AppRef, str], threading.Event] = {}
         self._lock = threading.RLock()
         self.load_timeout = load_timeout
@@ -128,6 +131,12 @@ class DesiredState:
     def app_names(self) -> set[str]:
         return {ref.name for ref in self._apps}
 
+    def managed_resources(self) -> set[ManagedResource]:
+        """The resources of every object Git declares for the loaded Applications (with whether each has a `scale`
+        subresource): what the webhook's registration must cover."""
+        kinds = {key.group_kind for key in self._index}
+        return managed_resources(info for kind in kinds if (info := self._served.get(kind)) is not None)
+
     def kind_of(self, group: str, resource: str) -> str:
         """The kind served as `group`/`resource` among the objects Git declares ("" when none)."""
         return self._kinds.get((group, resource), "")
@@ -170,6 +179,7 @@ class DesiredState:
         for d in ready:
             assert d.info is not None
             self._kinds[(d.info.group, d.info.plural)] = d.info.kind
+            self._served[(d.info.group, d.info.kind)] = d.info
         for d, (stored, declared) in zip(ready, forms, strict=True):
             objects[d.key] = GitObject(
                 key=d.key,

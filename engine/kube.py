@@ -42,6 +42,11 @@ class ResourceInfo:
     kind: str
     plural: str
     namespaced: bool
+    subresources: frozenset[str] = frozenset()  # `scale`, `status`, ... as discovery lists them
+
+    @property
+    def has_scale(self) -> bool:
+        return "scale" in self.subresources
 
     @property
     def api_version(self) -> str:
@@ -205,7 +210,13 @@ class KubeClient:
                         kind = (res.get("responseKind") or {}).get("kind")
                         if not kind or "/" in res.get("resource", ""):
                             continue
-                        info = ResourceInfo(group, version, kind, res["resource"], res.get("scope") == "Namespaced")
+                        subresources = frozenset(
+                            str(sub.get("subresource"))
+                            for sub in res.get("subresources") or []
+                            if sub.get("subresource")
+                        )
+                        namespaced = res.get("scope") == "Namespaced"
+                        info = ResourceInfo(group, version, kind, res["resource"], namespaced, subresources)
                         found.setdefault((group, version, kind), info)
                         self._preferred.setdefault((group, kind), info)
         return found

@@ -43,9 +43,16 @@ class SyncResult:
 
 
 Progress = Callable[[SyncResult], None]
+# Called with objects about to be applied (all whose kind is known first, then those of CRDs this sync applies):
+# where the plugin makes sure the webhook's registration covers their kinds before any of them exists.
+BeforeApply = Callable[[list[DesiredObject]], None]
 
 
 def _no_progress(_: SyncResult) -> None:
+    pass
+
+
+def _nothing_before(_: list[DesiredObject]) -> None:
     pass
 
 
@@ -74,12 +81,19 @@ def _removal_ops(live: KubeObject, paths: list[fieldsets.FieldPath]) -> list[dic
 
 class Syncer:
     def __init__(
-        self, cluster: Cluster, app: ApplicationSpec, *, dry_run: bool = False, progress: Progress = _no_progress
+        self,
+        cluster: Cluster,
+        app: ApplicationSpec,
+        *,
+        dry_run: bool = False,
+        progress: Progress = _no_progress,
+        before_apply: BeforeApply = _nothing_before,
     ):
         self.cluster = cluster
         self.app = app
         self.dry_run = dry_run
         self.progress = progress
+        self.before_apply = before_apply
 
     def _wait_established(self, names: list[str]) -> None:
         info = self.cluster.resource_for("apiextensions.k8s.io/v1", "CustomResourceDefinition")
@@ -162,9 +176,15 @@ class Syncer:
         live = tracked_live(self.cluster, self.app.ref, kinds)
         scaled = autoscaled_targets(desired.objects)
         self._ensure_namespace(desired)
+        if not self.dry_run:
+            self.before_apply([d for d in desired.objects if d.info is not None])
         results: list[SyncResult] = []
         for wave in waves(desired.objects):
-            wave = [self._resolve(d) for d in wave]
+            resolved = [self._resolve(d) for d in wave]
+            late = [r for d, r in zip(wave, resolved, strict=True) if d.info is None]
+            if late and not self.dry_run:
+                self.before_apply(late)
+            wave = resolved
 
             def apply(d: DesiredObject) -> SyncResult:
                 # An object not tracked yet is created, or adopted (configured): the apply's answer tells which.

@@ -9,6 +9,9 @@ import click
 import yaml
 
 from engine.apps import install_manifests
+from engine.errors import GitOpsError
+from engine.objects import KubeObject
+from engine.registration import install_registration, planned_registration
 from engine.webhookconfig import webhook_configuration
 
 from .context import CliContext, CommandError, domain_errors, pass_cli
@@ -29,15 +32,21 @@ def install(
     cli: CliContext, webhook_url: str | None, webhook_service: bool, ca_file: Path | None, dry_run: bool, output: str
 ) -> None:
     """Install the Application and AuditRecord CRDs and the gitops-system namespace (also in manifests/); with
-    --webhook-url or --webhook-service, register the drift admission webhook too."""
+    --webhook-url or --webhook-service, register the drift admission webhook too, for the resources the
+    Applications manage (an existing registration's resources are kept; the webhook adds new ones itself)."""
     objects = install_manifests()
-    if webhook_url or webhook_service:
+    ca_bundle = b""
+    register = bool(webhook_url or webhook_service)
+    if register:
         if ca_file is None:
             raise CommandError("--ca-file is needed to register the webhook (the CA of its serving certificate)")
         if webhook_url and not webhook_url.startswith("https://"):
             raise CommandError("--webhook-url must be an https:// URL (the API server only calls webhooks over TLS)")
-        objects.append(webhook_configuration(ca_bundle=ca_file.read_bytes(), url=webhook_url or ""))
+        ca_bundle = ca_file.read_bytes()
+    url = webhook_url or ""
     if dry_run:
+        if register:
+            objects.append(_planned_offline_if_need_be(cli, ca_bundle, url))
         if output == "json":
             click.echo(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
         else:
@@ -51,3 +60,17 @@ def install(
                 raise CommandError(f"the cluster does not serve {obj['kind']} ({obj['apiVersion']})")
             client.apply(info, obj)
             click.echo(f"{obj['kind'].lower()}/{obj['metadata']['name']} serverside-applied")
+        if register:
+            registration = install_registration(client, ca_bundle=ca_bundle, url=url)
+            click.echo(f"validatingwebhookconfiguration/{registration['metadata']['name']} serverside-applied")
+
+
+def _planned_offline_if_need_be(cli: CliContext, ca_bundle: bytes, url: str) -> KubeObject:
+    """The registration install would write; when the cluster cannot be read, the one it would write on a cluster
+    without Applications (said on stderr)."""
+    try:
+        config, _ = planned_registration(cli.client, ca_bundle=ca_bundle, url=url)
+    except GitOpsError as e:
+        click.echo(f"# cannot read the cluster ({e}): the registration lists no resources yet", err=True)
+        return webhook_configuration(ca_bundle=ca_bundle, url=url, resources=())
+    return config

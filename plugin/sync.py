@@ -9,8 +9,12 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engine.apps import get_application, patch_status, sync_status
-from engine.compare import load_desired
-from engine.sync import Action, Syncer, SyncResult
+from engine.compare import DesiredObject, load_desired
+from engine.errors import GitOpsError
+from engine.kube import KubeClient
+from engine.registration import Coverage, cover
+from engine.sync import Action, BeforeApply, Syncer, SyncResult
+from engine.webhookconfig import managed_resources
 
 from .context import CliContext, CommandError, domain_errors, output_option, pass_cli
 from .render import console, print_table
@@ -21,9 +25,12 @@ from .render import console, print_table
 @click.option("--revision", default=None, help="Sync this revision instead of the Application's.")
 @click.option("--prune", is_flag=True, help="Delete tracked objects that Git no longer has.")
 @click.option("--dry-run", is_flag=True, help="Ask the API server what would happen; change nothing.")
+@click.option("-v", "--verbose", is_flag=True, help="Also say on stderr what became of the webhook registration.")
 @output_option("text", "json")
 @pass_cli
-def sync(cli: CliContext, name: str, revision: str | None, prune: bool, dry_run: bool, output: str) -> None:
+def sync(
+    cli: CliContext, name: str, revision: str | None, prune: bool, dry_run: bool, verbose: bool, output: str
+) -> None:
     """Apply Git's state of Application NAME to the cluster."""
     with domain_errors():
         client = cli.client
@@ -45,7 +52,9 @@ def sync(cli: CliContext, name: str, revision: str | None, prune: bool, dry_run:
             def advance(_: SyncResult) -> None:
                 bar.advance(task)
 
-            syncer = Syncer(client, spec, dry_run=dry_run, progress=advance)
+            syncer = Syncer(
+                client, spec, dry_run=dry_run, progress=advance, before_apply=registration_guard(client, verbose)
+            )
             results = syncer.run(desired, app_obj, prune=prune or spec.prune)
         if not dry_run:
             patch_status(client, ref, sync_status(app_obj, desired.commit, client.whoami(), results))
@@ -72,3 +81,21 @@ def sync(cli: CliContext, name: str, revision: str | None, prune: bool, dry_run:
         click.echo(f"Synced {name} to {commit.sha[:12]} ({commit.subject}): {summary or 'nothing to do'}{suffix}")
     if failed:
         raise CommandError(f"{len(failed)} object(s) failed to sync")
+
+
+def registration_guard(client: KubeClient, verbose: bool) -> BeforeApply:
+    """Before objects are applied, an existing webhook registration is made to cover their kinds, so that no
+    freshly synced kind is unguarded until the webhook catches up. Best-effort: without RBAC on
+    validatingwebhookconfigurations, or without a registration, the sync goes on (said only with -v)."""
+
+    def guard(objects: list[DesiredObject]) -> None:
+        try:
+            outcome = cover(client, managed_resources(d.info for d in objects if d.info is not None))
+        except GitOpsError as e:
+            if verbose:
+                click.echo(f"webhook registration not checked: {e}", err=True)
+            return
+        if verbose or outcome.coverage is Coverage.EXTENDED:
+            click.echo(str(outcome), err=True)
+
+    return guard

@@ -62,7 +62,11 @@ class Webhook:
         sys.stdout.flush()
 
     def refresh_loop(self) -> None:
-        """Keeps Git's state fresh: at start, then every REFRESH_SECONDS (Applications polled more often)."""
+        """Keeps Git's state fresh: at start, then every REFRESH_SECONDS (Applications polled more often); after each
+        refresh, the webhook's registration covers every resource the state holds (webhook.registration)."""
+        from .registration import RegistrationKeeper
+
+        registration = RegistrationKeeper.of(self.source)
         last_full = 0.0
         while not self._stop.is_set():
             try:
@@ -75,6 +79,7 @@ class Webhook:
                 status = self.source.status()
                 self.metrics.source_errors.set(sum(1 for a in status["applications"].values() if a["error"]))
                 self.metrics.objects.set(sum(a["objects"] for a in status["applications"].values()))
+                registration.ensure()
             except Exception:  # the loop must survive anything a refresh throws; the error is logged
                 log.exception("refreshing the desired state failed")
             self._stop.wait(float(self.config["POLL_SECONDS"]))

@@ -517,3 +517,126 @@ def test_replicas_share_one_certificate_and_one_audit_chain(
         gitops.run("audit", "verify")
     finally:
         second.stop()
+
+
+# --- the registration: exactly the resources Applications manage ---------------------------------------------------
+REGISTRATION = "gitops-drift.kubectl-gitops.io"
+
+
+def registration(kubectl: Kubectl) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(
+        kubectl.run("get", "validatingwebhookconfiguration", REGISTRATION, "-o", "json").stdout
+    )
+    return found
+
+
+def registered(kubectl: Kubectl) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(group, resource) of the objects entry and of the scale entry, as the API server stores them."""
+    entries = {w["name"].split(".")[0]: w for w in registration(kubectl)["webhooks"]}
+    pairs = {
+        name: {(g, r) for rule in entry.get("rules") or [] for g in rule["apiGroups"] for r in rule["resources"]}
+        for name, entry in entries.items()
+    }
+    return pairs["objects"], pairs["scale"]
+
+
+def managed(kubectl: Kubectl) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """What every Application's status says it manages, as (group, plural), and those of them with a scale
+    subresource: from the API server's own discovery documents."""
+    apps = json.loads(kubectl.run("get", "applications", "-A", "-o", "json").stdout)["items"]
+    kinds = {(r["group"], r["kind"]) for app in apps for r in (app.get("status") or {}).get("resources") or []}
+    groups = {g["name"]: g for g in json.loads(kubectl.run("get", "--raw", "/apis").stdout)["groups"]}
+    objects, scale = set(), set()
+    for group, kind in kinds:
+        path = f"/apis/{groups[group]['preferredVersion']['groupVersion']}" if group else "/api/v1"
+        served = json.loads(kubectl.run("get", "--raw", path).stdout)["resources"]
+        names = {r["name"] for r in served}
+        plural = next(r["name"] for r in served if r["kind"] == kind and "/" not in r["name"])
+        objects.add((group, plural))
+        if f"{plural}/scale" in names:
+            scale.add((group, f"{plural}/scale"))
+    return objects, scale
+
+
+def test_the_registration_lists_exactly_the_resources_applications_manage(
+    app: Callable[..., GitRepo], kubectl: Kubectl
+) -> None:
+    app("enforce")
+    objects, scale = registered(kubectl)
+    assert {("apps", "deployments"), ("", "services"), ("", "configmaps"), ("", "secrets")} <= objects
+    assert ("apps", "deployments/scale") in scale
+    assert not any("*" in g or "*" in r for g, r in objects | scale)
+    assert (objects, scale) == managed(kubectl)
+    for rule in registration(kubectl)["webhooks"][0]["rules"]:
+        assert len(rule["apiGroups"]) == 1  # one rule per API group
+        assert rule["resources"] == sorted(rule["resources"])
+
+
+SERVICE_ACCOUNT = (
+    "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: frontend}\nautomountServiceAccountToken: false\n"
+)
+ROLE = """\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: frontend}
+rules: [{apiGroups: [""], resources: [configmaps], verbs: [get]}]
+"""
+
+
+def test_a_kind_added_in_git_is_covered_by_the_sync_and_kept_by_the_webhook(
+    app: Callable[..., GitRepo], gitops: Gitops, kubectl: Kubectl, namespace: str, webhook: WebhookProcess
+) -> None:
+    repo = app("enforce")
+    repo.write("frontend-account.yaml", SERVICE_ACCOUNT + "---\n" + ROLE)
+    repo.commit("the frontend's own ServiceAccount and Role")
+    synced = gitops.run("sync", namespace, "-v", user="gitops")
+    # The sync made sure the registration covers them before it applied them (the webhook may have been quicker, if
+    # a refresh of its own saw the commit first): no window in which they are unguarded.
+    assert "webhook registration gitops-drift.kubectl-gitops.io" in synced.stderr
+    objects, _ = registered(kubectl)
+    assert {("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles")} <= objects
+    patch = kubectl.run(
+        "-n",
+        namespace,
+        "patch",
+        "serviceaccount",
+        "frontend",
+        "-p",
+        '{"automountServiceAccountToken": true}',
+        user="alice",
+        check=False,
+    )
+    assert denied(patch), patch.stderr
+
+    # The webhook (as its least-privileged ServiceAccount) puts back a managed resource someone took out.
+    live = registration(kubectl)
+    for rule in live["webhooks"][0]["rules"]:
+        rule["resources"] = [r for r in rule["resources"] if r != "serviceaccounts"]
+    live["webhooks"][0]["rules"] = [rule for rule in live["webhooks"][0]["rules"] if rule["resources"]]
+    kubectl.run("replace", "-f", "-", stdin=json.dumps(live))
+    assert ("", "serviceaccounts") not in registered(kubectl)[0]
+    deadline = time.monotonic() + 30
+    while ("", "serviceaccounts") not in registered(kubectl)[0]:
+        assert time.monotonic() < deadline, webhook.log.read_text()[-3000:]
+        time.sleep(0.5)
+    assert "now also covers serviceaccounts" in webhook.log.read_text()
+
+
+def test_install_again_keeps_what_the_registration_covers(
+    gitops: Gitops, kubectl: Kubectl, webhook: WebhookProcess
+) -> None:
+    live = registration(kubectl)
+    extra = {"apiGroups": ["example.com"], "apiVersions": ["*"], "resources": ["gizmos"], "operations": ["CREATE"]}
+    live["webhooks"][0]["rules"].append(extra)
+    kubectl.run("replace", "-f", "-", stdin=json.dumps(live))
+    before = registered(kubectl)
+    try:
+        gitops.run("install", "--webhook-url", f"{webhook.url}/validate", "--ca-file", str(webhook.cert_dir / "ca.crt"))
+        after = registered(kubectl)
+        assert after == before
+    finally:
+        live = registration(kubectl)
+        for rule in live["webhooks"][0]["rules"]:
+            rule["resources"] = [r for r in rule["resources"] if r != "gizmos"]
+        live["webhooks"][0]["rules"] = [rule for rule in live["webhooks"][0]["rules"] if rule["resources"]]
+        kubectl.run("replace", "-f", "-", stdin=json.dumps(live))

@@ -13,7 +13,7 @@ import pytest
 
 from engine import sync
 from engine.application import ApplicationSpec
-from engine.compare import DesiredObject, autoscaled_targets, concurrently, prepare
+from engine.compare import Desired, DesiredObject, autoscaled_targets, concurrently, prepare
 from engine.errors import ManifestError
 from engine.kube import ResourceInfo
 from engine.manifests import Manifest, parse
@@ -26,6 +26,7 @@ from engine.objects import (
     is_tracked_by,
     tracking_id,
 )
+from engine.source import Commit
 
 RESOURCES = [
     ResourceInfo("", "v1", "ConfigMap", "configmaps", True),
@@ -446,3 +447,59 @@ def test_removal_ops_drop_duplicates_and_elements_that_are_gone() -> None:
 
 def test_removal_ops_of_nothing_only_test() -> None:
     assert sync._removal_ops(LIVE, []) == [{"op": "test", "path": "/metadata/resourceVersion", "value": "4711"}]
+
+
+# --- the sync's hook before applying (where the plugin extends the webhook's registration) -----------------------
+class WritingCluster(FakeCluster):
+    """Applies succeed; applying the Widget CRD makes Widgets served; every CRD is established at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+
+    def apply_reporting(self, info: ResourceInfo, obj: KubeObject, **options: Any) -> tuple[KubeObject, bool]:
+        self.events.append(f"apply {obj['kind']}")
+        if obj["kind"] == "CustomResourceDefinition" and not options.get("dry_run"):
+            widget = ResourceInfo("acme.io", "v1", "Widget", "widgets", True, frozenset({"scale"}))
+            self.resources[("acme.io/v1", "Widget")] = widget
+        return obj, True
+
+    def apply(self, info: ResourceInfo, obj: KubeObject, **options: Any) -> KubeObject:
+        return self.apply_reporting(info, obj, **options)[0]
+
+    def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None:
+        if info.kind == "CustomResourceDefinition":
+            return {"status": {"conditions": [{"type": "Established", "status": "True"}]}}
+        return {"metadata": {"name": name}} if info.kind == "Namespace" else None
+
+
+def sync_with_hook(*docs: str, dry_run: bool = False) -> list[str]:
+    cluster = WritingCluster()
+    desired = Desired(Commit("a" * 40, "s", "a", "d"), prepare(manifests(*docs), APP, cluster))
+
+    def before_apply(objects: list[DesiredObject]) -> None:
+        cluster.events.append("before " + ", ".join(sorted(d.key.kind for d in objects)))
+
+    sync.Syncer(cluster, APP, dry_run=dry_run, before_apply=before_apply).run(desired, {}, prune=False)
+    return cluster.events
+
+
+def test_before_apply_sees_every_known_kind_first_then_custom_resources_once_their_crd_is_served() -> None:
+    events = sync_with_hook(DEPLOYMENT, CRD, WIDGET)
+    assert events[:3] == [
+        "before CustomResourceDefinition, Deployment",
+        "apply CustomResourceDefinition",
+        "before Widget",
+    ]
+    assert sorted(events[3:]) == ["apply Deployment", "apply Widget"]
+
+
+def test_before_apply_is_called_once_when_every_kind_is_known() -> None:
+    events = sync_with_hook(NAMESPACE, DEPLOYMENT, CONFIGMAP)
+    assert events[0] == "before ConfigMap, Deployment, Namespace"
+    assert sum(e.startswith("before") for e in events) == 1
+
+
+def test_a_dry_run_sync_does_not_call_before_apply() -> None:
+    events = sync_with_hook(DEPLOYMENT, CONFIGMAP, dry_run=True)
+    assert sorted(events) == ["apply ConfigMap", "apply Deployment"]

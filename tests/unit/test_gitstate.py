@@ -12,8 +12,11 @@ from engine.gitstate import DesiredState
 from engine.kube import ResourceInfo
 from engine.objects import ObjectKey
 from engine.source import GitSource
+from engine.webhookconfig import ManagedResource
 
 CONFIGMAP = ResourceInfo("", "v1", "ConfigMap", "configmaps", True)
+DEPLOYMENT = ResourceInfo("apps", "v1", "Deployment", "deployments", True, frozenset({"scale", "status"}))
+SERVED = {(r.api_version, r.kind): r for r in (CONFIGMAP, DEPLOYMENT)}
 
 
 class FakeCluster:
@@ -23,10 +26,10 @@ class FakeCluster:
         self.dry_runs = 0
 
     def resource_for(self, api_version: str, kind: str) -> ResourceInfo | None:
-        return CONFIGMAP if (api_version, kind) == ("v1", "ConfigMap") else None
+        return SERVED.get((api_version, kind))
 
     def preferred(self, group: str, kind: str) -> ResourceInfo | None:
-        return CONFIGMAP if (group, kind) == ("", "ConfigMap") else None
+        return next((r for r in SERVED.values() if (r.group, r.kind) == (group, kind)), None)
 
     def apply(self, info: ResourceInfo, obj: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         assert kwargs.get("dry_run"), "the index only ever dry-runs"
@@ -210,3 +213,28 @@ def test_a_commit_not_fetched_yet_is_fetched_once(tmp_path: Path, repo: Path) ->
     assert not source.has_commit("f" * 40)
     assert source.ensure_commit(new)
     assert source.has_commit(new)
+
+
+def test_managed_resources_are_those_of_the_objects_in_the_index(
+    state: tuple[DesiredState, FakeCluster], apps: list[Any], repo: Path
+) -> None:
+    index, _ = state
+    configmaps, deployments = ManagedResource("", "configmaps"), ManagedResource("apps", "deployments", True)
+    assert index.managed_resources() == set()
+    apps.append(application(repo))
+    index.refresh()
+    assert index.managed_resources() == {configmaps}
+    deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {replicas: 2}\n"
+    commit(repo, {"web.yaml": deployment}, "a deployment")
+    index.refresh()
+    assert index.managed_resources() == {
+        ManagedResource("", "configmaps"),
+        ManagedResource("apps", "deployments", True),
+    }
+    (repo / "a.yaml").unlink()
+    commit(repo, {}, "no configmap")
+    index.refresh()
+    assert index.managed_resources() == {deployments}  # the index is Git now (the registration never drops one)
+    apps.clear()
+    index.refresh()
+    assert index.managed_resources() == set()

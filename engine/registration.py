@@ -1,0 +1,167 @@
+"""Keeps the drift webhook's registration covering every resource Applications manage: read it, add what is
+missing, never drop anything.
+
+Add-only, so that webhook replicas at different revisions of Git (or a sync of an older commit) never take turns
+removing and adding a kind; a kind no Application manages any more costs nothing, because only objects that carry
+the tracking label reach the webhook (and a scale request of an unmanaged object is answered from the index at once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from .apps import list_applications
+from .errors import ApiError, GitOpsError
+from .kube import KubeClient, ResourceInfo
+from .objects import KubeObject
+from .webhookconfig import (
+    NAME,
+    ManagedResource,
+    managed_resources,
+    missing_resources,
+    registered_resources,
+    webhook_configuration,
+    with_resources,
+)
+
+REGISTRATION = ResourceInfo(
+    "admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", False
+)
+CONFLICT_ATTEMPTS = 5
+
+
+class RegistrationStore(Protocol):
+    """What covering needs of the API server (engine.kube.KubeClient has it)."""
+
+    def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None: ...
+    def replace(self, info: ResourceInfo, obj: KubeObject, *, dry_run: bool = False) -> KubeObject: ...
+
+
+class Coverage(StrEnum):
+    COVERED = "covered"  # nothing was missing
+    EXTENDED = "extended"  # updated with what was missing
+    NOT_INSTALLED = "not installed"  # no registration (yet): nothing to keep
+    FORBIDDEN = "forbidden"  # no RBAC to read or update it
+    INCOMPLETE = "incomplete"  # it lacks one of its two entries
+
+
+@dataclass(frozen=True)
+class Outcome:
+    coverage: Coverage
+    added: frozenset[ManagedResource] = frozenset()
+    detail: str = ""
+
+    def __str__(self) -> str:
+        if self.coverage is Coverage.EXTENDED:
+            return f"the webhook registration {NAME} now also covers {describe(self.added)}"
+        if self.coverage is Coverage.COVERED:
+            return f"the webhook registration {NAME} already covers every resource"
+        if self.coverage is Coverage.NOT_INSTALLED:
+            return f"no webhook registration {NAME} yet (`kubectl gitops install --webhook-url|--webhook-service`)"
+        if self.coverage is Coverage.FORBIDDEN:
+            return f"not allowed to read or update the webhook registration {NAME}: {self.detail}"
+        return (
+            f"the webhook registration {NAME} lacks an entry, so it cannot cover {describe(self.added)}; "
+            "run `kubectl gitops install --webhook-url|--webhook-service` again"
+        )
+
+
+def describe(resources: Iterable[ManagedResource]) -> str:
+    names = []
+    for r in sorted(resources):
+        name = f"{r.plural}.{r.group}" if r.group else r.plural
+        names.append(f"{name} (and its scale)" if r.scale else name)
+    return ", ".join(names) or "nothing"
+
+
+def cover(store: RegistrationStore, resources: Collection[ManagedResource], *, name: str = NAME) -> Outcome:
+    """Makes sure the registration, if there is one, covers `resources`: a GET, and only when something is missing,
+    an update guarded by the resourceVersion just read (re-read and retried on a conflict). Add-only."""
+    if not resources:
+        return Outcome(Coverage.COVERED)
+    for _ in range(CONFLICT_ATTEMPTS):
+        try:
+            live = store.get(REGISTRATION, "", name)
+        except ApiError as e:
+            if e.status == 403:
+                return Outcome(Coverage.FORBIDDEN, detail=str(e))
+            raise
+        if live is None:
+            return Outcome(Coverage.NOT_INSTALLED)
+        missing = missing_resources(live, resources)
+        if not missing:
+            return Outcome(Coverage.COVERED)
+        updated = with_resources(live, resources)
+        uncoverable = missing_resources(updated, resources)
+        if uncoverable:
+            return Outcome(Coverage.INCOMPLETE, frozenset(uncoverable))
+        try:
+            store.replace(REGISTRATION, updated)
+        except ApiError as e:
+            if e.status == 409:
+                continue  # another replica (or an install) changed it since the GET: read it again
+            if e.status == 404:
+                return Outcome(Coverage.NOT_INSTALLED)
+            if e.status == 403:
+                return Outcome(Coverage.FORBIDDEN, detail=str(e))
+            raise
+        return Outcome(Coverage.EXTENDED, frozenset(missing))
+    raise GitOpsError(
+        f"the webhook registration {name} changed under every one of {CONFLICT_ATTEMPTS} updates; "
+        "it is retried after the next refresh"
+    )
+
+
+class Discovery(Protocol):
+    """How the cluster serves a kind (engine.kube.KubeClient has it)."""
+
+    def preferred(self, group: str, kind: str) -> ResourceInfo | None: ...
+
+
+def inventory_resources(cluster: Discovery, applications: Iterable[KubeObject]) -> set[ManagedResource]:
+    """The resources Applications managed at their last sync, from their status inventory (kinds the cluster no
+    longer serves are left out)."""
+    kinds = {
+        (str(r.get("group") or ""), str(r.get("kind")))
+        for app in applications
+        for r in (app.get("status") or {}).get("resources") or []
+        if isinstance(r, dict) and r.get("kind")
+    }
+    return managed_resources(info for group, kind in sorted(kinds) if (info := cluster.preferred(group, kind)))
+
+
+def planned_registration(cluster: KubeClient, *, ca_bundle: bytes, url: str = "") -> tuple[KubeObject, str]:
+    """The registration `kubectl gitops install` writes, and the resourceVersion of the one it replaces ("" when
+    none): it keeps every resource an existing registration names and adds what the Applications' status says they
+    manage (no Application, or no CRD yet: nothing; the webhook adds what it indexes)."""
+    live = cluster.get(REGISTRATION, "", NAME)
+    try:
+        applications = list_applications(cluster, "")
+    except GitOpsError:
+        applications = []  # the Application CRD is not served yet, or we may not list them: the webhook fills in
+    kept = registered_resources(live) if live else set()
+    config = webhook_configuration(
+        ca_bundle=ca_bundle, url=url, resources=kept | inventory_resources(cluster, applications)
+    )
+    return config, str(((live or {}).get("metadata") or {}).get("resourceVersion") or "")
+
+
+def install_registration(cluster: KubeClient, *, ca_bundle: bytes, url: str = "") -> KubeObject:
+    """Applies the planned registration with the resourceVersion it was planned from as a precondition, so that a
+    resource the webhook adds meanwhile is never dropped: on a conflict, plan again."""
+    for _ in range(CONFLICT_ATTEMPTS):
+        config, version = planned_registration(cluster, ca_bundle=ca_bundle, url=url)
+        if version:
+            config["metadata"]["resourceVersion"] = version
+        try:
+            return cluster.apply(REGISTRATION, config)
+        except ApiError as e:
+            if e.status != 409:
+                raise
+    raise GitOpsError(
+        f"the webhook registration {NAME} changed under every one of {CONFLICT_ATTEMPTS} attempts to install it; "
+        "run the install again"
+    )
