@@ -394,8 +394,10 @@ class LocalCluster:
     def _wait(self, state: State, name: str, ready: Callable[[], bool], deadline: float) -> None:
         record = state.processes[name]
         while time.monotonic() < deadline:
-            if not process_alive(record):
-                child = self._children.get(name)
+            child = self._children.get(name)
+            # Our own child is judged by waitpid alone: /proc can disagree for a moment around exec.
+            exited = child.poll() is not None if child is not None else not process_alive(record)
+            if exited:
                 self._stop(name, record)
                 code = child.returncode if child is not None else None
                 how = (
