@@ -114,11 +114,11 @@ def create_app(
     hook = Webhook(conf, source, audit)
     app.extensions["gitops"] = hook
 
-    from .admission import admission
+    from .admission import ValidateFastPath
     from .health import health
 
-    app.register_blueprint(admission)
     app.register_blueprint(health)
+    app.wsgi_app = ValidateFastPath(app.wsgi_app, hook)  # type: ignore[method-assign]
     if conf["BACKGROUND"]:
         threading.Thread(target=hook.refresh_loop, name="desired-state", daemon=True).start()
     return app

@@ -7,6 +7,7 @@ engine.audit.seal, as the real store does, and keeps it in memory.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import string
 from collections.abc import Iterable, Iterator
@@ -498,7 +499,47 @@ def test_the_default_limit_is_8_mib() -> None:
 
 
 def test_only_post_is_served_on_validate(client: FlaskClient) -> None:
-    assert client.get("/validate").status_code == 405
+    answer = client.get("/validate")
+    assert answer.status_code == 405
+    assert answer.headers["Allow"] == "POST"
+
+
+def wsgi_call(app: Flask, body: bytes, **environ: Any) -> tuple[str, dict[str, str], bytes]:
+    """One request straight through the WSGI interface, as gunicorn makes it (no test client in between)."""
+    got: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        got["status"], got["headers"] = status, dict(headers)
+
+    env = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/validate",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "8443",
+        "wsgi.url_scheme": "https",
+        "wsgi.input": io.BytesIO(body),
+        **environ,
+    }
+    payload = b"".join(app(env, start_response))
+    return got["status"], got["headers"], payload
+
+
+def test_a_chunked_body_is_read_up_to_the_limit_only() -> None:
+    app, source, _ = make_app(MAX_REQUEST_BYTES=10_000)
+    big = review(obj=configmap() | {"data": {"blob": "x" * 20_000}})
+    status, _, payload = wsgi_call(app, json.dumps(big).encode())  # no CONTENT_LENGTH: a chunked request
+    assert status == "400 Bad Request"
+    assert json.loads(payload)["reason"] == "the body is larger than 10000 bytes"
+    assert source.lookups == []
+
+
+def test_a_chunked_review_within_the_limit_is_answered() -> None:
+    app, _, _ = make_app()
+    status, headers, payload = wsgi_call(app, json.dumps(review()).encode())
+    assert status == "200 OK"
+    assert headers["Content-Type"] == "application/json"
+    assert int(headers["Content-Length"]) == len(payload)
+    assert json.loads(payload)["response"]["uid"] == review()["request"]["uid"]
 
 
 # --- health and metrics ----------------------------------------------------------------------------------------------
