@@ -3,15 +3,18 @@
 For every Application: render its target revision, then ask the API server what each object would be on its own
 (a server-side dry-run apply under a probe name, so that nothing live is merged in). The result is what a request is
 judged against. Requests that carry another revision of a known Application (a sync to a new commit) make that
-revision load on demand, within a bounded time.
+revision load on demand, within a bounded time. The revision is chosen by the client: only a full commit name is
+looked at, and what Git answered about it is remembered, so that requests do not each run git (or wait on a fetch).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +31,10 @@ from .webhookconfig import ManagedResource, managed_resources
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 5.0
+MISSING_REVISION_SECONDS = 10.0  # how long "no such commit" stands before Git is asked again (it may be pushed)
+REVISION_MEMORY = 4096  # answers about named revisions kept, at most (random names cannot grow it further)
+# What a sync writes: a full commit name, SHA-1 or SHA-256, in lowercase hex.
+COMMIT_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @dataclass
@@ -39,6 +46,15 @@ class AppState:
     error: str = ""
     generation: int = 0
     attempted_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class RevisionAnswer:
+    """Whether a named revision is newer than an Application's loaded one, and until when that answer stands: for
+    a commit that exists, for good (history does not change); for a missing one, a short while."""
+
+    newer: bool
+    until: float
 
 
 def stored_form(cluster: Cluster, d: DesiredObject) -> tuple[KubeObject, dict[str, Any]]:
@@ -68,6 +84,9 @@ class DesiredState:
         source_factory: Callable[[str], GitSource] = GitSource,
         load_timeout: float = 6.0,
         retry_seconds: float = RETRY_SECONDS,
+        missing_revision_seconds: float = MISSING_REVISION_SECONDS,
+        revision_memory: int = REVISION_MEMORY,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cluster = cluster
         self._list_applications = list_applications
@@ -79,9 +98,14 @@ class DesiredState:
         self._kinds: dict[tuple[str, str], str] = {}
         self._served: dict[tuple[str, str], ResourceInfo] = {}  # (group, kind) -> how the cluster serves it
         self._loading: dict[tuple[AppRef, str], threading.Event] = {}
+        # (Application, loaded revision, named revision) -> the answer, least recently used first.
+        self._answers: OrderedDict[tuple[AppRef, str, str], RevisionAnswer] = OrderedDict()
         self._lock = threading.RLock()
         self.load_timeout = load_timeout
         self.retry_seconds = retry_seconds
+        self.missing_revision_seconds = missing_revision_seconds
+        self.revision_memory = revision_memory
+        self._clock = clock
         self.ready = False
         self.last_refresh = 0.0
         self.last_error = ""
@@ -90,7 +114,10 @@ class DesiredState:
     def lookup(self, key: ObjectKey, revision: str = "", app_name: str = "") -> GitObject | None:
         """Git's object for `key`: at `revision` when the request names a commit newer than the loaded one (loading
         it if needed); an older commit is ignored. A key the loaded state lacks is looked for at that revision of the
-        Application the request claims (`app_name`): a sync to a new commit creates objects the old one lacks."""
+        Application the request claims (`app_name`): a sync to a new commit creates objects the old one lacks.
+        A revision that is not a full commit name is ignored, without asking Git."""
+        if not COMMIT_NAME.fullmatch(revision):
+            revision = ""
         found = self._index.get(key)
         if found is not None and (not revision or found.revision == revision):
             return found
@@ -117,16 +144,30 @@ class DesiredState:
         return found
 
     def _is_newer(self, app: AppRef, revision: str) -> bool:
+        """Whether `revision` descends from the Application's loaded one. Git is asked once per answer, not per
+        request: a sync makes every request name the same revision, and a hand-set annotation can name anything."""
         state = self._apps.get(app)
         if state is None or not state.revision:
             return False
+        asked = (app, state.revision, revision)
+        with self._lock:
+            known = self._answers.get(asked)
+            if known is not None and self._clock() < known.until:
+                self._answers.move_to_end(asked)
+                return known.newer
         source = self._source(state.spec.repo_url)
         try:
-            if not source.ensure_commit(revision):
-                return False
+            exists = source.ensure_commit(revision)
         except GitOpsError:
-            return False
-        return source.is_ancestor(state.revision, revision)
+            exists = False  # the remote is unreachable: as good as missing for now
+        newer = exists and source.is_ancestor(state.revision, revision)
+        until = float("inf") if exists else self._clock() + self.missing_revision_seconds
+        with self._lock:
+            self._answers[asked] = RevisionAnswer(newer, until)
+            self._answers.move_to_end(asked)
+            while len(self._answers) > self.revision_memory:
+                self._answers.popitem(last=False)
+        return newer
 
     def app_names(self) -> set[str]:
         return {ref.name for ref in self._apps}
@@ -239,6 +280,8 @@ class DesiredState:
                 del self._apps[ref]
             self._index = {key: obj for state in self._apps.values() for key, obj in state.objects.items()}
             self._extra_revisions = {k: v for k, v in self._extra_revisions.items() if k[0] in self._apps}
+            for asked in [a for a in self._answers if a[0] not in self._apps or a[1] != self._apps[a[0]].revision]:
+                del self._answers[asked]  # about a revision no longer loaded (or an Application gone)
             self.ready = True
             self.last_refresh = time.time()
             if all(not s.error for s in self._apps.values()):

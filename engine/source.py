@@ -61,6 +61,10 @@ class GitSource:
         self._repo: git.Repo | None = None
         self._fetched = False
         self._fetch_lock = threading.Lock()
+        # Fetches are numbered as they start; the latest to finish is kept with its error, if any, so that callers
+        # waiting for a missing commit can tell whether a fetch begun after they looked has already answered them.
+        self._fetches_started = 0
+        self._last_fetch: tuple[int, SourceError | None] = (0, None)
 
     @property
     def repo(self) -> git.Repo:
@@ -95,15 +99,34 @@ class GitSource:
             self._fetch()
 
     def ensure_commit(self, sha: str) -> bool:
-        """Fetches only if `sha` is not in the mirror yet; concurrent callers wanting the same commit fetch once."""
+        """Fetches only if `sha` is not in the mirror yet. Concurrent callers share fetches: one that finds, once it
+        holds the lock, that a fetch begun after it looked has finished does not fetch again, since that fetch
+        brought whatever the remote had when the commit was asked for. A burst of requests for missing commits
+        thus costs about two fetches, not one each, and a commit pushed a moment ago is still fetched."""
         if self.has_commit(sha):
             return True
+        looked = self._fetches_started  # fetches numbered above this one began after `sha` was found missing
         with self._fetch_lock:
-            if not self.has_commit(sha):  # another thread may have fetched it while this one waited
+            finished, error = self._last_fetch
+            if finished > looked:
+                if error is not None:
+                    raise SourceError(str(error)) from error
+            elif not self.has_commit(sha):  # an older fetch may still have brought it while this one waited
                 self._fetch()
         return self.has_commit(sha)
 
     def _fetch(self) -> None:
+        """(Call with the fetch lock held.)"""
+        self._fetches_started += 1
+        number = self._fetches_started
+        try:
+            self._fetch_origin()
+        except SourceError as e:
+            self._last_fetch = (number, e)
+            raise
+        self._last_fetch = (number, None)
+
+    def _fetch_origin(self) -> None:
         try:
             self.repo.git.fetch("--prune", "--tags", "--force", "origin", kill_after_timeout=300)
             heads = str(self.repo.git.ls_remote("--symref", "origin", "HEAD", kill_after_timeout=60))

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine.errors import SourceError
 from engine.gitstate import DesiredState
 from engine.kube import ResourceInfo
 from engine.objects import ObjectKey
@@ -238,3 +245,279 @@ def test_managed_resources_are_those_of_the_objects_in_the_index(
     apps.clear()
     index.refresh()
     assert index.managed_resources() == set()
+
+
+# --- revisions named by requests: checked for form, answers remembered, fetches shared ---------------------------
+
+
+class CountingSource(GitSource):
+    """The real Git adapter, counting what it asks git. `after_fetch` runs once a fetch has finished, before it
+    returns (with the fetch lock held): a test holds it there to make requests arrive during a fetch."""
+
+    def __init__(self, url: str, cache_dir: Path) -> None:
+        super().__init__(url, cache_dir)
+        self.calls: Counter[str] = Counter()
+        self.looked: set[int] = set()  # the threads that have looked for a commit
+        self.after_fetch: Callable[[], object] = lambda: None
+
+    def has_commit(self, sha: str) -> bool:
+        found = super().has_commit(sha)
+        self.calls["has_commit"] += 1
+        self.looked.add(threading.get_ident())
+        return found
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        self.calls["is_ancestor"] += 1
+        return super().is_ancestor(older, newer)
+
+    def _fetch(self) -> None:
+        self.calls["fetch"] += 1
+        try:
+            super()._fetch()
+        finally:
+            self.after_fetch()
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.looked.clear()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def held_until_looked(source: CountingSource, callers: int) -> Callable[[], None]:
+    """Holds a finished fetch until `callers` threads have looked for their commits: they arrived during it."""
+
+    def hold() -> None:
+        wait_until(lambda: len(source.looked) >= callers)
+        time.sleep(0.05)  # and each noted which fetches had begun
+
+    return hold
+
+
+def unknown_sha() -> str:
+    return secrets.token_hex(20)
+
+
+@pytest.fixture
+def counted(tmp_path: Path, apps: list[dict[str, Any]], repo: Path) -> tuple[DesiredState, CountingSource, Clock]:
+    """An index loaded at the repository's head, with the clock stopped and git's calls counted from zero."""
+    made: list[CountingSource] = []
+    clock = Clock()
+
+    def source(url: str) -> CountingSource:
+        made.append(CountingSource(url, tmp_path / "cache"))
+        return made[-1]
+
+    index = DesiredState(
+        FakeCluster(),  # type: ignore[arg-type]
+        lambda: list(apps),
+        source_factory=source,
+        load_timeout=30,
+        retry_seconds=0,
+        missing_revision_seconds=10,
+        clock=clock,
+    )
+    apps.append(application(repo))
+    index.refresh()
+    (counting,) = made
+    counting.reset()
+    return index, counting, clock
+
+
+@pytest.mark.parametrize(
+    "revision",
+    [
+        "main",
+        "HEAD",
+        "HEAD~1",
+        "abc1234",  # abbreviated
+        "a" * 39,
+        "a" * 41,
+        "a" * 63,
+        "a" * 65,
+        "A" * 40,  # uppercase: not how a sync writes it
+        "g" * 40,
+        " " + "a" * 40,
+        "a" * 40 + "\n",
+        "--upload-pack=touch pwned",
+    ],
+)
+def test_a_revision_that_is_not_a_full_commit_name_is_ignored_without_asking_git(
+    counted: tuple[DesiredState, CountingSource, Clock], repo: Path, revision: str
+) -> None:
+    index, source, _ = counted
+    head = git(repo, "rev-parse", "HEAD")
+    found = index.lookup(A, revision=revision)
+    assert found is not None
+    assert found.revision == head
+    assert index.lookup(B, revision=revision, app_name="shop") is None
+    assert source.calls == Counter()
+
+
+def test_the_head_in_uppercase_is_ignored_too(counted: tuple[DesiredState, CountingSource, Clock], repo: Path) -> None:
+    index, source, _ = counted
+    second = commit(repo, {"b.yaml": configmap("b", "two")}, "second")
+    assert index.lookup(B, revision=second.upper(), app_name="shop") is None
+    assert source.calls == Counter()
+
+
+def test_an_unknown_commit_is_fetched_once_while_its_absence_is_remembered(
+    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+) -> None:
+    index, source, clock = counted
+    head = git(repo, "rev-parse", "HEAD")
+    unknown = unknown_sha()
+    for _ in range(5):
+        found = index.lookup(A, revision=unknown)
+        assert found is not None
+        assert found.revision == head
+        assert index.lookup(B, revision=unknown, app_name="shop") is None
+    assert source.calls["fetch"] == 1
+    asked = sum(source.calls.values())
+    clock.now += 9.9
+    index.lookup(A, revision=unknown)
+    assert sum(source.calls.values()) == asked  # still within the window: no git at all
+    clock.now += 0.2
+    index.lookup(A, revision=unknown)
+    assert source.calls["fetch"] == 2  # the window passed: asked again
+
+
+def test_a_commit_pushed_after_it_was_missing_is_found_once_the_window_passed(
+    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+) -> None:
+    index, source, clock = counted
+    first = git(repo, "rev-parse", "HEAD")
+    pushed = commit(repo, {"a.yaml": configmap("a", "two")}, "second")
+    git(repo, "reset", "-q", "--hard", first)  # not pushed yet: the remote has no ref to it
+    found = index.lookup(A, revision=pushed)
+    assert found is not None
+    assert found.revision == first
+    git(repo, "reset", "-q", "--hard", pushed)  # pushed now
+    clock.now += 5
+    found = index.lookup(A, revision=pushed)
+    assert found is not None
+    assert found.revision == first  # "missing" still stands
+    assert source.calls["fetch"] == 1
+    clock.now += 6
+    found = index.lookup(A, revision=pushed)
+    assert found is not None
+    assert (found.revision, found.stored["data"]) == (pushed, {"k": "two"})
+    assert index.status()["applications"]["gitops-system/shop"]["revision"] == pushed  # the head: promoted
+
+
+def test_a_burst_of_requests_naming_unknown_commits_costs_at_most_two_fetches(
+    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+) -> None:
+    index, source, _ = counted
+    head = git(repo, "rev-parse", "HEAD")
+    burst = 16
+    source.after_fetch = held_until_looked(source, burst)
+    with ThreadPoolExecutor(burst) as pool:
+        found = list(pool.map(lambda sha: index.lookup(A, revision=sha), [unknown_sha() for _ in range(burst)]))
+    assert [f.revision if f else None for f in found] == [head] * burst
+    assert 1 <= source.calls["fetch"] <= 2
+
+
+def test_a_commit_pushed_during_a_fetch_is_fetched_for_the_request_that_names_it(tmp_path: Path, repo: Path) -> None:
+    source = CountingSource(str(repo), tmp_path / "cache")
+    source.fetch()
+    source.reset()
+    fetched, go = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        fetched.set()
+        go.wait(20)
+
+    source.after_fetch = hold
+    with ThreadPoolExecutor(2) as pool:
+        before = pool.submit(source.ensure_commit, unknown_sha())
+        assert fetched.wait(20)  # that fetch has run git, and holds the lock
+        pushed = commit(repo, {"b.yaml": configmap("b", "two")}, "pushed during the fetch")
+        after = pool.submit(source.ensure_commit, pushed)
+        wait_until(lambda: len(source.looked) == 2)
+        time.sleep(0.05)
+        go.set()
+        assert not before.result()
+        assert after.result()  # a fetch that began before it looked cannot answer it: fetched again
+    assert source.calls["fetch"] == 2
+
+
+def test_requests_waiting_on_a_failed_fetch_fail_with_it_instead_of_fetching_again(tmp_path: Path, repo: Path) -> None:
+    source = CountingSource(str(repo), tmp_path / "cache")
+    source.fetch()
+    repo.rename(tmp_path / "gone")
+    source.reset()
+    burst = 8
+    source.after_fetch = held_until_looked(source, burst)
+
+    def ensure(sha: str) -> str:
+        with pytest.raises(SourceError) as e:
+            source.ensure_commit(sha)
+        return str(e.value)
+
+    with ThreadPoolExecutor(burst) as pool:
+        errors = list(pool.map(ensure, [unknown_sha() for _ in range(burst)]))
+    assert all("cannot fetch" in e for e in errors)
+    assert 1 <= source.calls["fetch"] <= 2
+
+
+def test_the_memory_of_answers_is_bounded_least_recently_used_first(
+    counted: tuple[DesiredState, CountingSource, Clock],
+) -> None:
+    index, source, _ = counted
+    index.revision_memory = 3
+    names = [unknown_sha() for _ in range(5)]
+    fetches = []
+    for sha in [*names, names[4], names[3], names[2], names[1], names[4]]:
+        index.lookup(A, revision=sha)
+        fetches.append(source.calls["fetch"])
+    # The last three are remembered; asking for one forgotten drops the least recently used (names[4]).
+    assert fetches == [1, 2, 3, 4, 5, 5, 5, 5, 6, 7]
+
+
+def test_a_known_newer_commit_is_asked_of_git_once_not_per_request(
+    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+) -> None:
+    index, source, clock = counted
+    newer = commit(repo, {"a.yaml": configmap("a", "newer")}, "newer, not the head")
+    commit(repo, {"a.yaml": configmap("a", "head")}, "the head")
+    found = index.lookup(A, revision=newer)
+    assert found is not None
+    assert (found.revision, found.stored["data"]) == (newer, {"k": "newer"})
+    assert source.calls["is_ancestor"] == 1
+    asked = sum(source.calls.values())
+    clock.now += 3600  # a commit that exists: the answer stands
+    for _ in range(5):
+        found = index.lookup(A, revision=newer)
+        assert found is not None
+        assert found.revision == newer
+    assert sum(source.calls.values()) == asked
+
+
+def test_an_older_commit_is_asked_of_git_once_not_per_request(
+    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+) -> None:
+    index, source, clock = counted
+    first = git(repo, "rev-parse", "HEAD")
+    head = commit(repo, {"a.yaml": configmap("a", "head")}, "the head")
+    index.refresh()
+    source.reset()
+    for _ in range(5):
+        found = index.lookup(A, revision=first)
+        assert found is not None
+        assert found.revision == head
+        clock.now += 3600
+    assert (source.calls["has_commit"], source.calls["is_ancestor"], source.calls["fetch"]) == (1, 1, 0)
