@@ -4,10 +4,12 @@
    it): p50/p99 of an allowed request (an undeclared label) and of a denied one (a changed image).
 2. throughput: requests/s of POST /validate over HTTPS (gunicorn, 1 worker), from a client on the same 2 cores.
 3. API server: latency of writes to managed objects with 20 concurrent writers, with the webhook registered vs not
-   registered (the ratio is what the webhook costs a real client).
+   registered, in alternating rounds (the ratio is what the webhook costs a real client); closed loop (the 2 cores
+   saturated: the ratio is the CPU the webhook adds to a write) and open loop at a moderate rate (200 writes/s in
+   all: what a client waits for in a cluster that is not saturated), with the CPU per write of every process.
 4. memory: resident memory of the webhook (master + worker) with no Application, then with 2000 objects loaded.
 
-Usage: .venv/bin/python bench/webhook.py [--out bench/results/webhook.json] [--seconds 10]
+Usage: .venv/bin/python bench/webhook.py [--out bench/results/webhook.json] [--seconds 10] [--rounds 3] [--workers 1]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,7 @@ from engine.kube import KubeClient, KubeTarget  # noqa: E402
 from engine.manifests import Manifest  # noqa: E402
 from engine.normalize import SecretMasker  # noqa: E402
 from engine.objects import AppRef, key_of, with_tracking  # noqa: E402
+from engine.webhookconfig import NAME  # noqa: E402
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -140,35 +144,106 @@ def bench_throughput(url: str, ca: Path, body: bytes, seconds: float, clients: i
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(int(c) for c in children)]
+
+
 def bench_writes(
-    kube: KubeClient, namespace: str, names: list[str], writers: int = 20, per_writer: int = 25
-) -> dict[str, float]:
-    """PATCHes of an undeclared annotation (allowed, no record) to managed ConfigMaps, 20 writers at once."""
+    kube: KubeClient,
+    namespace: str,
+    names: list[str],
+    processes: dict[str, list[int]],
+    *,
+    writers: int = 20,
+    per_writer: int = 100,
+    rate: float | None = None,
+) -> dict[str, Any]:
+    """PATCHes of an undeclared annotation (allowed, no record) to managed ConfigMaps, `writers` at once.
+
+    Closed loop (`rate` None): each writer sends its next write when the last one is answered, so the 2 cores are
+    saturated and latency measures the CPU every write costs. Open loop (`rate` writes/s in all): each writer sends
+    on a fixed schedule and latency counts from the scheduled time (a late send is not forgiven), so it measures
+    what a client waits for when the cluster is not saturated. CPU per write is counted for each process."""
     info = kube.resource_for("v1", "ConfigMap")
     assert info is not None
     latencies: list[float] = []
     lock = threading.Lock()
+    period = writers / rate if rate else 0.0
+    begin = time.perf_counter() + 0.05
 
     def writer(w: int) -> None:
         for i in range(per_writer):
             name = names[(w * per_writer + i) % len(names)]
-            start = time.perf_counter()
+            if period:
+                start = begin + (i + w / writers) * period
+                delay = start - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            else:
+                start = time.perf_counter()
             kube.request(
                 "PATCH",
                 info.path(namespace, name),
-                body={"metadata": {"annotations": {"bench": f"{w}-{i}"}}},
+                body={"metadata": {"annotations": {"bench": f"{w}-{i}-{start}"}}},
                 content_type="application/merge-patch+json",
             )
             with lock:
                 latencies.append(time.perf_counter() - start)
 
+    before = {what: sum(cpu_seconds(p) for p in pids) for what, pids in processes.items()}
     with ThreadPoolExecutor(max_workers=writers) as pool:
         list(pool.map(writer, range(writers)))
+    elapsed = time.perf_counter() - begin
+    count = len(latencies)
     return {
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "mean_ms": statistics.mean(latencies) * 1000,
-        "writes": len(latencies),
+        "writes": count,
+        "writes_per_second": count / elapsed,
+        "cpu_ms_per_write": {
+            what: round((sum(cpu_seconds(p) for p in pids) - before[what]) * 1000 / count, 3)
+            for what, pids in processes.items()
+        },
+    }
+
+
+def compare_writes(
+    kube: KubeClient,
+    names: list[str],
+    processes: dict[str, list[int]],
+    register: Callable[[bool], None],
+    rounds: int,
+    rate: float | None = None,
+) -> dict[str, Any]:
+    """Alternating rounds without and with the webhook registered; the ratio of the pooled medians (and of each
+    round's, to show the spread)."""
+    without: list[dict[str, Any]] = []
+    with_hook: list[dict[str, Any]] = []
+    for _ in range(rounds):
+        for registered, out in ((False, without), (True, with_hook)):
+            register(registered)
+            bench_writes(kube, "bench", names, processes, per_writer=5, rate=rate)  # warm-up
+            out.append(bench_writes(kube, "bench", names, processes, rate=rate))
+    p50_without = statistics.median(r["p50_ms"] for r in without)
+    p50_with = statistics.median(r["p50_ms"] for r in with_hook)
+    return {
+        "writers": 20,
+        "rate": rate,
+        "without_webhook": without,
+        "with_webhook": with_hook,
+        "p50_ratio": p50_with / p50_without,
+        "p50_ratio_per_round": [w["p50_ms"] / o["p50_ms"] for w, o in zip(with_hook, without, strict=True)],
+        "mean_ratio": statistics.median(r["mean_ms"] for r in with_hook)
+        / statistics.median(r["mean_ms"] for r in without),
+        "p99_ratio": statistics.median(r["p99_ms"] for r in with_hook)
+        / statistics.median(r["p99_ms"] for r in without),
     }
 
 
@@ -187,6 +262,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "webhook.json")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers of the webhook")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of writes without/with the webhook")
+    parser.add_argument("--paced-rate", type=float, default=200.0, help="writes/s in all of the open-loop rounds")
     args = parser.parse_args()
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "webhook_workers": args.workers}
     with tempfile.TemporaryDirectory(prefix="gitops-bench-webhook-") as tmp, contextlib.ExitStack() as stack:
@@ -203,7 +280,9 @@ def main() -> None:
                 "PATH": f"{state.bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             }
             run([kubectl, "gitops", "install"], env)
-            kube = KubeClient(KubeTarget(kubeconfig=str(cluster.kubeconfig("admin"))))
+            kube = KubeClient(
+                KubeTarget(kubeconfig=str(cluster.kubeconfig("admin"))), pool_size=20
+            )  # 20 writers, 20 connections
 
             # 1. the decision, in process, for a typical Deployment
             deployment = objects(5)[4]
@@ -234,8 +313,6 @@ def main() -> None:
                     f"127.0.0.1:{port}",
                     "--cert-dir",
                     str(certs),
-                    "--threads",
-                    "16",
                     "--workers",
                     str(args.workers),
                 ],
@@ -292,12 +369,6 @@ def main() -> None:
             }
             print("memory", json.dumps(results["memory"]), flush=True)
 
-            # 3a. writes without the webhook registered
-            bench_writes(kube, "bench", configmaps, per_writer=5)  # warm-up
-            without = bench_writes(kube, "bench", configmaps)
-
-            time.sleep(2)
-
             # 2. throughput over HTTPS (allowed requests: no audit write)
             body = json.dumps(
                 review(
@@ -316,34 +387,28 @@ def main() -> None:
             )
             print("throughput", json.dumps(results["throughput"]), flush=True)
 
-            # 3b. writes through the API server with the webhook registered
-            run(
-                [
-                    kubectl,
-                    "gitops",
-                    "install",
-                    "--webhook-url",
-                    f"https://127.0.0.1:{port}/validate",
-                    "--ca-file",
-                    str(certs / "ca.crt"),
-                ],
-                env,
-            )
-            time.sleep(2)
-            bench_writes(kube, "bench", configmaps, per_writer=5)  # warm-up
-            with_hook = bench_writes(kube, "bench", configmaps)
-            run([kubectl, "delete", "validatingwebhookconfiguration", "gitops-drift.kubectl-gitops.io"], env)
-            time.sleep(2)
-            without_again = bench_writes(kube, "bench", configmaps)
-            results["api_server_writes"] = {
-                "writers": 20,
-                "without_webhook": without,
-                "with_webhook": with_hook,
-                "without_webhook_after": without_again,
-                "p50_ratio": with_hook["p50_ms"] / statistics.mean([without["p50_ms"], without_again["p50_ms"]]),
-                "mean_ratio": with_hook["mean_ms"] / statistics.mean([without["mean_ms"], without_again["mean_ms"]]),
+            # 3. writes through the API server, the webhook registered or not, alternating
+            install = [kubectl, "gitops", "install", "--webhook-url", f"https://127.0.0.1:{port}/validate"]
+            install += ["--ca-file", str(certs / "ca.crt")]
+
+            def register(on: bool) -> None:
+                if on:
+                    run(install, env)
+                else:
+                    run([kubectl, "delete", "validatingwebhookconfiguration", NAME, "--ignore-not-found"], env)
+                time.sleep(1)
+
+            processes = {
+                "client": [os.getpid()],
+                **{name: [record.pid] for name, record in state.processes.items()},
+                "webhook": process_tree(webhook.pid),
             }
-            print("writes", json.dumps(results["api_server_writes"]), flush=True)
+            saturated = compare_writes(kube, configmaps, processes, register, args.rounds)
+            results["api_server_writes"] = saturated
+            print("writes, closed loop", json.dumps(saturated), flush=True)
+            paced = compare_writes(kube, configmaps, processes, register, args.rounds, rate=args.paced_rate)
+            results["api_server_writes_paced"] = paced
+            print(f"writes, open loop at {args.paced_rate:g}/s", json.dumps(paced), flush=True)
         finally:
             if webhook is not None:
                 os.killpg(webhook.pid, signal.SIGTERM)
