@@ -640,3 +640,21 @@ def test_install_again_keeps_what_the_registration_covers(
             rule["resources"] = [r for r in rule["resources"] if r != "gizmos"]
         live["webhooks"][0]["rules"] = [rule for rule in live["webhooks"][0]["rules"] if rule["resources"]]
         kubectl.run("replace", "-f", "-", stdin=json.dumps(live))
+
+
+def test_the_in_cluster_manifests_are_accepted_by_the_api_server(kubectl: Kubectl) -> None:
+    """`kubectl apply -k manifests/webhook/` as a server-side dry run: every object passes the API server's own
+    validation (schemas, RBAC rules, the PodDisruptionBudget against the Deployment's labels)."""
+    out = kubectl.run("apply", "-k", str(REPO_ROOT / "manifests" / "webhook"), "--dry-run=server", "-o", "json").stdout
+    applied = json.loads(out)
+    items = applied["items"] if applied.get("kind") == "List" else [applied]
+    kinds = {(item["kind"], item["metadata"]["name"]) for item in items}
+    assert {
+        ("ServiceAccount", "gitops-webhook"),
+        ("Deployment", "gitops-webhook"),
+        ("Service", "gitops-webhook"),
+        ("PodDisruptionBudget", "gitops-webhook"),
+    } <= kinds
+    deployment = next(item for item in items if item["kind"] == "Deployment")
+    assert deployment["metadata"]["namespace"] == "gitops-system"
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "gitops-webhook"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -485,3 +486,41 @@ def test_managed_resources_from_what_discovery_says() -> None:
         ResourceInfo("", "v1", "Service", "services", True, frozenset({"status", "proxy"})),
     ]
     assert managed_resources(served) == {DEPLOYMENTS, CONFIGMAPS, SERVICES}
+
+
+# --- the in-cluster manifests agree with the program they run --------------------------------------------------------
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests" / "webhook"
+
+
+def _manifest(name: str) -> dict[str, Any]:
+    loaded = yaml.safe_load((MANIFESTS / name).read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_the_deployment_runs_gitops_webhook_with_options_it_has() -> None:
+    from webhook.cli import main
+
+    container = _manifest("deployment.yaml")["spec"]["template"]["spec"]["containers"][0]
+    context = main.make_context("gitops-webhook", list(container["args"]))  # raises on an unknown or bad option
+    params = context.params
+    assert params["kubeconfig"] is None  # in a pod: its ServiceAccount
+    assert params["cert_secret"], "replicas must share one certificate"
+    namespace = params["namespace"]
+    for host in (f"{SERVICE_NAME}.{namespace}.svc", f"{SERVICE_NAME}.{namespace}.svc.cluster.local"):
+        assert host in params["hosts"], "the serving certificate must name the Service the API server calls"
+    port = int(params["listen"].rpartition(":")[2])
+    assert {"name": "https", "containerPort": port} in container["ports"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
+
+
+def test_the_service_is_what_the_registration_calls() -> None:
+    service = _manifest("service.yaml")
+    deployment = _manifest("deployment.yaml")
+    assert service["metadata"]["name"] == SERVICE_NAME
+    assert {"name": "https", "port": 443, "targetPort": "https"} in service["spec"]["ports"]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    client = entries(configuration())[OBJECTS_ENTRY]["clientConfig"]
+    assert client["service"]["port"] == 443
+    assert client["service"]["name"] == service["metadata"]["name"]
