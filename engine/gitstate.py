@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 5.0
 MISSING_REVISION_SECONDS = 10.0  # how long "no such commit" stands before Git is asked again (it may be pushed)
 REVISION_MEMORY = 4096  # answers about named revisions kept, at most (random names cannot grow it further)
+CHECKS_AT_ONCE = 4  # Git checks of named revisions running at a time
 # What a sync writes: a full commit name, SHA-1 or SHA-256, in lowercase hex.
 COMMIT_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -100,6 +101,8 @@ class DesiredState:
         self._loading: dict[tuple[AppRef, str], threading.Event] = {}
         # (Application, loaded revision, named revision) -> the answer, least recently used first.
         self._answers: OrderedDict[tuple[AppRef, str, str], RevisionAnswer] = OrderedDict()
+        self._checks = threading.BoundedSemaphore(CHECKS_AT_ONCE)  # Git checks of named revisions in flight
+        self._asking: dict[tuple[AppRef, str, str], threading.Event] = {}
         self._lock = threading.RLock()
         self.load_timeout = load_timeout
         self.retry_seconds = retry_seconds
@@ -123,29 +126,36 @@ class DesiredState:
             return found
         if not revision:
             return None
+        deadline = time.monotonic() + self.load_timeout  # for asking Git and loading the commit, together
         if found is not None:
             # Only a newer commit counts: an older one would let a hand-set annotation bring back old Git.
             app = AppRef(*found.app.split("/", 1))
-            apps = [app] if self._is_newer(app, revision) else []
+            apps = [app] if self._is_newer(app, revision, deadline) else []
         else:
             # Only a newer commit of the claimed Application may add objects: an older one cannot bring back an
             # object Git has since dropped.
             apps = [
                 ref
                 for ref in list(self._apps)
-                if ref.name == app_name and self._apps[ref].revision != revision and self._is_newer(ref, revision)
+                if ref.name == app_name
+                and self._apps[ref].revision != revision
+                and self._is_newer(ref, revision, deadline)
             ]
         for app in apps:
             other = self._extra_revisions.get((app, revision))
             if other is None:
-                other = self._load_revision(app, revision)
+                other = self._load_revision(app, revision, deadline)
             if other is not None and key in other:
                 return other[key]
         return found
 
-    def _is_newer(self, app: AppRef, revision: str) -> bool:
+    def _is_newer(self, app: AppRef, revision: str, deadline: float) -> bool:
         """Whether `revision` descends from the Application's loaded one. Git is asked once per answer, not per
-        request: a sync makes every request name the same revision, and a hand-set annotation can name anything."""
+        request: a sync makes every request name the same revision (its requests wait for the one check), and a
+        hand-set annotation can name anything. A request waits for Git until `deadline` (time.monotonic; a fetch
+        can hang on a slow remote, and the answer is still remembered when it comes), and at most CHECKS_AT_ONCE
+        checks run at a time,
+        so that a hanging remote cannot pile up threads."""
         state = self._apps.get(app)
         if state is None or not state.revision:
             return False
@@ -155,19 +165,46 @@ class DesiredState:
             if known is not None and self._clock() < known.until:
                 self._answers.move_to_end(asked)
                 return known.newer
-        source = self._source(state.spec.repo_url)
-        try:
-            exists = source.ensure_commit(revision)
-        except GitOpsError:
-            exists = False  # the remote is unreachable: as good as missing for now
-        newer = exists and source.is_ancestor(state.revision, revision)
-        until = float("inf") if exists else self._clock() + self.missing_revision_seconds
+            pending = self._asking.get(asked)
+            if pending is None:
+                if not self._checks.acquire(blocking=False):
+                    return False  # Git is busy with other names: not newer for now (and not remembered)
+                pending = self._asking[asked] = threading.Event()
+                owner = True
+            else:
+                owner = False
+        if owner:
+            source = self._source(state.spec.repo_url)
+            loaded = state.revision
+
+            def check() -> None:
+                try:
+                    exists = source.ensure_commit(revision)
+                    newer = exists and source.is_ancestor(loaded, revision)
+                except GitOpsError as e:
+                    log.warning("cannot tell whether %s is newer than %s: %s", revision[:12], loaded[:12], e)
+                    exists = newer = False  # the remote is unreachable: as good as missing for now
+                until = float("inf") if exists else self._clock() + self.missing_revision_seconds
+                with self._lock:
+                    self._answers[asked] = RevisionAnswer(newer, until)
+                    self._answers.move_to_end(asked)
+                    while len(self._answers) > self.revision_memory:
+                        self._answers.popitem(last=False)
+
+            def run() -> None:
+                try:
+                    check()
+                finally:
+                    with self._lock:
+                        self._asking.pop(asked, None)
+                    self._checks.release()
+                    pending.set()
+
+            threading.Thread(target=run, name="revision-check", daemon=True).start()
+        pending.wait(max(0.0, deadline - time.monotonic()))
         with self._lock:
-            self._answers[asked] = RevisionAnswer(newer, until)
-            self._answers.move_to_end(asked)
-            while len(self._answers) > self.revision_memory:
-                self._answers.popitem(last=False)
-        return newer
+            known = self._answers.get(asked)
+        return known.newer if known is not None else False
 
     def app_names(self) -> set[str]:
         return {ref.name for ref in self._apps}
@@ -304,8 +341,9 @@ class DesiredState:
         self._apps[ref] = state
         self._index = index
 
-    def _load_revision(self, app: AppRef, revision: str) -> dict[ObjectKey, GitObject] | None:
-        """Loads another commit of a known Application (bounded by load_timeout); None when it cannot."""
+    def _load_revision(self, app: AppRef, revision: str, deadline: float) -> dict[ObjectKey, GitObject] | None:
+        """Loads another commit of a known Application, waiting until `deadline` (time.monotonic) at most; None when
+        it cannot."""
         state = self._apps.get(app)
         if state is None:
             return None
@@ -338,7 +376,7 @@ class DesiredState:
                     done.set()
 
             threading.Thread(target=work, daemon=True).start()
-        done.wait(self.load_timeout)
+        done.wait(max(0.0, deadline - time.monotonic()))
         objects = self._extra_revisions.get((app, revision))
         if objects is None:
             log.warning("revision %s of %s not loaded in %.0fs", revision[:12], app, self.load_timeout)

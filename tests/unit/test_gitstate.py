@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from engine.errors import SourceError
-from engine.gitstate import DesiredState
+from engine.gitstate import CHECKS_AT_ONCE, DesiredState
 from engine.kube import ResourceInfo
 from engine.objects import ObjectKey
 from engine.source import GitSource
@@ -424,11 +424,50 @@ def test_a_burst_of_requests_naming_unknown_commits_costs_at_most_two_fetches(
     index, source, _ = counted
     head = git(repo, "rev-parse", "HEAD")
     burst = 16
-    source.after_fetch = held_until_looked(source, burst)
+    # At most CHECKS_AT_ONCE of them reach Git; the others are judged against the loaded state at once.
+    source.after_fetch = held_until_looked(source, CHECKS_AT_ONCE)
     with ThreadPoolExecutor(burst) as pool:
         found = list(pool.map(lambda sha: index.lookup(A, revision=sha), [unknown_sha() for _ in range(burst)]))
     assert [f.revision if f else None for f in found] == [head] * burst
     assert 1 <= source.calls["fetch"] <= 2
+    assert len(source.looked) <= 2 * CHECKS_AT_ONCE  # each check looks before and after its fetch at most
+
+
+def test_a_sync_burst_naming_one_new_commit_waits_for_one_check(
+    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+) -> None:
+    index, source, _ = counted
+    pushed = commit(repo, {"b.yaml": configmap("b", "two")}, "the sync's new commit")
+    burst = 16  # a sync applies on 16 connections at once, every object naming the same new commit
+    with ThreadPoolExecutor(burst) as pool:
+        found = list(pool.map(lambda _: index.lookup(A, revision=pushed), range(burst)))
+    # none of them turned away because Git was busy with the first: all judged against the new commit
+    assert [f.revision if f else None for f in found] == [pushed] * burst
+    assert source.calls["fetch"] == 1
+
+
+def test_a_hanging_remote_holds_a_request_no_longer_than_the_load_timeout(
+    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+) -> None:
+    index, source, _ = counted
+    index.load_timeout = 0.3
+    release = threading.Event()
+    source.after_fetch = lambda: release.wait(20)  # the fetch does not come back
+    pushed = commit(repo, {"b.yaml": configmap("b", "two")}, "pushed")
+    head = git(repo, "rev-parse", "HEAD~1")
+    started = time.monotonic()
+    found = index.lookup(A, revision=pushed)
+    assert found is not None
+    assert found.revision == head  # not known in time: judged against the loaded state
+    assert time.monotonic() - started < 5
+    release.set()
+    index.load_timeout = 30
+
+    def judged_against_the_new_commit() -> bool:
+        found = index.lookup(A, revision=pushed)
+        return found is not None and found.revision == pushed
+
+    wait_until(judged_against_the_new_commit)  # the late answer is remembered when it comes
 
 
 def test_a_commit_pushed_during_a_fetch_is_fetched_for_the_request_that_names_it(tmp_path: Path, repo: Path) -> None:
