@@ -9,6 +9,7 @@ import posixpath
 import tarfile
 import tempfile
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,9 +47,27 @@ def default_cache_dir() -> Path:
     return Path(base) / "kubectl-gitops" / "repos"
 
 
-def _git_message(e: git.GitCommandError) -> str:
+def redact_url(url: str) -> str:
+    """The URL as it may be shown: credentials written into it (`https://user:token@host/...`, or a token as the
+    user) replaced by `***`."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return url
+    if parts.scheme and "@" in parts.netloc:
+        return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+    return url
+
+
+def _git_message(e: git.GitCommandError, url: str) -> str:
+    """git's own complaint, with the URL's credentials taken out wherever git repeats them."""
     stderr = e.stderr.strip() if isinstance(e.stderr, str) else str(e.stderr)
-    return stderr.removeprefix("stderr: ").strip("'\n ") or str(e)
+    message = stderr.removeprefix("stderr: ").strip("'\n ") or str(e)
+    userinfo = urllib.parse.urlsplit(url).netloc.rpartition("@")[0] if "://" in url else ""
+    message = message.replace(url, redact_url(url))
+    for secret in {userinfo, *userinfo.split(":")} - {""}:
+        message = message.replace(secret, "***")
+    return message
 
 
 class GitSource:
@@ -56,6 +75,7 @@ class GitSource:
 
     def __init__(self, url: str, cache_dir: Path | None = None) -> None:
         self.url = url
+        self.shown = redact_url(url)  # in every message: never the credentials a URL may carry
         digest = hashlib.sha256(url.encode()).hexdigest()[:24]
         self.path = (cache_dir or default_cache_dir()) / digest
         self._repo: git.Repo | None = None
@@ -132,7 +152,8 @@ class GitSource:
             heads = str(self.repo.git.ls_remote("--symref", "origin", "HEAD", kill_after_timeout=60))
         except git.GitCommandError as e:
             raise SourceError(
-                f"cannot fetch {self.url}: {_git_message(e)}; check the URL and that the repository is reachable"
+                f"cannot fetch {self.shown}: {_git_message(e, self.url)}; "
+                "check the URL and that the repository is reachable"
             ) from e
         for line in heads.splitlines():
             if line.startswith("ref: ") and line.endswith("\tHEAD"):
@@ -143,7 +164,7 @@ class GitSource:
         try:
             return str(self.repo.git.symbolic_ref("HEAD")).removeprefix("refs/heads/")
         except git.GitCommandError as e:
-            raise SourceError(f"{self.url} has no default branch; give a --revision") from e
+            raise SourceError(f"{self.shown} has no default branch; give a --revision") from e
 
     def resolve(self, revision: str | None) -> Commit:
         """A branch, tag or commit (full or abbreviated) to the commit it names, fetching first if needed."""
@@ -161,7 +182,7 @@ class GitSource:
                 author=f"{commit.author.name} <{commit.author.email}>",
                 date=commit.committed_datetime.isoformat(),
             )
-        raise SourceError(f"revision {wanted!r} does not exist in {self.url} (no such branch, tag or commit)")
+        raise SourceError(f"revision {wanted!r} does not exist in {self.shown} (no such branch, tag or commit)")
 
     def history(self, revision: str | None, path: str = "", limit: int = 50) -> list[Commit]:
         head = self.resolve(revision)
@@ -184,13 +205,13 @@ class GitSource:
             tree = self.repo.commit(sha).tree
             return tree / sub if sub and sub != "." else tree
         except (KeyError, ValueError, git.BadName) as e:
-            raise SourceError(f"path {path!r} is not a directory at {sha[:12]} in {self.url}") from e
+            raise SourceError(f"path {path!r} is not a directory at {sha[:12]} in {self.shown}") from e
 
     def file_names(self, sha: str, path: str) -> set[str]:
         """The names of the files directly in `path` at `sha` (to choose a renderer without exporting)."""
         tree = self._tree(sha, path)
         if tree.type != "tree":
-            raise SourceError(f"path {path!r} is not a directory at {sha[:12]} in {self.url}")
+            raise SourceError(f"path {path!r} is not a directory at {sha[:12]} in {self.shown}")
         return {blob.name for blob in tree.blobs}
 
     def read_files(self, sha: str, path: str, suffixes: tuple[str, ...]) -> Iterator[tuple[str, bytes]]:
@@ -237,12 +258,12 @@ class GitSource:
         try:
             data = self.repo.git.archive("--format=tar", sha, stdout_as_string=False)
         except git.GitCommandError as e:
-            raise SourceError(f"cannot read commit {sha[:12]} of {self.url}: {_git_message(e)}") from e
+            raise SourceError(f"cannot read commit {sha[:12]} of {self.shown}: {_git_message(e, self.url)}") from e
         with tempfile.TemporaryDirectory(prefix="gitops-render-") as tmp:
             with tarfile.open(fileobj=io.BytesIO(data)) as archive:
                 archive.extractall(tmp, filter=_safe_member)
             root = Path(tmp).resolve()
             target = (root / sub).resolve() if sub and sub != "." else root
             if not target.is_relative_to(root) or not target.is_dir():
-                raise SourceError(f"path {path!r} is not a directory at {sha[:12]} in {self.url}")
+                raise SourceError(f"path {path!r} is not a directory at {sha[:12]} in {self.shown}")
             yield target

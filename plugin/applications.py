@@ -12,7 +12,7 @@ from engine.apps import application_resource, create_application, list_applicati
 from engine.errors import ApiError, GitOpsError
 from engine.objects import API_GROUP, ObjectKey
 from engine.render import HelmOptions
-from engine.source import GitSource
+from engine.source import GitSource, redact_url
 
 from .context import CliContext, CommandError, domain_errors, output_option, pass_cli
 from .render import print_table
@@ -104,7 +104,7 @@ def list_(cli: CliContext, output: str) -> None:
         rows.append(
             [
                 spec.ref.name,
-                spec.repo_url,
+                redact_url(spec.repo_url),
                 spec.path,
                 spec.revision or "(default branch)",
                 str(sync.get("status", "Unknown")),

@@ -8,6 +8,7 @@ import click
 
 from engine.apps import comparison_status, get_application, patch_status
 from engine.compare import compare, load_desired, new_masker
+from engine.source import redact_url
 
 from .context import CliContext, domain_errors, output_option, pass_cli
 from .render import print_table
@@ -43,7 +44,9 @@ def status(cli: CliContext, name: str, output: str) -> None:
         )
         return
     click.echo(f"Application: {ref}")
-    click.echo(f"Source:      {spec.repo_url} path {spec.path} revision {spec.revision or '(default branch)'}")
+    click.echo(
+        f"Source:      {redact_url(spec.repo_url)} path {spec.path} revision {spec.revision or '(default branch)'}"
+    )
     click.echo(f"Target:      {desired.commit.sha[:12]} {desired.commit.subject}")
     click.echo(f"Sync:        {summary['sync']['status']}")
     if last:

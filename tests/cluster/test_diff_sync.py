@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -313,6 +314,32 @@ def test_bad_sources_are_reported(gitops: Gitops, git_repo: MakeRepo, namespace:
     assert "not found" in gitops.run("diff", "no-such-app", expect=2).stderr
     gitops.run("delete", namespace)
     assert "not found" in gitops.run("delete", namespace, expect=1).stderr
+
+
+def test_credentials_in_a_repository_url_are_never_shown(gitops: Gitops, kubectl: Kubectl, namespace: str) -> None:
+    """An Application whose URL carries a token (one nobody can reach): list, status and the fetch error show it
+    redacted."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://bot:s3cr3t-token@127.0.0.1:{port}/shop.git"
+    application = {
+        "apiVersion": "gitops.kubectl-gitops.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": namespace, "namespace": "gitops-system"},
+        "spec": {"source": {"repoURL": url}, "destination": {"namespace": namespace}},
+    }
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(application))
+    try:
+        listed = gitops.run("list")
+        status = gitops.run("status", namespace, expect=None)
+        diff = gitops.run("diff", namespace, expect=2)
+        for proc in (listed, status, diff):
+            assert "s3cr3t-token" not in proc.stdout + proc.stderr
+        assert f"http://***@127.0.0.1:{port}/shop.git" in listed.stdout
+        assert f"cannot fetch http://***@127.0.0.1:{port}/shop.git" in diff.stderr
+    finally:
+        gitops.run("delete", namespace, expect=None)
 
 
 def test_unreachable_api_server(gitops: Gitops, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from engine.errors import ManifestError, SourceError
 from engine.manifests import MANIFEST_SUFFIXES
 from engine.render import detect, parse_files, render_plain
-from engine.source import Commit, GitSource
+from engine.source import Commit, GitSource, redact_url
 
 # --- detect -------------------------------------------------------------------------------------------------------
 
@@ -262,6 +263,33 @@ def test_an_unreachable_url_is_a_clear_error(tmp_path: Path) -> None:
     assert message.endswith("; check the URL and that the repository is reachable")
     assert "no-such-repository" in message.removeprefix(f"cannot fetch {url}: ")
     assert isinstance(caught.value.__cause__, git.GitCommandError)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://bot:s3cr3t-token@git.example/shop.git", "https://***@git.example/shop.git"),
+        ("https://s3cr3t-token@git.example/shop.git", "https://***@git.example/shop.git"),
+        ("https://git.example/shop.git", "https://git.example/shop.git"),
+        ("git@git.example:shop.git", "git@git.example:shop.git"),  # scp-like: a user name, no secret
+        ("/srv/git/shop", "/srv/git/shop"),
+    ],
+)
+def test_credentials_in_a_url_are_never_shown(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_a_failed_fetch_does_not_repeat_the_credentials_of_its_url(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on: git fails fast and says which URL it could not reach
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://bot:s3cr3t-token@127.0.0.1:{port}/shop.git"
+    with pytest.raises(SourceError) as caught:
+        GitSource(url, cache_dir=tmp_path / "cache").fetch()
+    message = str(caught.value)
+    assert message.startswith(f"cannot fetch http://***@127.0.0.1:{port}/shop.git: ")
+    assert "s3cr3t-token" not in message
+    assert "bot" not in message
 
 
 def test_the_cache_is_per_url_and_reused(repo: Repo, tmp_path: Path) -> None:
