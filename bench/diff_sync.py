@@ -92,6 +92,17 @@ def objects(count: int) -> list[dict[str, object]]:
     return out
 
 
+def tool_env(cluster: LocalCluster, bin_dir: str, work: Path) -> dict[str, str]:
+    """The environment the tools run in: admin's kubeconfig, a cache of their own, the pinned kubectl and this
+    project's `kubectl-gitops` first on PATH."""
+    return {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig("admin")),
+        "XDG_CACHE_HOME": str(work / "cache"),
+        "PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+
+
 def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> float:
     start = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True)
@@ -173,12 +184,7 @@ def main() -> None:
         state = cluster.up(log=lambda m: print(m, file=sys.stderr))
         try:
             kubectl = str(Path(state.bin_dir) / "kubectl")
-            env = {
-                **os.environ,
-                "KUBECONFIG": str(cluster.kubeconfig("admin")),
-                "XDG_CACHE_HOME": str(work / "cache"),
-                "PATH": f"{state.bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            }
+            env = tool_env(cluster, state.bin_dir, work)
             subprocess.run([kubectl, "gitops", "install"], env=env, check=True, capture_output=True)
             results = []
             for size in (int(s) for s in args.sizes.split(",")):

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "hack"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from diff_sync import objects  # noqa: E402
+from diff_sync import objects, tool_env  # noqa: E402
 from localcluster.cluster import LocalCluster  # noqa: E402
 
 from engine.admission import Exemptions, GitObject, decide  # noqa: E402
@@ -273,12 +273,7 @@ def main() -> None:
         webhook: subprocess.Popen[bytes] | None = None
         try:
             kubectl = str(Path(state.bin_dir) / "kubectl")
-            env = {
-                **os.environ,
-                "KUBECONFIG": str(cluster.kubeconfig("admin")),
-                "XDG_CACHE_HOME": str(work / "cache"),
-                "PATH": f"{state.bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            }
+            env = tool_env(cluster, state.bin_dir, work)
             run([kubectl, "gitops", "install"], env)
             kube = KubeClient(
                 KubeTarget(kubeconfig=str(cluster.kubeconfig("admin"))), pool_size=20

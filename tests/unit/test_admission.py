@@ -36,6 +36,8 @@ from engine.objects import (
     ObjectKey,
 )
 
+from .stored import container, k
+
 KEY = ObjectKey("apps", "Deployment", "shop", "web")
 SERVICE_KEY = ObjectKey("", "Service", "shop", "web")
 SECRET_KEY = ObjectKey("", "Secret", "shop", "db")
@@ -45,10 +47,6 @@ MASKER = SecretMasker(b"unit-test-key-0123456789abcdef!!")
 EXEMPTIONS = Exemptions()
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 CONTAINERS = "/spec/template/spec/containers"
-
-
-def k(**fields: Any) -> str:
-    return "k:" + json.dumps(fields, separators=(",", ":"))
 
 
 # --- Git's Deployment ------------------------------------------------------------------------------------------------
@@ -81,19 +79,6 @@ def declared(*, replicas: bool = True) -> dict[str, Any]:
             "f:annotations": {"f:owner": {}, f"f:{TRACKING_ANNOTATION}": {}, f"f:{REVISION_ANNOTATION}": {}},
         },
         "f:spec": spec,
-    }
-
-
-def container(name: str, image: str, **more: Any) -> dict[str, Any]:
-    """A container as the API server stores it: Git's fields plus the server's defaults."""
-    return {
-        "name": name,
-        "image": image,
-        **more,
-        "imagePullPolicy": "IfNotPresent",
-        "resources": {},
-        "terminationMessagePath": "/dev/termination-log",
-        "terminationMessagePolicy": "File",
     }
 
 

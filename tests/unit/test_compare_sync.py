@@ -28,6 +28,8 @@ from engine.objects import (
 )
 from engine.source import Commit
 
+from .stored import k
+
 RESOURCES = [
     ResourceInfo("", "v1", "ConfigMap", "configmaps", True),
     ResourceInfo("", "v1", "Secret", "secrets", True),
@@ -365,10 +367,6 @@ def test_empty_waves_are_dropped(docs: tuple[str, ...], expected: list[list[str]
 
 
 # --- _removal_ops -------------------------------------------------------------------------------------------------
-
-
-def k(**fields: Any) -> str:
-    return "k:" + json.dumps(fields, separators=(",", ":"))
 
 
 LIVE: KubeObject = {

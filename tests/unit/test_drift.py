@@ -31,14 +31,12 @@ from engine.drift import (
 from engine.normalize import LAST_APPLIED, SecretMasker
 from engine.objects import FIELD_MANAGER, TRACKING_ANNOTATION, TRACKING_LABEL, KubeObject, ObjectKey
 
+from .stored import container, k
+
 KEY = ObjectKey("apps", "Deployment", "shop", "web")
 SECRET_KEY = ObjectKey("", "Secret", "shop", "db")
 MASKER = SecretMasker(b"unit-test-key-0123456789abcdef!!")
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-
-
-def k(**fields: Any) -> str:
-    return "k:" + json.dumps(fields, separators=(",", ":"))
 
 
 APP, PROXY = k(name="app"), k(name="proxy")
@@ -96,19 +94,6 @@ def git_fields(*, replicas: bool = True) -> dict[str, Any]:
             "f:annotations": {f"f:{TRACKING_ANNOTATION}": {}},
         },
         "f:spec": spec,
-    }
-
-
-def container(name: str, image: str, **more: Any) -> dict[str, Any]:
-    """A container as the API server stores it: Git's fields plus the server's defaults."""
-    return {
-        "name": name,
-        "image": image,
-        **more,
-        "imagePullPolicy": "IfNotPresent",
-        "resources": {},
-        "terminationMessagePath": "/dev/termination-log",
-        "terminationMessagePolicy": "File",
     }
 
 

@@ -10,11 +10,7 @@ import pytest
 from engine import fieldsets
 from engine.fieldsets import MISSING, FieldPath
 
-
-def k(**fields: Any) -> str:
-    """A fieldsV1 list-element key, as the API server spells it: `k:{"name":"app"}`."""
-    return "k:" + json.dumps(fields, separators=(",", ":"))
-
+from .stored import k
 
 APP = k(name="app")
 SIDECAR = k(name="sidecar")

@@ -27,6 +27,8 @@ from engine.objects import REVISION_ANNOTATION, TRACKING_LABEL, KubeObject, Obje
 from webhook.app import AuditSink, DesiredSource, create_app, webhook_of
 from webhook.review import API_VERSION
 
+from .stored import k
+
 DEPLOYMENT = ObjectKey("apps", "Deployment", "shop", "web")
 CONFIGMAP = ObjectKey("", "ConfigMap", "shop", "settings")
 APP = "gitops-system/shop"
@@ -95,10 +97,6 @@ class FakeAudit:
 
 
 # --- Git's objects ---------------------------------------------------------------------------------------------------
-def k(**fields: Any) -> str:
-    return "k:" + json.dumps(fields, separators=(",", ":"))
-
-
 def deployment() -> KubeObject:
     return {
         "apiVersion": "apps/v1",
