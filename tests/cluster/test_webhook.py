@@ -161,6 +161,14 @@ def denied(proc: subprocess.CompletedProcess[str]) -> bool:
     return proc.returncode != 0 and "denied the request" in proc.stderr and "kubectl-gitops:" in proc.stderr
 
 
+def set_message(
+    kubectl: Kubectl, namespace: str, message: str, user: str = "alice"
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl patch` of the message in the guestbook's managed ConfigMap (Git has "Hello from Git!")."""
+    patch = json.dumps({"data": {"message": message}})
+    return kubectl.run("-n", namespace, "patch", "configmap", "guestbook-settings", "-p", patch, user=user, check=False)
+
+
 def test_enforce_denies_every_out_of_band_change(
     app: Callable[..., GitRepo], kubectl: Kubectl, namespace: str, tmp_path: Path
 ) -> None:
@@ -284,17 +292,7 @@ def test_break_glass_only_for_its_group(app: Callable[..., GitRepo], kubectl: Ku
             check=False,
         )
         assert proc.returncode == 0  # an annotation alone adds no drift
-        patch = kubectl.run(
-            "-n",
-            namespace,
-            "patch",
-            "configmap",
-            "guestbook-settings",
-            "-p",
-            json.dumps({"data": {"message": f"hotfix by {user}"}}),
-            user=user,
-            check=False,
-        )
+        patch = set_message(kubectl, namespace, f"hotfix by {user}", user=user)
         assert (patch.returncode == 0) is allowed, patch.stderr
         if not allowed:
             assert "honoured only for members of gitops:break-glass" in patch.stderr
@@ -357,17 +355,7 @@ def test_kill_9_loses_no_record_of_an_answered_request(
     def stream() -> None:
         i = 0
         while not stop.is_set() and i < 60:
-            proc = kubectl.run(
-                "-n",
-                namespace,
-                "patch",
-                "configmap",
-                "guestbook-settings",
-                "-p",
-                json.dumps({"data": {"message": f"attempt {i}"}}),
-                user="alice",
-                check=False,
-            )
+            proc = set_message(kubectl, namespace, f"attempt {i}")
             if denied(proc):
                 answered.append(i)
             i += 1
@@ -391,17 +379,7 @@ def test_audit_cli_lists_and_verify_catches_tampering(
 ) -> None:
     app("enforce")
     for n in range(3):
-        kubectl.run(
-            "-n",
-            namespace,
-            "patch",
-            "configmap",
-            "guestbook-settings",
-            "-p",
-            json.dumps({"data": {"message": f"try {n}"}}),
-            user="alice",
-            check=False,
-        )
+        set_message(kubectl, namespace, f"try {n}")
     listed = gitops.run("audit", namespace, "--user", "alice", "--since", "10m").stdout
     assert listed.count("denied") == 3
     assert "/data/message (changed)" in listed
@@ -613,8 +591,9 @@ def test_a_kind_added_in_git_is_covered_by_the_sync_and_kept_by_the_webhook(
     for rule in live["webhooks"][0]["rules"]:
         rule["resources"] = [r for r in rule["resources"] if r != "serviceaccounts"]
     live["webhooks"][0]["rules"] = [rule for rule in live["webhooks"][0]["rules"] if rule["resources"]]
-    kubectl.run("replace", "-f", "-", stdin=json.dumps(live))
-    assert ("", "serviceaccounts") not in registered(kubectl)[0]
+    replaced = json.loads(kubectl.run("replace", "-f", "-", "-o", "json", stdin=json.dumps(live)).stdout)
+    # (read from the replace's own answer: a GET after it may already see the webhook's repair)
+    assert all("serviceaccounts" not in rule["resources"] for rule in replaced["webhooks"][0].get("rules") or [])
     deadline = time.monotonic() + 30
     while ("", "serviceaccounts") not in registered(kubectl)[0]:
         assert time.monotonic() < deadline, webhook.log.read_text()[-3000:]
