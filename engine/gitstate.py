@@ -149,6 +149,30 @@ class DesiredState:
                 return other[key]
         return found
 
+    def answers_at_once(self, key: ObjectKey, revision: str = "", app_name: str = "") -> bool:
+        """Whether `lookup` answers from memory, without waiting for Git: the revision is the loaded one, or not a
+        commit name, or Git's answer about it is remembered (and, if newer, its objects are loaded)."""
+        if not COMMIT_NAME.fullmatch(revision):
+            return True
+        found = self._index.get(key)
+        if found is not None:
+            if found.revision == revision:
+                return True
+            apps = [AppRef(*found.app.split("/", 1))]
+        else:
+            apps = [ref for ref, s in list(self._apps.items()) if ref.name == app_name and s.revision != revision]
+        return all(self._known(app, revision) for app in apps)
+
+    def _known(self, app: AppRef, revision: str) -> bool:
+        state = self._apps.get(app)
+        if state is None or not state.revision:
+            return True
+        with self._lock:
+            known = self._answers.get((app, state.revision, revision))
+            if known is None or self._clock() >= known.until:
+                return False
+            return not known.newer or (app, revision) in self._extra_revisions
+
     def _is_newer(self, app: AppRef, revision: str, deadline: float) -> bool:
         """Whether `revision` descends from the Application's loaded one. Git is asked once per answer, not per
         request: a sync makes every request name the same revision (its requests wait for the one check), and a

@@ -27,7 +27,7 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 PATH = "/validate"
 
 
-def _bad_request(reason: str) -> tuple[int, dict[str, Any]]:
+def bad_request(reason: str) -> tuple[int, dict[str, Any]]:
     return 400, {"error": "bad AdmissionReview", "reason": reason}
 
 
@@ -50,8 +50,10 @@ def target_of(hook: Webhook, req: AdmissionRequest) -> tuple[ObjectKey, str, str
     return key, str(annotations.get(REVISION_ANNOTATION, "")), str(labels.get(TRACKING_LABEL, ""))
 
 
-def judge(hook: Webhook, req: AdmissionRequest) -> tuple[Decision, GitObject | None, ObjectKey]:
-    key, revision, claimed = target_of(hook, req)
+def judge(
+    hook: Webhook, req: AdmissionRequest, target: tuple[ObjectKey, str, str] | None = None
+) -> tuple[Decision, GitObject | None, ObjectKey]:
+    key, revision, claimed = target or target_of(hook, req)
     if req.get("operation") == "DELETE":
         revision = ""  # a deletion is judged against Git as it is now, not as the object last saw it
     git = hook.source.lookup(key, revision, claimed) if key.kind else None
@@ -60,40 +62,78 @@ def judge(hook: Webhook, req: AdmissionRequest) -> tuple[Decision, GitObject | N
     return decision, git, key
 
 
-def answer(hook: Webhook, raw: bytes) -> tuple[int, dict[str, Any]]:
-    """The HTTP status and JSON body for one POSTed AdmissionReview."""
-    started = time.perf_counter()
+# answer() in steps, so that the ASGI front (webhook.asgi) can run the ones that may wait in a thread.
+def read_review(raw: bytes) -> AdmissionRequest | tuple[int, dict[str, Any]]:
+    """The request of a POSTed AdmissionReview, or the 400 answer to a malformed one."""
     try:
         review = json.loads(raw)
     except (ValueError, RecursionError) as e:
-        return _bad_request(f"the body is not valid JSON: {e}")
+        return bad_request(f"the body is not valid JSON: {e}")
     try:
-        req = parse_review(review)
+        return parse_review(review)
     except ReviewError as e:
-        return _bad_request(str(e))
+        return bad_request(str(e))
+
+
+def waits_for_git(hook: Webhook, req: AdmissionRequest) -> tuple[bool, tuple[ObjectKey, str, str]]:
+    """Whether judging `req` may wait for Git (it names a revision not loaded yet), and its target."""
+    target = target_of(hook, req)
+    key, revision, claimed = target
+    if req.get("operation") == "DELETE" or not key.kind:
+        return False, target
+    return not hook.source.answers_at_once(key, revision, claimed), target
+
+
+def judge_safely(
+    hook: Webhook, req: AdmissionRequest, target: tuple[ObjectKey, str, str] | None = None
+) -> tuple[Decision, GitObject | None, ObjectKey | None]:
     try:
-        decision, git, key = judge(hook, req)
+        return judge(hook, req, target)
     except Exception:  # a bug must still get an answer: refuse (the API server would, on an error) and say why
         log.exception("judging request %s failed", req["uid"])
         failure = Decision(False, Verdict.DENIED, message="kubectl-gitops: internal error judging this request")
-        return 200, response(req["uid"], failure)
-    if decision.record and not req.get("dryRun", False):
-        try:
-            record = hook.audit.append(build_record(req, decision, git, key))
-        except GitOpsError as e:
-            # Every drift attempt is recorded before it is answered; without the log, refuse rather than lose it.
-            log.error("audit log unavailable: %s", e)
-            decision = Decision(
-                False,
-                Verdict.DENIED,
-                message=f"kubectl-gitops: the audit log is unavailable ({e}); try again later",
-                items=decision.items,
-            )
-        else:
-            hook.emit(record)
+        return failure, None, None
+
+
+def must_record(req: AdmissionRequest, decision: Decision) -> bool:
+    return decision.record and not req.get("dryRun", False)
+
+
+def record(hook: Webhook, req: AdmissionRequest, decision: Decision, git: GitObject | None, key: ObjectKey) -> Decision:
+    """Writes the audit record of a drift attempt (this waits for the API server); the decision to send."""
+    try:
+        sealed = hook.audit.append(build_record(req, decision, git, key))
+    except GitOpsError as e:
+        # Every drift attempt is recorded before it is answered; without the log, refuse rather than lose it.
+        log.error("audit log unavailable: %s", e)
+        return Decision(
+            False,
+            Verdict.DENIED,
+            message=f"kubectl-gitops: the audit log is unavailable ({e}); try again later",
+            items=decision.items,
+        )
+    hook.emit(sealed)
+    return decision
+
+
+def finish(
+    hook: Webhook, req: AdmissionRequest, decision: Decision, git: GitObject | None, started: float
+) -> tuple[int, dict[str, Any]]:
     hook.metrics.decisions.labels(decision.verdict.value, git.mode if git else "").inc()
     hook.metrics.latency.observe(time.perf_counter() - started)
     return 200, response(req["uid"], decision)
+
+
+def answer(hook: Webhook, raw: bytes) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body for one POSTed AdmissionReview."""
+    started = time.perf_counter()
+    req = read_review(raw)
+    if isinstance(req, tuple):
+        return req
+    decision, git, key = judge_safely(hook, req)
+    if key is not None and must_record(req, decision):
+        decision = record(hook, req, decision, git, key)
+    return finish(hook, req, decision, git, started)
 
 
 def _read_body(environ: dict[str, Any], limit: int) -> bytes | None:
@@ -125,7 +165,7 @@ class ValidateFastPath:
         limit = int(self.hook.config["MAX_REQUEST_BYTES"])
         raw = _read_body(environ, limit)
         if raw is None:
-            status, body = _bad_request(f"the body is larger than {limit} bytes")
+            status, body = bad_request(f"the body is larger than {limit} bytes")
         else:
             status, body = answer(self.hook, raw)
         return self._send(start_response, status, body)

@@ -19,17 +19,18 @@ from engine.kube import KubeClient, KubeTarget
 
 from . import tls
 from .app import create_app
+from .asgi import AdmissionASGI
 
 log = logging.getLogger("gitops-webhook")
 RENEW_CHECK_SECONDS = 3600.0
 
 
 class Server(BaseApplication):  # type: ignore[misc]
-    """gunicorn, configured in code, loading our app factory in each worker."""
+    """gunicorn, configured in code, serving what `load` makes in each worker."""
 
-    def __init__(self, options: dict[str, Any], target: KubeTarget) -> None:
+    def __init__(self, options: dict[str, Any], load: Callable[[], Any]) -> None:
         self.options = options
-        self.target = target
+        self._load = load
         super().__init__()
 
     def load_config(self) -> None:
@@ -37,7 +38,26 @@ class Server(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        return create_app(kube=KubeClient(self.target))
+        return self._load()
+
+
+def gunicorn_options(bind: str, workers: int, files: tls.CertFiles) -> dict[str, Any]:
+    """How gunicorn serves the webhook: its asyncio worker on uvloop (webhook.asgi says why), HTTPS, keep-alive."""
+    return {
+        "bind": bind,
+        "workers": workers,
+        "worker_class": "asgi",
+        "asgi_loop": "uvloop",
+        "asgi_lifespan": "on",
+        "certfile": str(files.cert),
+        "keyfile": str(files.key),
+        "timeout": 30,
+        "graceful_timeout": 10,
+        "keepalive": 30,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+    }
 
 
 def _split_listen(listen: str) -> tuple[str, int]:
@@ -93,7 +113,12 @@ def _renewer(cert_dir: Path, hosts: list[str], shared: Callable[[], tls.CertFile
 )
 @click.option("--namespace", default="gitops-system", show_default=True, help="The webhook's own namespace.")
 @click.option("--workers", default=1, show_default=True, help="gunicorn worker processes.")
-@click.option("--threads", default=8, show_default=True, help="Threads per worker.")
+@click.option(
+    "--threads",
+    default=16,
+    show_default=True,
+    help="Threads per worker for what may wait (a revision to load, an audit record to write) and health checks.",
+)
 def main(
     kubeconfig: str | None,
     kube_context: str | None,
@@ -125,20 +150,12 @@ def main(
             files, _ = tls.ensure(cert_dir, names)
     except GitOpsError as e:
         raise click.ClickException(str(e)) from e
-    options = {
-        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-        "workers": workers,
-        "threads": threads,
-        "worker_class": "gthread",
-        "certfile": str(files.cert),
-        "keyfile": str(files.key),
-        "timeout": 30,
-        "graceful_timeout": 10,
-        "keepalive": 30,
-        "accesslog": None,
-        "errorlog": "-",
-        "loglevel": "warning",
-        "when_ready": _renewer(cert_dir, names, shared),
-        "raw_env": [f"GITOPS_WEBHOOK_NAMESPACE={namespace}"],
-    }
-    Server(options, target).run()
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    options = gunicorn_options(bind, workers, files)
+    options["when_ready"] = _renewer(cert_dir, names, shared)
+    options["raw_env"] = [f"GITOPS_WEBHOOK_NAMESPACE={namespace}"]
+
+    def load() -> AdmissionASGI:
+        return AdmissionASGI(create_app(kube=KubeClient(target)), threads=threads)
+
+    Server(options, load).run()

@@ -54,8 +54,6 @@ class WebhookProcess:
                     f"127.0.0.1:{self.port}",
                     "--cert-dir",
                     str(self.cert_dir),
-                    "--threads",
-                    "16",
                     "--cert-secret",
                     "gitops-webhook-tls",
                 ],

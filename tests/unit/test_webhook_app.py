@@ -10,6 +10,7 @@ import copy
 import io
 import json
 import string
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -48,12 +49,20 @@ class FakeSource:
         self.lookups: list[tuple[ObjectKey, str]] = []
         self.refreshes = 0
         self.fail = False
+        self.slow: dict[str, threading.Event] = {}  # revisions whose lookup waits (for Git) until the event is set
+        self.lookup_threads: list[str] = []
 
     def lookup(self, key: ObjectKey, revision: str = "", app_name: str = "") -> GitObject | None:
         if self.fail:
             raise RuntimeError("a bug in the desired state")
         self.lookups.append((key, revision))
+        self.lookup_threads.append(threading.current_thread().name)
+        if revision in self.slow:
+            self.slow[revision].wait(30)
         return self.objects.get(key)
+
+    def answers_at_once(self, key: ObjectKey, revision: str = "", app_name: str = "") -> bool:
+        return revision not in self.slow
 
     def kind_of(self, group: str, resource: str) -> str:
         return self.kinds.get((group, resource), "")
@@ -82,9 +91,11 @@ class FakeAudit:
         self.fail = fail
         self.keep = keep
         self.records: list[dict[str, Any]] = []
+        self.threads: list[str] = []
         self.head = (0, GENESIS)
 
     def append(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.threads.append(threading.current_thread().name)
         if self.fail:
             raise GitOpsError(self.fail)
         sequence, previous = self.head

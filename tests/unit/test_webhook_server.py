@@ -1,0 +1,206 @@
+"""The webhook served for real, as `gitops-webhook` serves it: gunicorn's asyncio worker on uvloop with the options of
+webhook.cli, the ASGI front, TLS with the webhook's own certificates; on fakes of Git and the audit log
+(tests/unit/webhook_server.py), so that no cluster is needed. Clients are raw TLS sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.objects import REVISION_ANNOTATION
+from webhook import tls
+
+from .test_webhook_app import assert_well_formed, deployment, review, with_image
+from .webhook_server import SLOW_REVISION
+
+ROOT = Path(__file__).resolve().parents[2]
+Response = tuple[int, dict[str, str], bytes]
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[bytes]
+    port: int
+    context: ssl.SSLContext
+
+    def connect(self) -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=20)
+        return self.context.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(tmp: Path) -> Iterator[Running]:
+    files, _ = tls.ensure(tmp / "certs", ["127.0.0.1"])
+    port = free_port()
+    argv = [sys.executable, "-m", "tests.unit.webhook_server", str(port), str(tmp / "certs")]
+    proc = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE)
+    running = Running(proc, port, ssl.create_default_context(cafile=str(files.ca)))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with running.connect() as s:
+                    if request(s, "GET", "/healthz")[0] == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    assert proc.stderr is not None
+                    raise AssertionError(f"the webhook did not start: {proc.stderr.read()!r}") from None
+                time.sleep(0.1)
+        yield running
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def send(sock: socket.socket, method: str, path: str, body: bytes = b"") -> None:
+    head = f"{method} {path} HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n"
+    sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+
+def receive(sock: socket.socket) -> Response:
+    """One HTTP/1.1 response with a Content-Length, read off the socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {data!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed inside the body")
+        rest += chunk
+    return int(status_line.split()[1]), headers, rest
+
+
+def request(sock: socket.socket, method: str, path: str, body: bytes = b"") -> Response:
+    send(sock, method, path, body)
+    return receive(sock)
+
+
+def validate(sock: socket.socket, body: Any) -> Response:
+    return request(sock, "POST", "/validate", json.dumps(body).encode())
+
+
+def slow_review(uid: str = "slow") -> dict[str, Any]:
+    obj = deployment()
+    obj["metadata"].setdefault("annotations", {})[REVISION_ANNOTATION] = SLOW_REVISION
+    return review(obj=obj, uid=uid)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    with server(tmp_path_factory.mktemp("webhook-server")) as running:
+        yield running
+
+
+def test_reviews_are_answered_over_one_kept_alive_connection(shared: Running) -> None:
+    with shared.connect() as s:
+        for uid in ("one", "two", "three"):
+            status, headers, body = validate(s, review(uid=uid, obj=with_image("evil:1")))
+            assert status == 200
+            assert headers.get("connection", "keep-alive") != "close"
+            answer = assert_well_formed(json.loads(body), uid)
+            assert answer["allowed"] is False
+
+
+def test_pipelined_reviews_are_all_answered_in_order(shared: Running) -> None:
+    with shared.connect() as s:
+        for uid in ("first", "second"):
+            send(s, "POST", "/validate", json.dumps(review(uid=uid)).encode())
+        assert assert_well_formed(json.loads(receive(s)[2]), "first")["allowed"] is True
+        assert assert_well_formed(json.loads(receive(s)[2]), "second")["allowed"] is True
+
+
+def test_a_request_waiting_for_git_holds_up_no_other_connection(shared: Running) -> None:
+    answered: list[str] = []
+    with shared.connect() as slow, shared.connect() as fast:
+        send(slow, "POST", "/validate", json.dumps(slow_review()).encode())
+        thread = threading.Thread(target=lambda: answered.append(json.loads(receive(slow)[2])["response"]["uid"]))
+        thread.start()
+        for i in range(5):
+            validate(fast, review(uid=f"fast-{i}"))
+            answered.append(f"fast-{i}")
+        thread.join()
+    assert answered == [*(f"fast-{i}" for i in range(5)), "slow"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"NOT HTTP AT ALL\r\n\r\n", 400),
+        (b"POST /validate HTTP/1.1\r\nHost: w\r\nContent-Length: 9\r\n\r\n{not json", 400),
+        (b"POST /validate HTTP/1.1\r\nHost: w\r\nContent-Length: 2000000\r\n\r\n", 400),
+    ],
+)
+def test_bad_requests_get_a_400_and_the_webhook_goes_on(shared: Running, raw: bytes, status: int) -> None:
+    with shared.connect() as s:
+        s.sendall(raw)
+        assert receive(s)[0] == status
+    with shared.connect() as s:
+        assert validate(s, review())[0] == 200
+
+
+def test_a_client_that_leaves_mid_request_costs_nothing(shared: Running) -> None:
+    with shared.connect() as s:
+        s.sendall(b"POST /validate HTTP/1.1\r\nHost: w\r\nContent-Length: 100\r\n\r\n{")
+    with socket.create_connection(("127.0.0.1", shared.port), timeout=10) as raw:
+        raw.sendall(b"POST /validate HTTP/1.1\r\nHost: w\r\n\r\n")  # plain HTTP on the TLS port
+        with contextlib.suppress(OSError):
+            while raw.recv(65536):
+                pass
+    with shared.connect() as s:
+        assert validate(s, review())[0] == 200
+
+
+def test_health_and_metrics_are_served(shared: Running) -> None:
+    with shared.connect() as s:
+        assert request(s, "GET", "/healthz")[0] == 200
+        status, _, body = request(s, "GET", "/readyz")
+        assert status == 200
+        assert json.loads(body)["ready"] is True
+        status, headers, body = request(s, "GET", "/metrics")
+        assert status == 200
+        assert headers["content-type"].startswith("text/plain")
+        assert b"gitops_webhook_decisions_total" in body
+
+
+def test_sigterm_answers_the_request_in_flight_then_exits(tmp_path: Path) -> None:
+    with server(tmp_path) as running, running.connect() as s:
+        send(s, "POST", "/validate", json.dumps(slow_review()).encode())
+        time.sleep(0.5)  # the request is in the pool, waiting for "Git"
+        running.proc.send_signal(signal.SIGTERM)
+        status, headers, body = receive(s)
+        assert status == 200
+        assert assert_well_formed(json.loads(body), "slow")["allowed"] is True
+        assert headers["connection"] == "close"
+        assert s.recv(1) == b""  # closed by the webhook
+        s.close()
+        assert running.proc.wait(timeout=30) == 0

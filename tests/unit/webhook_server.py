@@ -1,0 +1,53 @@
+"""gunicorn serving the webhook as `gitops-webhook` does (webhook.cli: the same options, the ASGI front), on fakes of
+Git's state and the audit log, for tests/unit/test_webhook_server.py.
+
+Run as `python -m tests.unit.webhook_server PORT CERT_DIR`. A request naming SLOW_REVISION waits SLOW_SECONDS for
+"Git", in the pool.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from engine.admission import GitObject
+from engine.objects import ObjectKey
+from webhook import tls
+from webhook.app import create_app
+from webhook.asgi import AdmissionASGI
+from webhook.cli import Server, gunicorn_options
+
+from .test_webhook_app import FakeAudit, FakeSource, git_objects
+
+SLOW_REVISION = "e" * 40
+SLOW_SECONDS = 2.0
+
+
+class SlowGit(FakeSource):
+    def lookup(self, key: ObjectKey, revision: str = "", app_name: str = "") -> GitObject | None:
+        if revision == SLOW_REVISION:
+            time.sleep(SLOW_SECONDS)
+        return super().lookup(key, revision, app_name)
+
+    def answers_at_once(self, key: ObjectKey, revision: str = "", app_name: str = "") -> bool:
+        return revision != SLOW_REVISION
+
+
+def main(port: int, cert_dir: Path) -> None:
+    files, _ = tls.ensure(cert_dir, ["127.0.0.1"])
+    options = gunicorn_options(f"127.0.0.1:{port}", 1, files)
+
+    def load() -> AdmissionASGI:
+        app = create_app(
+            config={"BACKGROUND": False, "MAX_REQUEST_BYTES": 1_000_000},
+            source=SlowGit(git_objects()),
+            audit=FakeAudit(),
+        )
+        return AdmissionASGI(app, threads=4)
+
+    Server(options, load).run()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), Path(sys.argv[2]))
