@@ -21,17 +21,22 @@ def _require(condition: bool, reason: str) -> None:
 
 
 def _depth_within(value: Any, limit: int) -> bool:
-    """Whether `value` nests at most `limit` levels (iteratively: the check itself must not recurse)."""
-    stack = [(value, 1)]
-    while stack:
-        current, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(current, dict):
-            stack.extend((v, depth + 1) for v in current.values() if isinstance(v, dict | list))
-        elif isinstance(current, list):
-            stack.extend((v, depth + 1) for v in current if isinstance(v, dict | list))
-    return True
+    """Whether `value` (as json.loads makes it) nests at most `limit` levels. Level by level, without recursion (the
+    check itself must not recurse) and in comprehensions: it reads every container of every request."""
+    level = [value] if type(value) in _CONTAINERS else []
+    for _ in range(limit):
+        if not level:
+            return True
+        level = [
+            child
+            for node in level
+            for child in (node.values() if type(node) is dict else node)
+            if type(child) in _CONTAINERS
+        ]
+    return not level
+
+
+_CONTAINERS = (dict, list)
 
 
 def parse_review(review: Any) -> AdmissionRequest:

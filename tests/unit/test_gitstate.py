@@ -560,3 +560,28 @@ def test_an_older_commit_is_asked_of_git_once_not_per_request(
         assert found.revision == head
         clock.now += 3600
     assert (source.calls["has_commit"], source.calls["is_ancestor"], source.calls["fetch"]) == (1, 1, 0)
+
+
+def test_answers_at_once_says_when_a_lookup_would_wait_for_git(
+    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+) -> None:
+    """What the webhook's event loop asks before judging a request there (webhook.asgi): a lookup that may ask Git
+    or load a commit goes to a thread. Asking costs no Git."""
+    index, source, clock = counted
+    head = git(repo, "rev-parse", "HEAD")
+    assert index.answers_at_once(A, head)
+    assert index.answers_at_once(A, "")
+    assert index.answers_at_once(A, "main")  # not a commit name: ignored
+    newer = commit(repo, {"b.yaml": configmap("b", "two")}, "second")
+    assert not index.answers_at_once(A, newer)  # Git must be asked
+    assert not index.answers_at_once(B, newer, "shop")  # a new object: the commit must be loaded
+    assert index.answers_at_once(B, newer, "another-app")  # no Application of that name to ask about
+    assert source.calls == Counter()
+    index.lookup(B, revision=newer, app_name="shop")
+    assert index.answers_at_once(A, newer)  # known newer, and loaded
+    assert index.answers_at_once(B, newer, "shop")
+    unknown = unknown_sha()
+    index.lookup(A, revision=unknown)
+    assert index.answers_at_once(A, unknown)  # known missing, for a while
+    clock.now += 11
+    assert not index.answers_at_once(A, unknown)  # the window passed: Git is asked again
