@@ -244,6 +244,9 @@ def compare_writes(
         / statistics.median(r["mean_ms"] for r in without),
         "p99_ratio": statistics.median(r["p99_ms"] for r in with_hook)
         / statistics.median(r["p99_ms"] for r in without),
+        # the CPU a write costs, all processes together: on saturated cores, what the latency ratio follows
+        "cpu_ratio": statistics.median(sum(r["cpu_ms_per_write"].values()) for r in with_hook)
+        / statistics.median(sum(r["cpu_ms_per_write"].values()) for r in without),
     }
 
 

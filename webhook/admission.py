@@ -62,7 +62,7 @@ def judge(
     return decision, git, key
 
 
-# answer() in steps, so that the ASGI front (webhook.asgi) can run the ones that may wait in a thread.
+# answer() in steps, so that webhook.front can hand the ones that may wait to a thread.
 def read_review(raw: bytes) -> AdmissionRequest | tuple[int, dict[str, Any]]:
     """The request of a POSTed AdmissionReview, or the 400 answer to a malformed one."""
     try:

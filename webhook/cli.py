@@ -19,7 +19,7 @@ from engine.kube import KubeClient, KubeTarget
 
 from . import tls
 from .app import create_app
-from .asgi import AdmissionASGI
+from .front import Front
 
 log = logging.getLogger("gitops-webhook")
 RENEW_CHECK_SECONDS = 3600.0
@@ -41,14 +41,13 @@ class Server(BaseApplication):  # type: ignore[misc]
         return self._load()
 
 
-def gunicorn_options(bind: str, workers: int, files: tls.CertFiles) -> dict[str, Any]:
-    """How gunicorn serves the webhook: its asyncio worker on uvloop (webhook.asgi says why), HTTPS, keep-alive."""
+def gunicorn_options(bind: str, workers: int, threads: int, files: tls.CertFiles) -> dict[str, Any]:
+    """How gunicorn serves the webhook: with its own worker (webhook.worker says why), HTTPS, keep-alive."""
     return {
         "bind": bind,
         "workers": workers,
-        "worker_class": "asgi",
-        "asgi_loop": "uvloop",
-        "asgi_lifespan": "on",
+        "threads": threads,
+        "worker_class": "webhook.worker.WebhookWorker",
         "certfile": str(files.cert),
         "keyfile": str(files.key),
         "timeout": 30,
@@ -151,11 +150,11 @@ def main(
     except GitOpsError as e:
         raise click.ClickException(str(e)) from e
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    options = gunicorn_options(bind, workers, files)
+    options = gunicorn_options(bind, workers, threads, files)
     options["when_ready"] = _renewer(cert_dir, names, shared)
     options["raw_env"] = [f"GITOPS_WEBHOOK_NAMESPACE={namespace}"]
 
-    def load() -> AdmissionASGI:
-        return AdmissionASGI(create_app(kube=KubeClient(target)), threads=threads)
+    def load() -> Front:
+        return Front(create_app(kube=KubeClient(target)))
 
     Server(options, load).run()

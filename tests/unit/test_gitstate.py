@@ -565,7 +565,7 @@ def test_an_older_commit_is_asked_of_git_once_not_per_request(
 def test_answers_at_once_says_when_a_lookup_would_wait_for_git(
     counted: tuple[DesiredState, CountingSource, Clock], repo: Path
 ) -> None:
-    """What the webhook's event loop asks before judging a request there (webhook.asgi): a lookup that may ask Git
+    """What the webhook's event loop asks before judging a request there (webhook.front): a lookup that may ask Git
     or load a commit goes to a thread. Asking costs no Git."""
     index, source, clock = counted
     head = git(repo, "rev-parse", "HEAD")

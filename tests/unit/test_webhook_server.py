@@ -48,10 +48,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(tmp: Path) -> Iterator[Running]:
+def server(tmp: Path, keepalive: int = 30) -> Iterator[Running]:
     files, _ = tls.ensure(tmp / "certs", ["127.0.0.1"])
     port = free_port()
-    argv = [sys.executable, "-m", "tests.unit.webhook_server", str(port), str(tmp / "certs")]
+    argv = [sys.executable, "-m", "tests.unit.webhook_server", str(port), str(tmp / "certs"), str(keepalive)]
     proc = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE)
     running = Running(proc, port, ssl.create_default_context(cafile=str(files.ca)))
     try:
@@ -204,3 +204,91 @@ def test_sigterm_answers_the_request_in_flight_then_exits(tmp_path: Path) -> Non
         assert s.recv(1) == b""  # closed by the webhook
         s.close()
         assert running.proc.wait(timeout=30) == 0
+
+
+def test_pipelined_answers_keep_their_order_behind_one_that_waits(shared: Running) -> None:
+    with shared.connect() as s:
+        for body in (slow_review("slow"), review(uid="after")):
+            send(s, "POST", "/validate", json.dumps(body).encode())
+        assert json.loads(receive(s)[2])["response"]["uid"] == "slow"
+        assert json.loads(receive(s)[2])["response"]["uid"] == "after"
+
+
+def test_a_chunked_review_is_read_whole(shared: Running) -> None:
+    body = json.dumps(review(uid="chunked")).encode()
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 1000]), body[i : i + 1000]) for i in range(0, len(body), 1000)
+    )
+    with shared.connect() as s:
+        s.sendall(b"POST /validate HTTP/1.1\r\nHost: w\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n")
+        status, _, answer = receive(s)
+        assert status == 200
+        assert assert_well_formed(json.loads(answer), "chunked")["allowed"] is True
+
+
+def test_a_chunked_body_over_the_limit_is_refused_and_the_connection_closed(shared: Running) -> None:
+    chunk = b"x" * 60_000
+    with shared.connect() as s:
+        s.sendall(b"POST /validate HTTP/1.1\r\nHost: w\r\nTransfer-Encoding: chunked\r\n\r\n")
+        with contextlib.suppress(OSError):
+            for _ in range(20):  # 1.2 MB, over the server's 1 MB
+                s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        status, headers, body = receive(s)
+        assert status == 400
+        assert "larger than 1000000 bytes" in json.loads(body)["reason"]
+        assert headers["connection"] == "close"
+
+
+def test_expect_100_continue_is_honoured(shared: Running) -> None:
+    body = json.dumps(review(uid="expecting")).encode()
+    with shared.connect() as s:
+        s.sendall(
+            b"POST /validate HTTP/1.1\r\nHost: w\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body)
+        assert assert_well_formed(json.loads(receive(s)[2]), "expecting")["allowed"] is True
+
+
+def test_http_1_0_is_answered_and_closed(shared: Running) -> None:
+    with shared.connect() as s:
+        s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        status, headers, _ = receive(s)
+        assert status == 200
+        assert headers["connection"] == "close"
+        assert s.recv(1) == b""
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/validate", 405), ("GET", "/nowhere", 404)])
+def test_wrong_methods_and_paths(shared: Running, method: str, path: str, status: int) -> None:
+    with shared.connect() as s:
+        got, headers, _ = request(s, method, path)
+        assert got == status
+        if status == 405:
+            assert headers["allow"] == "POST"
+        assert request(s, "GET", "/healthz")[0] == 200  # the connection goes on
+
+
+def test_head_gets_headers_only(shared: Running) -> None:
+    with shared.connect() as s:
+        s.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: w\r\n\r\n")
+        head = s.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert head.endswith(b"\r\n\r\n")  # and no body
+        assert request(s, "GET", "/healthz")[0] == 200
+
+
+def test_an_idle_connection_is_closed_after_the_keepalive(tmp_path: Path) -> None:
+    with server(tmp_path, keepalive=1) as running, running.connect() as s:
+        assert validate(s, review())[0] == 200
+        s.settimeout(10)
+        assert s.recv(1) == b""
+
+
+def test_sigterm_closes_idle_connections_at_once(tmp_path: Path) -> None:
+    with server(tmp_path) as running, running.connect() as idle:
+        assert validate(idle, review())[0] == 200
+        running.proc.send_signal(signal.SIGTERM)
+        idle.settimeout(5)
+        assert idle.recv(1) == b""
+        assert running.proc.wait(timeout=10) == 0

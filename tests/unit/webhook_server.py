@@ -1,8 +1,8 @@
 """gunicorn serving the webhook as `gitops-webhook` does (webhook.cli: the same options, the ASGI front), on fakes of
 Git's state and the audit log, for tests/unit/test_webhook_server.py.
 
-Run as `python -m tests.unit.webhook_server PORT CERT_DIR`. A request naming SLOW_REVISION waits SLOW_SECONDS for
-"Git", in the pool.
+Run as `python -m tests.unit.webhook_server PORT CERT_DIR KEEPALIVE_SECONDS`. A request naming SLOW_REVISION
+waits SLOW_SECONDS for "Git", in the pool.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from engine.admission import GitObject
 from engine.objects import ObjectKey
 from webhook import tls
 from webhook.app import create_app
-from webhook.asgi import AdmissionASGI
 from webhook.cli import Server, gunicorn_options
+from webhook.front import Front
 
 from .test_webhook_app import FakeAudit, FakeSource, git_objects
 
@@ -34,20 +34,21 @@ class SlowGit(FakeSource):
         return revision != SLOW_REVISION
 
 
-def main(port: int, cert_dir: Path) -> None:
+def main(port: int, cert_dir: Path, keepalive: int) -> None:
     files, _ = tls.ensure(cert_dir, ["127.0.0.1"])
-    options = gunicorn_options(f"127.0.0.1:{port}", 1, files)
+    options = gunicorn_options(f"127.0.0.1:{port}", 1, 4, files)
+    options["keepalive"] = keepalive
 
-    def load() -> AdmissionASGI:
+    def load() -> Front:
         app = create_app(
             config={"BACKGROUND": False, "MAX_REQUEST_BYTES": 1_000_000},
             source=SlowGit(git_objects()),
             audit=FakeAudit(),
         )
-        return AdmissionASGI(app, threads=4)
+        return Front(app)
 
     Server(options, load).run()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), Path(sys.argv[2]))
+    main(int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]))
