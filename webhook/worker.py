@@ -204,7 +204,15 @@ class Connection(asyncio.Protocol):
             data = bytes(self.parser.remaining())
             self.parser.reset()
             self.complete = False
-            self._dispatch()
+            try:
+                self._dispatch()
+            except Exception:  # a bug must still get an answer, and the connection go on
+                self.worker.log.exception("answering %s failed", self.head[1] if self.head else "a request")
+                self.busy = False
+                self._respond((500, {"error": "internal error"}))
+                if self._open():
+                    assert self.transport is not None
+                    self.transport.resume_reading()
             if self.busy:
                 self.pending = data + self.pending
                 return
