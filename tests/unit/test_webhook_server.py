@@ -24,7 +24,7 @@ from engine.objects import REVISION_ANNOTATION
 from webhook import tls
 
 from .test_webhook_app import assert_well_formed, deployment, review, with_image
-from .webhook_server import SLOW_REVISION
+from .webhook_server import BUG_LATER, BUG_NOW, SLOW_REVISION
 
 ROOT = Path(__file__).resolve().parents[2]
 Response = tuple[int, dict[str, str], bytes]
@@ -48,10 +48,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(tmp: Path, keepalive: int = 30) -> Iterator[Running]:
+def server(tmp: Path, keepalive: int = 30, request_seconds: float | None = None) -> Iterator[Running]:
     files, _ = tls.ensure(tmp / "certs", ["127.0.0.1"])
     port = free_port()
     argv = [sys.executable, "-m", "tests.unit.webhook_server", str(port), str(tmp / "certs"), str(keepalive)]
+    argv += [str(request_seconds)] if request_seconds is not None else []
     proc = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE)
     running = Running(proc, port, ssl.create_default_context(cafile=str(files.ca)))
     try:
@@ -292,3 +293,28 @@ def test_sigterm_closes_idle_connections_at_once(tmp_path: Path) -> None:
         idle.settimeout(5)
         assert idle.recv(1) == b""
         assert running.proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("marker", [BUG_NOW, BUG_LATER])
+def test_a_bug_while_answering_is_a_500_and_the_connection_goes_on(shared: Running, marker: bytes) -> None:
+    with shared.connect() as s:
+        status, _, body = request(s, "POST", "/validate", b'{"x": "' + marker + b'"}')
+        assert status == 500
+        assert json.loads(body) == {"error": "internal error"}
+        assert validate(s, review())[0] == 200
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        b"POST /validate HTTP/1.1\r\nHost: w\r\n",  # headers that never end
+        b"POST /validate HTTP/1.1\r\nHost: w\r\nContent-Length: 100\r\n\r\n{",  # a body that never ends
+    ],
+)
+def test_a_request_that_never_arrives_whole_is_cut_off(tmp_path: Path, partial: bytes) -> None:
+    with server(tmp_path, request_seconds=1) as running, running.connect() as s:
+        s.sendall(partial)
+        s.settimeout(10)
+        assert s.recv(1) == b""
+        with running.connect() as other:
+            assert validate(other, review())[0] == 200
