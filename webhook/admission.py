@@ -1,8 +1,9 @@
 """POST /validate: one AdmissionReview in, one out (or HTTP 400 for a malformed one).
 
-This is the webhook's hot path: the API server waits for it on every write to a managed object. It is answered by
-a small WSGI layer in front of Flask (`ValidateFastPath`), which skips Flask's per-request machinery (request
-context, routing, response objects); /healthz, /readyz and /metrics stay Flask's."""
+This is the webhook's hot path: the API server waits for it on every write to a managed object. `answer` is the
+whole of it, in steps that webhook.front runs on the event loop or in a thread (gitops-webhook serves it so, with
+webhook.worker). The Flask app answers /validate too, for any WSGI server, through a small WSGI layer in front of
+Flask (`ValidateFastPath`) that skips Flask's per-request machinery; /healthz, /readyz and /metrics are Flask's."""
 
 from __future__ import annotations
 

@@ -10,9 +10,10 @@ webhook needs around them.
 What it serves: HTTP/1.1 (and 1.0) with keep-alive and pipelining, bodies with a Content-Length or chunked, up to
 the webhook's MAX_REQUEST_BYTES (a larger one is refused with 400 without being read). A request is answered on the
 loop when webhook.front can, else in a pool of `threads` threads; a connection's next request waits for its answer,
-so answers keep their order. An idle connection closes after `keepalive` seconds; a request must arrive whole
-within REQUEST_SECONDS of its first byte. On SIGTERM the worker stops accepting, closes idle connections, answers
-requests in flight with `Connection: close`, and gives them at most `graceful_timeout` seconds.
+so answers keep their order. Beyond `worker_connections` open connections, a new one is closed at once. An idle
+connection closes after `keepalive` seconds; a request must arrive whole within REQUEST_SECONDS of its first byte.
+On SIGTERM the worker stops accepting, closes idle connections, answers requests in flight with `Connection: close`,
+and gives them at most `graceful_timeout` seconds.
 """
 
 from __future__ import annotations
@@ -167,6 +168,11 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if len(self.worker.connections) >= self.worker.cfg.worker_connections:
+            self.worker.log.warning("%d connections open: refusing one more", len(self.worker.connections))
+            transport.abort()  # type: ignore[attr-defined]
+            self.transport = None
+            return
         self.worker.connections.add(self)
         self._arm(float(self.worker.cfg.keepalive) or REQUEST_SECONDS)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import ssl
@@ -48,12 +49,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(tmp: Path, keepalive: int = 30, request_seconds: float | None = None) -> Iterator[Running]:
+def server(
+    tmp: Path, keepalive: int = 30, request_seconds: float | None = None, connections: int = 1000
+) -> Iterator[Running]:
     files, _ = tls.ensure(tmp / "certs", ["127.0.0.1"])
     port = free_port()
     argv = [sys.executable, "-m", "tests.unit.webhook_server", str(port), str(tmp / "certs"), str(keepalive)]
     argv += [str(request_seconds)] if request_seconds is not None else []
-    proc = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE)
+    env = {**os.environ, "TEST_WORKER_CONNECTIONS": str(connections)}
+    proc = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE, env=env)
     running = Running(proc, port, ssl.create_default_context(cafile=str(files.ca)))
     try:
         deadline = time.monotonic() + 30
@@ -318,3 +322,16 @@ def test_a_request_that_never_arrives_whole_is_cut_off(tmp_path: Path, partial: 
         assert s.recv(1) == b""
         with running.connect() as other:
             assert validate(other, review())[0] == 200
+
+
+def test_connections_beyond_the_limit_are_closed_and_the_others_served(tmp_path: Path) -> None:
+    with server(tmp_path, connections=2) as running, running.connect() as first, running.connect() as second:
+        assert validate(first, review())[0] == 200
+        assert validate(second, review())[0] == 200
+        with pytest.raises((OSError, ConnectionError)), running.connect() as third:
+            validate(third, review())
+        assert validate(first, review())[0] == 200
+    with server(tmp_path / "again", connections=2) as running:
+        for _ in range(5):  # closed ones free their place
+            with running.connect() as s:
+                assert validate(s, review())[0] == 200

@@ -3,11 +3,13 @@ Git's state and the audit log, for tests/unit/test_webhook_server.py.
 
 Run as `python -m tests.unit.webhook_server PORT CERT_DIR KEEPALIVE_SECONDS [REQUEST_SECONDS]`. A request naming
 SLOW_REVISION waits SLOW_SECONDS for "Git", in the pool. A body containing BUG_NOW makes the front fail on the event
-loop, one containing BUG_LATER makes it fail in the pool.
+loop, one containing BUG_LATER makes it fail in the pool. TEST_WORKER_CONNECTIONS in the environment sets gunicorn's
+worker_connections.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -56,6 +58,7 @@ def main(port: int, cert_dir: Path, keepalive: int, request_seconds: float | Non
     files, _ = tls.ensure(cert_dir, ["127.0.0.1"])
     options = gunicorn_options(f"127.0.0.1:{port}", 1, 4, files)
     options["keepalive"] = keepalive
+    options["worker_connections"] = int(os.environ.get("TEST_WORKER_CONNECTIONS", "1000"))
 
     def load() -> BuggyFront:
         app = create_app(
