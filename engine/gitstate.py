@@ -34,6 +34,7 @@ RETRY_SECONDS = 5.0
 MISSING_REVISION_SECONDS = 10.0  # how long "no such commit" stands before Git is asked again (it may be pushed)
 REVISION_MEMORY = 4096  # answers about named revisions kept, at most (random names cannot grow it further)
 CHECKS_AT_ONCE = 4  # Git checks of named revisions running at a time
+EXTRA_REVISIONS = 4  # newer commits of one Application kept loaded beside its own (syncs to commits it does not target)
 # What a sync writes: a full commit name, SHA-1 or SHA-256, in lowercase hex.
 COMMIT_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -95,10 +96,12 @@ class DesiredState:
         self._source_factory = source_factory
         self._apps: dict[AppRef, AppState] = {}
         self._index: dict[ObjectKey, GitObject] = {}
+        # Commits newer than an Application's loaded one, loaded for requests that name them; dropped whenever the
+        # Application's state changes (newer than what it was), at most EXTRA_REVISIONS of each, oldest dropped first.
         self._extra_revisions: dict[tuple[AppRef, str], dict[ObjectKey, GitObject]] = {}
         self._kinds: dict[tuple[str, str], str] = {}
         self._served: dict[tuple[str, str], ResourceInfo] = {}  # (group, kind) -> how the cluster serves it
-        self._loading: dict[tuple[AppRef, str], threading.Event] = {}
+        self._loading: dict[tuple[AppRef, str], tuple[threading.Event, dict[str, Any]]] = {}  # loads in flight
         # (Application, loaded revision, named revision) -> the answer, least recently used first.
         self._answers: OrderedDict[tuple[AppRef, str, str], RevisionAnswer] = OrderedDict()
         self._checks = threading.BoundedSemaphore(CHECKS_AT_ONCE)  # Git checks of named revisions in flight
@@ -136,10 +139,8 @@ class DesiredState:
             # object Git has since dropped.
             apps = [
                 ref
-                for ref in list(self._apps)
-                if ref.name == app_name
-                and self._apps[ref].revision != revision
-                and self._is_newer(ref, revision, deadline)
+                for ref, state in list(self._apps.items())
+                if ref.name == app_name and state.revision != revision and self._is_newer(ref, revision, deadline)
             ]
         for app in apps:
             other = self._extra_revisions.get((app, revision))
@@ -253,6 +254,7 @@ class DesiredState:
                         "objects": len(s.objects),
                         "error": s.error,
                         "age_seconds": round(time.time() - s.loaded_at, 1) if s.loaded_at else None,
+                        "newer_commits_loaded": [rev for app, rev in self._extra_revisions if app == ref],
                     }
                     for ref, s in self._apps.items()
                 },
@@ -358,12 +360,21 @@ class DesiredState:
         """An Application's new state, in the index at once: a request never sees an Application that /readyz
         reports as loaded without its objects. (Call with the lock held.)"""
         old = self._apps.get(ref)
+        # Other commits were loaded because they were newer than the old state: that says nothing about the new one.
+        self._extra_revisions = {k: v for k, v in self._extra_revisions.items() if k[0] != ref}
         index = dict(self._index)
         for key in old.objects if old else ():
             index.pop(key, None)
         index.update(state.objects)
         self._apps[ref] = state
         self._index = index
+
+    def _keep_extra(self, app: AppRef, revision: str, objects: dict[ObjectKey, GitObject]) -> None:
+        """(Call with the lock held.)"""
+        self._extra_revisions[(app, revision)] = objects
+        kept = [k for k in self._extra_revisions if k[0] == app]
+        for old in kept[: max(0, len(kept) - EXTRA_REVISIONS)]:
+            del self._extra_revisions[old]
 
     def _load_revision(self, app: AppRef, revision: str, deadline: float) -> dict[ObjectKey, GitObject] | None:
         """Loads another commit of a known Application, waiting until `deadline` (time.monotonic) at most; None when
@@ -373,13 +384,12 @@ class DesiredState:
             return None
         with self._lock:
             # Concurrent requests of one sync name the same revision: load it once, let the others wait.
-            done = self._loading.get((app, revision))
-            owner = done is None
-            if owner:
-                done = self._loading[(app, revision)] = threading.Event()
-        assert done is not None
+            loading = self._loading.get((app, revision))
+            owner = loading is None
+            if loading is None:
+                loading = self._loading[(app, revision)] = (threading.Event(), {})
+        done, result = loading
         if owner:
-            result: dict[str, Any] = {}
 
             def work() -> None:
                 try:
@@ -391,7 +401,7 @@ class DesiredState:
                 finally:
                     with self._lock:
                         if "objects" in result:
-                            self._extra_revisions[(app, revision)] = result["objects"]
+                            self._keep_extra(app, revision, result["objects"])
                             if head == revision:
                                 # The Application's target moved here (a sync to a new commit): it is Git now,
                                 # also for what the sync prunes next.
@@ -401,7 +411,7 @@ class DesiredState:
 
             threading.Thread(target=work, daemon=True).start()
         done.wait(max(0.0, deadline - time.monotonic()))
-        objects = self._extra_revisions.get((app, revision))
+        objects = result.get("objects")  # the load's own answer: a promotion has taken it out of the extras
         if objects is None:
             log.warning("revision %s of %s not loaded in %.0fs", revision[:12], app, self.load_timeout)
             return None

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from engine.errors import SourceError
-from engine.gitstate import CHECKS_AT_ONCE, DesiredState
+from engine.gitstate import CHECKS_AT_ONCE, EXTRA_REVISIONS, DesiredState
 from engine.kube import ResourceInfo
 from engine.objects import ObjectKey
 from engine.source import GitSource
@@ -172,6 +172,33 @@ def test_a_new_commit_named_by_a_request_is_loaded_and_promoted_when_it_is_the_h
     assert index.lookup(B, revision=third, app_name="shop") is not None  # new in that commit: a sync creates it
     assert index.lookup(A) is None  # the head was loaded: it is the Application's state now (a prune passes)
     assert index.status()["applications"]["gitops-system/shop"]["revision"] == third
+
+
+def test_newer_commits_loaded_beside_an_application_are_bounded_and_dropped_when_it_moves(
+    state: tuple[DesiredState, FakeCluster], apps: list[Any], repo: Path
+) -> None:
+    index, _ = state
+    apps.append(application(repo))
+    index.refresh()
+    newer = [commit(repo, {"a.yaml": configmap("a", f"v{i}")}, f"v{i}") for i in range(EXTRA_REVISIONS + 3)]
+    head = newer.pop()
+    for sha in newer:  # syncs to commits the Application does not target (its branch has moved on since)
+        found = index.lookup(A, revision=sha)
+        assert found is not None
+        assert found.stored["data"] == {"k": f"v{newer.index(sha)}"}
+    status = index.status()["applications"]["gitops-system/shop"]
+    assert status["newer_commits_loaded"] == newer[-EXTRA_REVISIONS:]  # the oldest dropped first
+    found = index.lookup(A, revision=newer[0])  # dropped: loaded again, and still judged right
+    assert found is not None
+    assert found.stored["data"] == {"k": "v0"}
+    found = index.lookup(A, revision=head)  # the head: the Application's state now, and nothing kept beside it
+    assert found is not None
+    assert found.revision == head
+    status = index.status()["applications"]["gitops-system/shop"]
+    assert (status["revision"], status["newer_commits_loaded"]) == (head, [])
+    assert index.lookup(A, revision=newer[-1]).revision == head  # type: ignore[union-attr]  # older now: ignored
+    index.refresh()
+    assert index.status()["applications"]["gitops-system/shop"]["newer_commits_loaded"] == []
 
 
 def test_a_removed_application_leaves_the_index(
