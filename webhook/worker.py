@@ -4,16 +4,18 @@ Why its own worker: the API server keeps several connections open to the webhook
 each, so the webhook's CPU per request is mostly the server around the decision. Measured through the real API
 server (bench/webhook.py), the webhook's CPU per admitted write was 0.87 ms with gunicorn's threaded worker (a
 thread hand-off per request, and threads contending for the GIL), 0.43 ms with gunicorn's asyncio (ASGI) worker on
-uvloop, and 0.29 ms with this one: uvloop's TLS, gunicorn's C HTTP parser (gunicorn-h1c), and no more than the
+uvloop, and 0.27 to 0.45 ms with this one: uvloop's TLS, gunicorn's C HTTP parser (gunicorn-h1c), and no more than the
 webhook needs around them.
 
 What it serves: HTTP/1.1 (and 1.0) with keep-alive and pipelining, bodies with a Content-Length or chunked, up to
 the webhook's MAX_REQUEST_BYTES (a larger one is refused with 400 without being read). A request is answered on the
 loop when webhook.front can, else in a pool of `threads` threads; a connection's next request waits for its answer,
-so answers keep their order. Beyond `worker_connections` open connections, a new one is closed at once. An idle
-connection closes after `keepalive` seconds; a request must arrive whole within REQUEST_SECONDS of its first byte.
+so answers keep their order. A client that sends faster than it reads its answers is not read from until it has
+caught up (the transport's write buffer is the bound). Beyond `worker_connections` open connections, a new one is
+closed at once. An idle connection closes after `keepalive` seconds (0: one request per connection); a request must
+arrive whole within REQUEST_SECONDS of its first byte.
 On SIGTERM the worker stops accepting, closes idle connections, answers requests in flight with `Connection: close`,
-and gives them at most `graceful_timeout` seconds.
+and gives them, and the sending of their answers, at most `graceful_timeout` seconds.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import uvloop
 from gunicorn import sock as gsock
@@ -125,14 +127,24 @@ class WebhookWorker(base.Worker):  # type: ignore[misc]
         for conn in list(self.connections):
             conn.stop()
         deadline = self.loop.time() + float(self.cfg.graceful_timeout)
-        # Requests in flight get until the deadline; connections already closing (a TLS peer that has not answered
-        # our close) are not waited for.
+        # Requests in flight and answers not sent yet get until the deadline; connections whose answers are out and
+        # that only wait for the TLS peer to answer our close are not waited for.
         while any(c.serving() for c in self.connections) and not self.quick and self.loop.time() < deadline:
             self.notify()
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.abort()
         front.stop()
+
+
+class Head(NamedTuple):
+    """A request's head, as parsed."""
+
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+    keep_alive: bool
+    http10: bool
 
 
 class Connection(asyncio.Protocol):
@@ -153,15 +165,19 @@ class Connection(asyncio.Protocol):
             limit_request_field_size=cfg.limit_request_field_size,
             permit_unconventional_http_method=False,
             permit_unconventional_http_version=False,
+            # Keep all that follows a request (pipelined requests): by default the parser keeps 64 KiB of it and
+            # drops the rest. A finished parser is never fed, so what it keeps is bounded by one read.
+            limit_remaining=0,
         )
-        self.head: tuple[str, str, list[tuple[str, str]], bool] | None = None  # method, target, headers, keep-alive
+        self.head: Head | None = None
         self.body: list[bytes] = []
         self.size = 0
         self.complete = False
         self.refused = False  # answered before its body arrived (too large): read nothing more
         self.started = False  # bytes of a request have arrived
         self.busy = False  # an answer is being computed in the pool
-        self.pending = b""  # bytes that arrived behind a request whose answer is pending
+        self.blocked = False  # the client does not read its answers: the transport's buffer is full
+        self.pending = b""  # bytes that arrived while busy or blocked, to be parsed once neither
         self.timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------------------
@@ -182,13 +198,24 @@ class Connection(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
-        if self.busy:
+        if self.busy or self.blocked:
             self.pending += data
             return
         if not self.started:
             self.started = True
             self._arm(REQUEST_SECONDS)
         self._feed(data)
+
+    def pause_writing(self) -> None:
+        """The client reads its answers slower than it sends requests: read no more until it has caught up."""
+        self.blocked = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.blocked = False
+        if not self.busy:
+            self._go_on()
 
     # -- parsing -------------------------------------------------------------------------------------------------
 
@@ -213,13 +240,13 @@ class Connection(asyncio.Protocol):
             try:
                 self._dispatch()
             except Exception:  # a bug must still get an answer, and the connection go on
-                self.worker.log.exception("answering %s failed", self.head[1] if self.head else "a request")
+                self.worker.log.exception("answering %s failed", self.head.target if self.head else "a request")
                 self.busy = False
                 self._respond((500, {"error": "internal error"}))
-                if self._open():
+                if self._open() and not self.blocked:
                     assert self.transport is not None
                     self.transport.resume_reading()
-            if self.busy:
+            if self.busy or self.blocked:
                 self.pending = data + self.pending
                 return
             if data and self._open():
@@ -229,7 +256,13 @@ class Connection(asyncio.Protocol):
     def _on_headers(self) -> None:
         p = self.parser
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in p.headers]
-        self.head = (p.method.decode("latin-1"), p.path.decode("latin-1"), headers, bool(p.should_keep_alive))
+        self.head = Head(
+            p.method.decode("latin-1"),
+            p.path.decode("latin-1"),
+            headers,
+            bool(p.should_keep_alive),
+            tuple(p.http_version) < (1, 1),
+        )
         self.body = []
         self.size = 0
         length = p.content_length
@@ -255,7 +288,7 @@ class Connection(asyncio.Protocol):
 
     def _dispatch(self) -> None:
         assert self.head is not None
-        method, target, headers, _ = self.head
+        method, target, headers = self.head.method, self.head.target, self.head.headers
         body = b"".join(self.body)
         self.body = []
         path = target.partition("?")[0]
@@ -286,11 +319,15 @@ class Connection(asyncio.Protocol):
         if self.transport is None:
             return
         try:
-            result = future.result()
-        except Exception:
-            self.worker.log.exception("answering %s failed", self.head[1] if self.head else "a request")
-            result = (500, {"error": "internal error"})
-        self._respond(result)
+            self._respond(future.result())
+        except Exception:  # a bug in the pool, or an answer that cannot be sent: a 500, and the connection goes on
+            self.worker.log.exception("answering %s failed", self.head.target if self.head else "a request")
+            self._respond((500, {"error": "internal error"}))
+        if not self.blocked:
+            self._go_on()
+
+    def _go_on(self) -> None:
+        """Reads and parses again, after an answer from the pool or once the client has read its answers."""
         if not self._open():
             return
         assert self.transport is not None
@@ -303,18 +340,24 @@ class Connection(asyncio.Protocol):
 
     def _respond(self, result: Answer | Raw) -> None:
         assert self.head is not None
-        method, _, _, keep_alive = self.head
+        head = self.head
         if len(result) == 2:
             status, document = result
             payload = json.dumps(document, separators=(",", ":")).encode()
             headers = [("Content-Type", "application/json")]
             if status == 405:
                 headers.append(("Allow", "POST"))
+            length = len(payload)
         else:
-            status, headers, payload = result
-            headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "connection")]
-        close = not (keep_alive and self.worker.alive)
-        self._write(_head(status, headers, len(payload), close) + (b"" if method == "HEAD" else payload))
+            status, given, payload = result
+            headers = [(k, v) for k, v in given if k.lower() not in ("content-length", "connection")]
+            declared = [v for k, v in given if k.lower() == "content-length"]
+            # HEAD: the length a GET would have, as the app says it (the body it gives is empty).
+            length = int(declared[0]) if head.method == "HEAD" and declared and declared[0].isdigit() else len(payload)
+        close = not (head.keep_alive and self.worker.alive and self.worker.cfg.keepalive > 0)
+        if not close and head.http10:
+            headers.append(("Connection", "keep-alive"))  # HTTP/1.0 closes unless told otherwise
+        self._write(_head(status, headers, length, close) + (b"" if head.method == "HEAD" else payload))
         if close:
             self._close()
             return
@@ -342,12 +385,19 @@ class Connection(asyncio.Protocol):
     def _arm(self, seconds: float) -> None:
         self._disarm()
         assert self.loop is not None
-        self.timer = self.loop.call_later(seconds, self._close)
+        self.timer = self.loop.call_later(seconds, self._expire)
 
     def _disarm(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+    def _expire(self) -> None:
+        """Idle too long, or a request too slow to arrive: close; abort if the client does not even read."""
+        if self.blocked:
+            self.abort()
+        else:
+            self._close()
 
     def _close(self) -> None:
         self._disarm()
@@ -360,7 +410,10 @@ class Connection(asyncio.Protocol):
             self._close()
 
     def serving(self) -> bool:
-        return self._open()
+        """Whether a request is in flight or an answer not sent yet."""
+        if self._open():
+            return True
+        return self.transport is not None and self.transport.get_write_buffer_size() > 0
 
     def abort(self) -> None:
         if self.transport is not None:

@@ -1,5 +1,5 @@
-"""The webhook served for real, as `gitops-webhook` serves it: gunicorn's asyncio worker on uvloop with the options of
-webhook.cli, the ASGI front, TLS with the webhook's own certificates; on fakes of Git and the audit log
+"""The webhook served for real, as `gitops-webhook` serves it: gunicorn with the options of webhook.cli, the webhook's
+own worker (webhook.worker) and front, TLS with the webhook's own certificates; on fakes of Git and the audit log
 (tests/unit/webhook_server.py), so that no cluster is needed. Clients are raw TLS sockets."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from engine.objects import REVISION_ANNOTATION
 from webhook import tls
 
 from .test_webhook_app import assert_well_formed, deployment, review, with_image
-from .webhook_server import BUG_LATER, BUG_NOW, SLOW_REVISION
+from .webhook_server import BUG_ANSWER, BUG_LATER, BUG_NOW, SLOW_REVISION
 
 ROOT = Path(__file__).resolve().parents[2]
 Response = tuple[int, dict[str, str], bytes]
@@ -37,9 +37,19 @@ class Running:
     port: int
     context: ssl.SSLContext
 
-    def connect(self) -> ssl.SSLSocket:
-        raw = socket.create_connection(("127.0.0.1", self.port), timeout=20)
-        return self.context.wrap_socket(raw, server_hostname="127.0.0.1")
+    def connect(self, buffers: int = 0) -> ssl.SSLSocket:
+        """A TLS connection; with `buffers`, the kernel's send and receive buffers of that size (no autotuning)."""
+        raw = socket.socket()
+        if buffers:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffers)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffers)
+        raw.settimeout(20)
+        try:
+            raw.connect(("127.0.0.1", self.port))
+            return self.context.wrap_socket(raw, server_hostname="127.0.0.1")
+        except BaseException:
+            raw.close()
+            raise
 
 
 def free_port() -> int:
@@ -103,6 +113,50 @@ def receive(sock: socket.socket) -> Response:
             raise ConnectionError("closed inside the body")
         rest += chunk
     return int(status_line.split()[1]), headers, rest
+
+
+class Responses:
+    """Reads pipelined responses off one socket, keeping what arrives beyond the one asked for."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.data = b""
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.data += chunk
+        return bool(chunk)
+
+    def next(self) -> Response | None:
+        """The next response; None at a clean end of the stream (an end inside a response is an error)."""
+        while b"\r\n\r\n" not in self.data:
+            if not self._fill():
+                if self.data:
+                    raise ConnectionError(f"closed inside a response head: {self.data[:200]!r}")
+                return None
+        head, _, rest = self.data.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode().split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        length = int(headers.get("content-length", "0"))
+        while len(rest) < length:
+            if not self._fill():
+                raise ConnectionError("closed inside a body")
+            head, _, rest = self.data.partition(b"\r\n\r\n")
+        self.data = rest[length:]
+        return int(status_line.split()[1]), headers, rest[:length]
+
+
+def flood(sock: socket.socket, chunk: bytes, most: int) -> int:
+    """Sends `chunk` again and again without reading, until the server stops reading (a send makes no progress for
+    2 s) or `most` bytes are out; returns how many bytes went out."""
+    sock.settimeout(2)
+    sent = 0
+    with contextlib.suppress(TimeoutError):
+        while sent < most:
+            sock.sendall(chunk)
+            sent += len(chunk)
+    sock.settimeout(20)
+    return sent
 
 
 def request(sock: socket.socket, method: str, path: str, body: bytes = b"") -> Response:
@@ -299,7 +353,7 @@ def test_sigterm_closes_idle_connections_at_once(tmp_path: Path) -> None:
         assert running.proc.wait(timeout=10) == 0
 
 
-@pytest.mark.parametrize("marker", [BUG_NOW, BUG_LATER])
+@pytest.mark.parametrize("marker", [BUG_NOW, BUG_LATER, BUG_ANSWER])
 def test_a_bug_while_answering_is_a_500_and_the_connection_goes_on(shared: Running, marker: bytes) -> None:
     with shared.connect() as s:
         status, _, body = request(s, "POST", "/validate", b'{"x": "' + marker + b'"}')
@@ -335,3 +389,66 @@ def test_connections_beyond_the_limit_are_closed_and_the_others_served(tmp_path:
         for _ in range(5):  # closed ones free their place
             with running.connect() as s:
                 assert validate(s, review())[0] == 200
+
+
+def test_thousands_of_pipelined_requests_in_one_send_are_all_answered(shared: Running) -> None:
+    count = 3000  # about 110 KB: more than the parser keeps after a request by default
+    with shared.connect() as s:
+        s.sendall(b"GET /validate HTTP/1.1\r\nHost: w\r\n\r\n" * count + b"GET /healthz HTTP/1.1\r\nHost: w\r\n\r\n")
+        responses = Responses(s)
+        statuses = [responses.next() for _ in range(count + 1)]
+        assert [r[0] if r else None for r in statuses] == [405] * count + [200]
+
+
+def test_a_client_that_does_not_read_its_answers_is_not_read_from(shared: Running) -> None:
+    most = 64 * 1024 * 1024
+    one = b"GET /validate HTTP/1.1\r\nHost: w\r\n\r\n"  # answered on the loop, 4 times as long as it
+    with shared.connect(buffers=65536) as s:
+        sent = flood(s, one * 2000, most)
+        # The server stopped reading once its answers filled the buffers: a few MB of kernel buffers at most, where
+        # without that it would read (and buffer answers in memory) for ever.
+        assert sent < most // 4
+    with shared.connect() as s:
+        assert validate(s, review())[0] == 200
+
+
+def test_sigterm_sends_the_answers_a_slow_reader_has_not_read_yet(tmp_path: Path) -> None:
+    one = b"GET /validate HTTP/1.1\r\nHost: w\r\n\r\n"
+    with server(tmp_path) as running, running.connect(buffers=65536) as s:
+        flood(s, one * 2000, 64 * 1024 * 1024)
+        running.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        responses = Responses(s)
+        answered = 0
+        while (response := responses.next()) is not None:  # to a clean end: no answer cut off, no reset
+            assert response[0] == 405
+            answered += 1
+        assert answered > 2000
+        assert running.proc.wait(timeout=30) == 0
+
+
+def test_head_says_the_length_a_get_would_have(shared: Running) -> None:
+    with shared.connect() as s:
+        got = request(s, "GET", "/readyz")
+        s.sendall(b"HEAD /readyz HTTP/1.1\r\nHost: w\r\n\r\n")
+        head = s.recv(65536)
+        assert f"Content-Length: {len(got[2])}\r\n".encode() in head
+        assert head.endswith(b"\r\n\r\n")
+        assert request(s, "GET", "/healthz")[0] == 200
+
+
+def test_http_1_0_keep_alive_is_honoured(shared: Running) -> None:
+    with shared.connect() as s:
+        for _ in range(2):
+            s.sendall(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            status, headers, _ = receive(s)
+            assert status == 200
+            assert headers["connection"] == "keep-alive"
+
+
+def test_keepalive_zero_serves_one_request_per_connection(tmp_path: Path) -> None:
+    with server(tmp_path, keepalive=0) as running, running.connect() as s:
+        status, headers, _ = validate(s, review())
+        assert status == 200
+        assert headers["connection"] == "close"
+        assert s.recv(1) == b""

@@ -1,9 +1,10 @@
-"""gunicorn serving the webhook as `gitops-webhook` does (webhook.cli: the same options, the ASGI front), on fakes of
-Git's state and the audit log, for tests/unit/test_webhook_server.py.
+"""gunicorn serving the webhook as `gitops-webhook` does (webhook.cli: the same options, the webhook's own worker and
+front), on fakes of Git's state and the audit log, for tests/unit/test_webhook_server.py.
 
 Run as `python -m tests.unit.webhook_server PORT CERT_DIR KEEPALIVE_SECONDS [REQUEST_SECONDS]`. A request naming
 SLOW_REVISION waits SLOW_SECONDS for "Git", in the pool. A body containing BUG_NOW makes the front fail on the event
-loop, one containing BUG_LATER makes it fail in the pool. TEST_WORKER_CONNECTIONS in the environment sets gunicorn's
+loop, one containing BUG_LATER makes it fail in the pool, one containing BUG_ANSWER makes the pool give an answer
+that cannot be sent. TEST_WORKER_CONNECTIONS in the environment sets gunicorn's
 worker_connections.
 """
 
@@ -27,6 +28,7 @@ SLOW_REVISION = "e" * 40
 SLOW_SECONDS = 1.0
 BUG_NOW = b"bug-on-the-loop"
 BUG_LATER = b"bug-in-the-pool"
+BUG_ANSWER = b"bug-in-the-answer"
 
 
 class SlowGit(FakeSource):
@@ -49,6 +51,8 @@ class BuggyFront(Front):
                 raise RuntimeError("a bug in the pool")
 
             return fail
+        if BUG_ANSWER in raw:
+            return lambda: (200, {"not JSON": {1, 2}})
         return super().validate(raw)
 
 
