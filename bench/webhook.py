@@ -9,7 +9,7 @@
    all: what a client waits for in a cluster that is not saturated), with the CPU per write of every process.
 4. memory: resident memory of the webhook (master + worker) with no Application, then with 2000 objects loaded.
 
-Usage: .venv/bin/python bench/webhook.py [--out bench/results/webhook.json] [--seconds 10] [--rounds 3] [--workers 1]
+Usage: .venv/bin/python bench/webhook.py [--out bench/results/webhook.json] [--seconds 10] [--rounds 8] [--workers 1]
 """
 
 from __future__ import annotations
@@ -222,12 +222,14 @@ def compare_writes(
     rounds: int,
     rate: float | None = None,
 ) -> dict[str, Any]:
-    """Alternating rounds without and with the webhook registered; the ratio of the pooled medians (and of each
-    round's, to show the spread)."""
+    """Rounds without and with the webhook registered, in the order without-with, with-without, ... (so that a
+    machine slowing down or speeding up over the run favours neither); the ratio of the medians of the rounds' p50s
+    (and each pair's, to show the spread)."""
     without: list[dict[str, Any]] = []
     with_hook: list[dict[str, Any]] = []
-    for _ in range(rounds):
-        for registered, out in ((False, without), (True, with_hook)):
+    for i in range(rounds):
+        order = [(False, without), (True, with_hook)]
+        for registered, out in order if i % 2 == 0 else order[::-1]:
             register(registered)
             bench_writes(kube, "bench", names, processes, per_writer=5, rate=rate)  # warm-up
             out.append(bench_writes(kube, "bench", names, processes, rate=rate))
@@ -265,7 +267,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "webhook.json")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers of the webhook")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of writes without/with the webhook")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds of writes without and with the webhook")
     parser.add_argument("--paced-rate", type=float, default=200.0, help="writes/s in all of the open-loop rounds")
     args = parser.parse_args()
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "webhook_workers": args.workers}
