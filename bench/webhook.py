@@ -4,12 +4,13 @@
    it): p50/p99 of an allowed request (an undeclared label) and of a denied one (a changed image).
 2. throughput: requests/s of POST /validate over HTTPS (gunicorn, 1 worker), from a client on the same 2 cores.
 3. API server: latency of writes to managed objects with 20 concurrent writers, with the webhook registered vs not
-   registered, in alternating rounds (the ratio is what the webhook costs a real client); closed loop (the 2 cores
+   registered (the ratio is what the webhook costs a real client), and with a no-op webhook (bench/noop_webhook, in
+   Go) registered the same way (what calling any webhook costs), in turns; closed loop (the 2 cores
    saturated: the ratio is the CPU the webhook adds to a write) and open loop at a moderate rate (200 writes/s in
    all: what a client waits for in a cluster that is not saturated), with the CPU per write of every process.
 4. memory: resident memory of the webhook (master + worker) with no Application, then with 2000 objects loaded.
 
-Usage: .venv/bin/python bench/webhook.py [--out bench/results/webhook.json] [--seconds 10] [--rounds 8] [--workers 1]
+Usage: .venv/bin/python bench/webhook.py [--out bench/results/webhook.json] [--seconds 10] [--rounds 6] [--workers 1]
 """
 
 from __future__ import annotations
@@ -144,6 +145,30 @@ def bench_throughput(url: str, ca: Path, body: bytes, seconds: float, clients: i
     }
 
 
+def build_noop_webhook(work: Path) -> Path:
+    """The no-op webhook (bench/noop_webhook), built with the machine's Go."""
+    out = work / "noop-webhook"
+    subprocess.run(
+        ["go", "build", "-o", str(out), "."],
+        cwd=ROOT / "bench" / "noop_webhook",
+        env={**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"},
+        check=True,
+    )
+    return out
+
+
+def wait_for_port(port: int, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -214,41 +239,51 @@ def bench_writes(
     }
 
 
+CONFIGURATIONS = ("none", "noop", "webhook")  # no webhook registered; the no-op webhook; gitops-webhook
+
+
 def compare_writes(
     kube: KubeClient,
     names: list[str],
     processes: dict[str, list[int]],
-    register: Callable[[bool], None],
+    register: Callable[[str], None],
     rounds: int,
     rate: float | None = None,
 ) -> dict[str, Any]:
-    """Rounds without and with the webhook registered, in the order without-with, with-without, ... (so that a
-    machine slowing down or speeding up over the run favours neither); the ratio of the medians of the rounds' p50s
-    (and each pair's, to show the spread)."""
-    without: list[dict[str, Any]] = []
-    with_hook: list[dict[str, Any]] = []
+    """Rounds of writes with no webhook registered, with the no-op webhook and with gitops-webhook, each round all
+    three. The order turns from round to round and runs backwards every other three rounds, so that over 6 rounds
+    each configuration runs first, second and last twice and the machine's drift over a run favours none. Ratios
+    are of the medians of the rounds' figures (each round's ratio is kept, to show the spread)."""
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in CONFIGURATIONS}
     for i in range(rounds):
-        order = [(False, without), (True, with_hook)]
-        for registered, out in order if i % 2 == 0 else order[::-1]:
-            register(registered)
+        order = CONFIGURATIONS[i % 3 :] + CONFIGURATIONS[: i % 3]
+        for configuration in order[::-1] if (i // 3) % 2 else order:
+            register(configuration)
             bench_writes(kube, "bench", names, processes, per_writer=5, rate=rate)  # warm-up
-            out.append(bench_writes(kube, "bench", names, processes, rate=rate))
-    p50_without = statistics.median(r["p50_ms"] for r in without)
-    p50_with = statistics.median(r["p50_ms"] for r in with_hook)
+            runs[configuration].append(bench_writes(kube, "bench", names, processes, rate=rate))
+
+    def median(configuration: str, figure: str) -> float:
+        return statistics.median(r[figure] for r in runs[configuration])
+
+    def cpu(configuration: str) -> float:  # the CPU a write costs, all processes together
+        return statistics.median(sum(r["cpu_ms_per_write"].values()) for r in runs[configuration])
+
     return {
         "writers": 20,
         "rate": rate,
-        "without_webhook": without,
-        "with_webhook": with_hook,
-        "p50_ratio": p50_with / p50_without,
-        "p50_ratio_per_round": [w["p50_ms"] / o["p50_ms"] for w, o in zip(with_hook, without, strict=True)],
-        "mean_ratio": statistics.median(r["mean_ms"] for r in with_hook)
-        / statistics.median(r["mean_ms"] for r in without),
-        "p99_ratio": statistics.median(r["p99_ms"] for r in with_hook)
-        / statistics.median(r["p99_ms"] for r in without),
-        # the CPU a write costs, all processes together: on saturated cores, what the latency ratio follows
-        "cpu_ratio": statistics.median(sum(r["cpu_ms_per_write"].values()) for r in with_hook)
-        / statistics.median(sum(r["cpu_ms_per_write"].values()) for r in without),
+        "without_webhook": runs["none"],
+        "with_noop_webhook": runs["noop"],
+        "with_webhook": runs["webhook"],
+        "p50_ratio": median("webhook", "p50_ms") / median("none", "p50_ms"),
+        "p50_ratio_per_round": [w["p50_ms"] / o["p50_ms"] for w, o in zip(runs["webhook"], runs["none"], strict=True)],
+        "mean_ratio": median("webhook", "mean_ms") / median("none", "mean_ms"),
+        "p99_ratio": median("webhook", "p99_ms") / median("none", "p99_ms"),
+        # on saturated cores, what the latency ratio follows
+        "cpu_ratio": cpu("webhook") / cpu("none"),
+        # what calling any webhook costs, and what gitops-webhook costs beyond that
+        "noop_p50_ratio": median("noop", "p50_ms") / median("none", "p50_ms"),
+        "noop_cpu_ratio": cpu("noop") / cpu("none"),
+        "webhook_over_noop_p50_ratio": median("webhook", "p50_ms") / median("noop", "p50_ms"),
     }
 
 
@@ -267,7 +302,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "webhook.json")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers of the webhook")
-    parser.add_argument("--rounds", type=int, default=8, help="rounds of writes without and with the webhook")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of writes, each with all three configurations")
     parser.add_argument("--paced-rate", type=float, default=200.0, help="writes/s in all of the open-loop rounds")
     args = parser.parse_args()
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "webhook_workers": args.workers}
@@ -387,21 +422,44 @@ def main() -> None:
             )
             print("throughput", json.dumps(results["throughput"]), flush=True)
 
-            # 3. writes through the API server, the webhook registered or not, alternating
-            install = [kubectl, "gitops", "install", "--webhook-url", f"https://127.0.0.1:{port}/validate"]
-            install += ["--ca-file", str(certs / "ca.crt")]
+            # 3. writes through the API server: no webhook, the no-op webhook, gitops-webhook (the same registration
+            # for both, the same certificate), in turns
+            noop_port = free_port()
+            noop = stack.enter_context(
+                subprocess.Popen(
+                    [
+                        str(build_noop_webhook(work)),
+                        f"--listen=127.0.0.1:{noop_port}",
+                        f"--cert={certs / 'tls.crt'}",
+                        f"--key={certs / 'tls.key'}",
+                    ],
+                    stderr=log_file,
+                )
+            )
+            stack.callback(noop.terminate)
+            wait_for_port(noop_port)
+            urls = {
+                "noop": f"https://127.0.0.1:{noop_port}/validate",
+                "webhook": f"https://127.0.0.1:{port}/validate",
+            }
 
-            def register(on: bool) -> None:
-                if on:
-                    run(install, env)
-                else:
+            def register(configuration: str) -> None:
+                if configuration == "none":
                     run([kubectl, "delete", "validatingwebhookconfiguration", NAME, "--ignore-not-found"], env)
+                else:
+                    url = urls[configuration]
+                    run([kubectl, "gitops", "install", "--webhook-url", url, "--ca-file", str(certs / "ca.crt")], env)
+                    registered = json.loads(
+                        run([kubectl, "get", "validatingwebhookconfiguration", NAME, "-o=json"], env)
+                    )
+                    assert {w["clientConfig"]["url"] for w in registered["webhooks"]} == {url}, registered
                 time.sleep(1)
 
             processes = {
                 "client": [os.getpid()],
                 **{name: [record.pid] for name, record in state.processes.items()},
                 "webhook": process_tree(webhook.pid),
+                "noop-webhook": [noop.pid],
             }
             saturated = compare_writes(kube, configmaps, processes, register, args.rounds)
             results["api_server_writes"] = saturated

@@ -1,0 +1,3 @@
+module kubectl-gitops/bench/noop_webhook
+
+go 1.22
