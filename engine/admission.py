@@ -9,6 +9,7 @@ comparing oldObject with object, never from managedFields or field-manager names
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -67,9 +68,17 @@ class Verdict(StrEnum):
     BREAK_GLASS = "break-glass"
 
 
+# Users that only the cluster's own components hold: client-certificate identities, which the built-in `edit` role
+# cannot impersonate (it can impersonate ServiceAccounts in its namespaces, and mint their tokens).
+TRUSTED_USERS = frozenset({"system:kube-controller-manager", "system:kube-scheduler", "system:apiserver"})
+NODE_PREFIX = "system:node:"
+CONTROLLER_PREFIX = "system:serviceaccount:kube-system:"
+
+
 @dataclass(frozen=True)
 class Exemptions:
-    """Who is always allowed: the cluster's machinery plus configured users and groups."""
+    """Who is always allowed: the cluster's own components (by their authenticated name) and configured users and
+    groups. kube-controller-manager's per-controller ServiceAccounts are not exempt by name: see `machinery_grant`."""
 
     users: frozenset[str] = frozenset()
     groups: frozenset[str] = frozenset()
@@ -81,14 +90,29 @@ class Exemptions:
         groups = set(user.get("groups") or [])
         if name in self.users or groups & self.groups:
             return "configured exemption"
-        if name in ("system:kube-controller-manager", "system:kube-scheduler", "system:apiserver"):
+        if name in TRUSTED_USERS:
             return "cluster machinery"
-        if name.startswith("system:node:") or "system:nodes" in groups:
-            return "cluster machinery"
-        # kube-controller-manager with --use-service-account-credentials acts as one ServiceAccount per controller.
-        if name.startswith("system:serviceaccount:kube-system:"):
+        if name.startswith(NODE_PREFIX) and "system:nodes" in groups:
             return "cluster machinery"
         return ""
+
+
+@dataclass(frozen=True)
+class ClusterFacts:
+    """What the webhook looked up in the cluster for a request of a controller (None: not looked up, or unknown)."""
+
+    owners_gone: bool | None = None  # every owner in the object's ownerReferences is gone or being deleted
+    namespace_terminating: bool | None = None  # the object's namespace has a deletionTimestamp
+
+
+@dataclass(frozen=True)
+class Unjudged:
+    """The webhook cannot judge: the object is claimed by an Application whose Git state it has not loaded (or the
+    request cannot be compared with Git's object). `mode` is the Application's, "enforce" when unknown."""
+
+    app: str
+    mode: str
+    why: str
 
 
 @dataclass(frozen=True)
@@ -112,6 +136,11 @@ class GitObject:
     def ignored(self) -> tuple[str, ...]:
         return self.policy.ignored_pointers(self.key)
 
+    @property
+    def api_version(self) -> str:
+        """The API version Git declares the object in: a request in another one cannot be compared with it."""
+        return str(self.stored.get("apiVersion", ""))
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -122,18 +151,57 @@ class Decision:
     items: tuple[DriftItem, ...] = ()
     record: bool = False  # goes to the audit log
     reason: str = ""  # why it was allowed without judging, for logs and metrics
+    unjudged: str = ""  # why the webhook could not judge (then it failed closed)
 
 
 # --- comparing objects path by path ------------------------------------------------------------------------------
-Path = tuple[Any, ...]  # str keys, and ("name", value) selectors for lists of named items, or int indices
+# A path is str keys, int indices, and ("name", value, n) selectors: the n-th item named `value` of a list of named
+# items. Counting occurrences keeps a second item whose name collides with one Git declares (a duplicate env name,
+# which the API server accepts with a warning and whose last copy wins at run time) apart from the first: it is an
+# item Git does not have.
+Path = tuple[Any, ...]
+Selector = tuple[str, Any, int]
 
 
 def _named(value: list[Any]) -> bool:
     return bool(value) and all(isinstance(v, dict) and "name" in v for v in value)
 
 
-def _index(items: list[Any], name: Any) -> int:
-    return next((i for i, v in enumerate(items) if v.get("name") == name), -1)
+def _index(items: list[Any], name: Any, occurrence: int = 0) -> int:
+    seen = 0
+    for i, v in enumerate(items):
+        if isinstance(v, dict) and v.get("name") == name:
+            if seen == occurrence:
+                return i
+            seen += 1
+    return -1
+
+
+def _selectors(items: list[Any]) -> dict[Selector, Any]:
+    counts: dict[Any, int] = {}
+    out: dict[Selector, Any] = {}
+    for v in items:
+        name = v["name"]
+        n = counts.get(_hashable(name), 0)
+        counts[_hashable(name)] = n + 1
+        out[("name", _hashable(name), n)] = v
+    return out
+
+
+def _hashable(value: Any) -> Any:
+    """A list item's name as a dict key (a name is a string in every real object; anything else still compares)."""
+    return value if isinstance(value, str | int | float | bool) or value is None else json.dumps(value, sort_keys=True)
+
+
+def _select(value: list[Any], segment: Selector) -> Any:
+    _, name, n = segment
+    seen = 0
+    for v in value:
+        if isinstance(v, dict) and "name" in v and _hashable(v["name"]) == name:
+            if seen == n:
+                return v
+            seen += 1
+    return _ABSENT
 
 
 def get(obj: Any, path: Path) -> Any:
@@ -142,10 +210,9 @@ def get(obj: Any, path: Path) -> Any:
         if isinstance(segment, tuple):
             if not isinstance(value, list):
                 return _ABSENT
-            i = _index(value, segment[1])
-            if i < 0:
+            value = _select(value, segment)
+            if value is _ABSENT:
                 return _ABSENT
-            value = value[i]
         elif isinstance(value, dict) and segment in value:
             value = value[segment]
         else:
@@ -154,7 +221,8 @@ def get(obj: Any, path: Path) -> Any:
 
 
 def changed_paths(before: Any, after: Any, prefix: Path = ()) -> Iterator[Path]:
-    """Leaf paths where two values differ: maps by key, lists of named items by name, other lists whole."""
+    """Leaf paths where two values differ: maps by key, lists of named items by name and occurrence, other lists
+    whole."""
     if before == after:
         return
     if isinstance(before, dict) and isinstance(after, dict):
@@ -162,13 +230,9 @@ def changed_paths(before: Any, after: Any, prefix: Path = ()) -> Iterator[Path]:
             yield from changed_paths(before.get(key, _ABSENT), after.get(key, _ABSENT), (*prefix, key))
         return
     if isinstance(before, list) and isinstance(after, list) and _named(before) and _named(after):
-        names = {v["name"] for v in before} | {v["name"] for v in after}
-        for name in names:
-            b, a = (
-                before[i] if (i := _index(before, name)) >= 0 else _ABSENT,
-                (after[j] if (j := _index(after, name)) >= 0 else _ABSENT),
-            )
-            yield from changed_paths(b, a, (*prefix, ("name", name)))
+        b, a = _selectors(before), _selectors(after)
+        for selector in b.keys() | a.keys():
+            yield from changed_paths(b.get(selector, _ABSENT), a.get(selector, _ABSENT), (*prefix, selector))
         return
     yield prefix
 
@@ -179,8 +243,12 @@ def pointer(obj: Any, path: Path) -> str:
     value = obj
     for segment in path:
         if isinstance(segment, tuple):
-            i = _index(value, segment[1]) if isinstance(value, list) else -1
-            tokens.append(str(i) if i >= 0 else f"[name={segment[1]}]")
+            _, name, n = segment
+            i = -1
+            if isinstance(value, list):
+                i = next((j for j, v in enumerate(value) if v is _select(value, segment)), -1)
+            suffix = f"#{n + 1}" if n else ""
+            tokens.append(str(i) if i >= 0 else f"[name={name}{suffix}]")
             value = value[i] if i >= 0 else _ABSENT
         else:
             tokens.append(str(segment).replace("~", "~0").replace("/", "~1"))
@@ -189,7 +257,7 @@ def pointer(obj: Any, path: Path) -> str:
 
 
 def _declared_paths(declared: Mapping[str, Any]) -> set[Path]:
-    """The declared leaves as paths of this module (k:{"name":..} selectors as named items)."""
+    """The declared leaves as paths of this module (k:{"name":..} selectors as the first item of that name)."""
     out: set[Path] = set()
     for leaf in fieldsets.leaves(declared, containers=False):
         path: list[Any] = []
@@ -203,7 +271,7 @@ def _declared_paths(declared: Mapping[str, Any]) -> set[Path]:
                 except ValueError:
                     break
                 if isinstance(selector, dict) and set(selector) == {"name"}:
-                    path.append(("name", selector["name"]))
+                    path.append(("name", _hashable(selector["name"]), 0))
                 else:
                     break  # an element keyed otherwise: compare its list whole
             else:
@@ -216,20 +284,28 @@ def _is_declared(path: Path, declared: set[Path]) -> bool:
     return any(path[: len(d)] == d or d[: len(path)] == path for d in declared)
 
 
+# Operational annotations: they follow every sync (the commit) or ask for an exception (break-glass); neither is a
+# difference of the object from Git.
+_OPERATIONAL = (REVISION_ANNOTATION, BREAK_GLASS_ANNOTATION)
+
+
 def _counts(path: Path, declared: set[Path]) -> bool:
     """Whether a difference at `path` can be drift at all."""
     if not path or path[0] in ("status", "apiVersion", "kind"):
         return False
     strs = [p for p in path if isinstance(p, str)]
     if path[0] == "metadata":
-        # Only labels and annotations that Git declares; everything else there is the server's.
-        # The tracking marks are declared (removing them would take the object out of the webhook's sight); the
-        # revision and break-glass annotations are operational.
+        if len(path) >= 2 and path[1] == "ownerReferences":
+            # An owner Git does not declare hands the object to the garbage collector: delete the owner and the
+            # object goes with it.
+            return True
+        # Only labels and annotations that Git declares (our tracking marks among them); everything else there is
+        # the server's.
         return (
             len(path) >= 2
             and path[1] in ("labels", "annotations")
             and _is_declared(path, declared)
-            and (len(path) < 3 or path[2] not in (REVISION_ANNOTATION, BREAK_GLASS_ANNOTATION))
+            and (len(path) < 3 or path[2] not in _OPERATIONAL)
         )
     return not any(
         strs[i] == "metadata" and strs[i + 1] in ("labels", "annotations") and not _is_declared(path, declared)
@@ -237,11 +313,50 @@ def _counts(path: Path, declared: set[Path]) -> bool:
     )
 
 
+# The ServiceAccount admission plugin mounts the token as a projected volume with a random suffix, on every Pod it
+# creates: Git's stored form (a dry run) and the created Pod carry two different names for the same injection.
+_INJECTED_TOKEN_VOLUME = re.compile(r"kube-api-access-[a-z0-9]{5}")
+_TOKEN_VOLUME = "kube-api-access-<injected>"
+
+
+def _canonical_pod(obj: Any) -> Any:
+    """A Pod with the injected token volume (and its mounts) under one name; anything else as it is."""
+    if not isinstance(obj, dict) or obj.get("kind") != "Pod" or not isinstance(obj.get("spec"), dict):
+        return obj
+
+    def rename(items: Any, field: str) -> Any:
+        if not isinstance(items, list):
+            return items
+        return [
+            {**v, field: _TOKEN_VOLUME}
+            if isinstance(v, dict) and isinstance(v.get(field), str) and _INJECTED_TOKEN_VOLUME.fullmatch(v[field])
+            else v
+            for v in items
+        ]
+
+    spec = dict(obj["spec"])
+    spec["volumes"] = rename(spec.get("volumes"), "name")
+    for containers in ("initContainers", "containers", "ephemeralContainers"):
+        if isinstance(spec.get(containers), list):
+            spec[containers] = [
+                {**c, "volumeMounts": rename(c.get("volumeMounts"), "name")}
+                if isinstance(c, dict) and "volumeMounts" in c
+                else c
+                for c in spec[containers]
+            ]
+    if spec.get("volumes") is None:
+        spec.pop("volumes")
+    return {**obj, "spec": spec}
+
+
 def new_drift(git: GitObject, before: KubeObject | None, after: KubeObject, masker: SecretMasker) -> list[DriftItem]:
-    """Paths where `after` strays from Git and `before` did not (for a CREATE, `before` is None)."""
+    """Paths where the request adds or alters drift: `after` differs from `before` there and strays from Git (for a
+    CREATE, `before` is None and `after` is compared with Git's object)."""
     declared = git.declared_paths
-    base = before if before is not None else {}
-    candidates = changed_paths(base, after) if before is not None else changed_paths(git.stored, after)
+    stored = _canonical_pod(git.stored)
+    after = _canonical_pod(after)
+    before = _canonical_pod(before) if before is not None else None
+    candidates = changed_paths(before, after) if before is not None else changed_paths(stored, after)
     ignored = git.ignored
     items: list[DriftItem] = []
 
@@ -249,23 +364,21 @@ def new_drift(git: GitObject, before: KubeObject | None, after: KubeObject, mask
         """A labels or annotations map gone as a whole: one item per key Git declares in it (the other keys in it
         are nobody's business)."""
         labelled = len(path) >= 2 and path[-2] == "metadata" and path[-1] in ("labels", "annotations")
-        if labelled and isinstance(get(git.stored, path), dict) and not isinstance(get(after, path), dict):
+        if labelled and isinstance(get(stored, path), dict) and not isinstance(get(after, path), dict):
             deeper = sorted((d for d in declared if len(d) > len(path) and d[: len(path)] == path), key=str)
             if deeper:
                 return deeper
         return [path]
 
     for path in (p for candidate in candidates for p in expand(candidate)):
-        ptr = pointer(
-            after if get(after, path) is not _ABSENT else (before if before is not None else git.stored), path
-        )
+        ptr = pointer(after if get(after, path) is not _ABSENT else (before if before is not None else stored), path)
         if not _counts(path, declared) or _is_ignored(ptr, ignored):
             continue
-        want, now = get(git.stored, path), get(after, path)
+        want, now = get(stored, path), get(after, path)
         if now == want:
             continue  # the request brings this path back to Git (or leaves it there)
-        if before is not None and get(before, path) != want:
-            continue  # already drifted here before this request: not new
+        if before is not None and get(before, path) == now:
+            continue  # the request leaves this path as it was (an expanded labels map)
         kind = DriftKind.CHANGED if _is_declared(path, declared) else DriftKind.ADDED
         if kind is DriftKind.ADDED and now is _ABSENT:
             continue  # removing a field Git does not declare removes drift, never adds it
@@ -275,9 +388,7 @@ def new_drift(git: GitObject, before: KubeObject | None, after: KubeObject, mask
             DriftItem(
                 path=ptr,
                 kind=kind,
-                desired=None
-                if want is _ABSENT or kind is DriftKind.ADDED
-                else masker.mask_value(git.stored, ptr, want),
+                desired=None if want is _ABSENT or kind is DriftKind.ADDED else masker.mask_value(stored, ptr, want),
                 live=None if now is _ABSENT else masker.mask_value(after, ptr, now),
             )
         )
@@ -308,6 +419,12 @@ def _verdict_for_mode(mode: str) -> Verdict:
     return {"enforce": Verdict.DENIED, "warn": Verdict.WARNED, "audit": Verdict.RECORDED}.get(mode, Verdict.ALLOWED)
 
 
+def _deletes(request: Mapping[str, Any]) -> bool:
+    """A DELETE, or an eviction (a CREATE of pods/eviction: the Pod goes)."""
+    operation = request.get("operation")
+    return operation == "DELETE" or (operation == "CREATE" and request.get("subResource") == "eviction")
+
+
 def decide(
     request: AdmissionRequest,
     git: GitObject | None,
@@ -315,11 +432,15 @@ def decide(
     exemptions: Exemptions,
     masker: SecretMasker,
     tracked_elsewhere: bool = False,
+    unjudged: Unjudged | None = None,
+    facts: ClusterFacts | None = None,
 ) -> Decision:
-    """The webhook's answer for one request about an object (`git` None: Git does not have it)."""
+    """The webhook's answer for one request about an object. `git` None: Git does not have it, or (with `unjudged`)
+    the webhook cannot tell; `tracked_elsewhere`: the object claims tracking by an Application whose Git lacks it."""
     user = request.get("userInfo") or {}
     operation = request.get("operation", "")
-    if request.get("subResource") == "status":
+    subresource = request.get("subResource") or ""
+    if subresource == "status":
         return Decision(True, Verdict.ALLOWED, reason="status subresource")
     why = exemptions.exempt(user)
     if why:
@@ -327,26 +448,105 @@ def decide(
     new, old = request.get("object"), request.get("oldObject")
 
     if git is None:
-        # Not in Git. Only a new object that claims our tracking is drift; deleting or changing one Git
-        # no longer has is not (pruning it is the sync's job).
-        if operation == "CREATE" and tracked_elsewhere:
+        if unjudged is not None:
+            return _unjudged(request, unjudged, exemptions)
+        # Not in Git. Only an object that newly claims our tracking is drift; deleting or changing one Git no
+        # longer has is not (pruning it is the sync's job).
+        if tracked_elsewhere and operation in ("CREATE", "UPDATE") and not _deletes(request):
             item = DriftItem(path="", kind=DriftKind.ADDED, live="an object Git does not declare")
             return _judge(request, "enforce", [item], "claims tracking by an Application but is not in Git", exemptions)
         return Decision(True, Verdict.ALLOWED, reason="not managed")
     if git.mode == "off":
         return Decision(True, Verdict.ALLOWED, reason="drift mode off")
 
-    if operation == "DELETE":
+    if _deletes(request):
+        grant = _machinery_deletes(user, request, git, facts or ClusterFacts())
+        if grant:
+            return Decision(True, Verdict.ALLOWED, reason=grant)
         item = DriftItem(path="", kind=DriftKind.CHANGED, desired="the object", live="deleted")
-        return _judge(request, git.mode, [item], f"deletes {git.key}, which Git still declares", exemptions, git)
-    if request.get("subResource") == "scale":
+        how = "evicts" if subresource == "eviction" else "deletes"
+        return _judge(request, git.mode, [item], f"{how} {git.key}, which Git still declares", exemptions, git)
+    if subresource == "scale":
         new, old = _scale_as_parent(git, new, old)
-    if not isinstance(new, dict):
+    elif not isinstance(new, dict):
         return Decision(True, Verdict.ALLOWED, reason="no object in the request")
+    else:
+        version = str(new.get("apiVersion", ""))
+        if version != git.api_version or (subresource and new.get("kind") != git.key.kind):
+            # Never judge two versions against each other: a field of one may sit elsewhere in the other.
+            what = f"{subresource} of " if subresource else ""
+            return _unjudged(
+                request,
+                Unjudged(
+                    git.app,
+                    git.mode,
+                    f"the request is a {what}{new.get('kind')} in {version or 'no version'}, and Git declares "
+                    f"{git.key} in {git.api_version}; make the change in {git.api_version}",
+                ),
+                exemptions,
+                git,
+            )
+    assert new is not None
     items = new_drift(git, old if operation != "CREATE" else None, new, masker)
     if not items:
         return Decision(True, Verdict.ALLOWED, reason="adds no drift")
+    grant = _machinery_changes(user, request, git, items)
+    if grant:
+        return Decision(True, Verdict.ALLOWED, reason=grant)
     return _judge(request, git.mode, items, f"changes {git.key} away from Git", exemptions, git)
+
+
+def _controller(user: Mapping[str, Any]) -> str:
+    """The kube-controller-manager controller a ServiceAccount of kube-system stands for ("" for anyone else)."""
+    name = str(user.get("username") or "")
+    return name[len(CONTROLLER_PREFIX) :] if name.startswith(CONTROLLER_PREFIX) else ""
+
+
+def _machinery_deletes(user: Mapping[str, Any], request: Mapping[str, Any], git: GitObject, facts: ClusterFacts) -> str:
+    """Why a deletion by a controller is the cluster working ("" when it is not). Judged by what the cluster says,
+    not by the name alone: `edit` can impersonate ServiceAccounts, and a deletion is the garbage collector's only
+    when the owners really are gone, the namespace controller's only when the namespace really is terminating."""
+    controller = _controller(user)
+    if request.get("subResource"):
+        return ""
+    if controller == "generic-garbage-collector" and facts.owners_gone:
+        return "garbage collection: the object's owners are gone"
+    if controller == "namespace-controller" and facts.namespace_terminating:
+        return "namespace deletion: the namespace is terminating"
+    if controller == "ttl-after-finished-controller" and git.key.kind == "Job" and git.key.group == "batch":
+        old = request.get("oldObject") or {}
+        finished = any(
+            isinstance(c, dict) and c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+            for c in ((old.get("status") or {}).get("conditions") or [])
+        )
+        if finished and (old.get("spec") or {}).get("ttlSecondsAfterFinished") is not None:
+            return "a finished Job's time to live"
+    return ""
+
+
+# What a controller may change of a managed object, and only that: (controller, group, kind) -> JSON pointers.
+_CONTROLLER_FIELDS: Mapping[tuple[str, str, str], tuple[str, ...]] = {
+    ("persistent-volume-binder", "", "PersistentVolumeClaim"): ("/spec/volumeName",),
+    ("clusterrole-aggregation-controller", "rbac.authorization.k8s.io", "ClusterRole"): ("/rules",),
+}
+
+
+def _machinery_changes(
+    user: Mapping[str, Any], request: Mapping[str, Any], git: GitObject, items: Sequence[DriftItem]
+) -> str:
+    """Why a change by a controller is the cluster working ("" when it is not): the autoscaler scaling an object an
+    HPA in Git targets, or a controller writing the one field that is its job."""
+    controller = _controller(user)
+    if not controller:
+        return ""
+    if controller == "horizontal-pod-autoscaler" and request.get("subResource") == "scale" and git.policy.autoscaled:
+        return "an HPA in Git scales this object"
+    allowed = _CONTROLLER_FIELDS.get((controller, git.key.group, git.key.kind), ())
+    if allowed and all(any(i.path == p or i.path.startswith(p + "/") for p in allowed) for i in items):
+        if controller == "clusterrole-aggregation-controller" and not git.stored.get("aggregationRule"):
+            return ""
+        return f"{controller} writes {', '.join(allowed)}"
+    return ""
 
 
 def _scale_as_parent(
@@ -372,6 +572,57 @@ def _scale_as_parent(
     return parent(replicas(new)), parent(before) if old is not None else None
 
 
+def _break_glass(request: AdmissionRequest, exemptions: Exemptions) -> str:
+    """The break-glass reason, when the requester may use it ("" otherwise)."""
+    obj = object_of(request)
+    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+    reason = annotations.get(BREAK_GLASS_ANNOTATION) if isinstance(annotations, dict) else None
+    groups = set((request.get("userInfo") or {}).get("groups") or [])
+    return str(reason) if reason and exemptions.break_glass_group in groups else ""
+
+
+def _break_glass_hint(request: AdmissionRequest, exemptions: Exemptions) -> str:
+    obj = object_of(request)
+    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+    if isinstance(annotations, dict) and annotations.get(BREAK_GLASS_ANNOTATION):
+        return f"; the break-glass annotation is honoured only for members of {exemptions.break_glass_group}."
+    return (
+        f", or, in an emergency, annotate the object with {BREAK_GLASS_ANNOTATION}=<reason> "
+        f"as a member of {exemptions.break_glass_group}."
+    )
+
+
+def _unjudged(
+    request: AdmissionRequest, unjudged: Unjudged, exemptions: Exemptions, git: GitObject | None = None
+) -> Decision:
+    """Fail closed: enforce denies and says why; warn and audit allow and record the attempt as unjudged."""
+    if unjudged.mode == "off":
+        return Decision(True, Verdict.ALLOWED, reason="drift mode off", unjudged=unjudged.why)
+    item = DriftItem(path="", kind=DriftKind.CHANGED, desired="(not judged)", live=f"{request.get('operation')}")
+    reason = _break_glass(request, exemptions)
+    if reason:
+        return Decision(
+            True,
+            Verdict.BREAK_GLASS,
+            warnings=(f"break-glass: not judged against Git ({unjudged.why}) ({reason}); recorded",),
+            items=(item,),
+            record=True,
+            reason=reason,
+            unjudged=unjudged.why,
+        )
+    verdict = _verdict_for_mode(unjudged.mode)
+    app = f" (Application {unjudged.app})" if unjudged.app else ""
+    if verdict is Verdict.DENIED:
+        message = (
+            f"kubectl-gitops: this request cannot be judged against Git{app}: {unjudged.why}. "
+            "The webhook fails closed: try again once it has loaded Git's state (its /readyz says what it lacks)"
+            + _break_glass_hint(request, exemptions)
+        )
+        return Decision(False, verdict, message=message, items=(item,), record=True, unjudged=unjudged.why)
+    warnings = (f"not judged against Git{app}: {unjudged.why}; recorded",) if verdict is Verdict.WARNED else ()
+    return Decision(True, verdict, warnings=warnings, items=(item,), record=True, unjudged=unjudged.why)
+
+
 def _judge(
     request: AdmissionRequest,
     mode: str,
@@ -380,19 +631,16 @@ def _judge(
     exemptions: Exemptions,
     git: GitObject | None = None,
 ) -> Decision:
-    obj = request.get("object") if request.get("operation") != "DELETE" else request.get("oldObject")
-    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
-    reason = annotations.get(BREAK_GLASS_ANNOTATION) if isinstance(annotations, dict) else None
-    groups = set((request.get("userInfo") or {}).get("groups") or [])
     lines = describe(items)
-    if reason and exemptions.break_glass_group in groups:
+    reason = _break_glass(request, exemptions)
+    if reason:
         return Decision(
             True,
             Verdict.BREAK_GLASS,
             warnings=(f"break-glass: {summary} ({reason}); recorded",),
             items=tuple(items),
             record=True,
-            reason=str(reason),
+            reason=reason,
         )
     verdict = _verdict_for_mode(mode)
     app = f" (Application {git.app}, revision {git.revision[:12]})" if git else ""
@@ -401,12 +649,7 @@ def _judge(
             f"kubectl-gitops: this request {summary}{app}:\n  "
             + "\n  ".join(lines)
             + "\nChange Git instead and run `kubectl gitops sync`"
-            + (
-                f", or, in an emergency, annotate the object with {BREAK_GLASS_ANNOTATION}=<reason> "
-                f"as a member of {exemptions.break_glass_group}."
-                if not reason
-                else f"; the break-glass annotation is honoured only for members of {exemptions.break_glass_group}."
-            )
+            + _break_glass_hint(request, exemptions)
         )
         return Decision(False, verdict, message=message, items=tuple(items), record=True)
     if verdict is Verdict.WARNED:

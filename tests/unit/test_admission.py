@@ -18,9 +18,11 @@ import pytest
 from engine.admission import (
     BREAK_GLASS_ANNOTATION,
     AdmissionRequest,
+    ClusterFacts,
     Decision,
     Exemptions,
     GitObject,
+    Unjudged,
     Verdict,
     decide,
     new_drift,
@@ -515,20 +517,46 @@ def test_removing_an_added_field_is_allowed_even_with_other_changes_nobody_minds
 @pytest.mark.parametrize(
     ("drift", "again"),
     [
-        pytest.param(set_image("registry.local/web:2.0"), set_image("registry.local/web:3.0"), id="image-again"),
-        pytest.param(set_env("EXTRA", "1"), set_env("EXTRA", "2"), id="added-env-again"),
-        pytest.param(set_replicas(5), set_replicas(6), id="replicas-again"),
         pytest.param(set_image("registry.local/web:2.0"), set_label("team", "x"), id="unrelated-label"),
         pytest.param(set_env("EXTRA", "1"), set_template_annotation(RESTARTED_AT, "now"), id="rollout-restart"),
     ],
 )
-def test_a_change_at_an_already_drifted_path_adds_no_drift(
+def test_an_unrelated_change_to_a_drifted_object_adds_no_drift(
     mode: str, drift: Callable[[KubeObject], None], again: Callable[[KubeObject], None]
 ) -> None:
     before = edited(stored(), drift)
     after = edited(before, again)
     assert new_drift(git(mode), before, after, MASKER) == []
     assert judged(update(after, before), git(mode)) == Decision(True, Verdict.ALLOWED, reason="adds no drift")
+
+
+@pytest.mark.parametrize(
+    ("mode", "verdict"), [("warn", Verdict.WARNED), ("audit", Verdict.RECORDED), ("enforce", Verdict.DENIED)]
+)
+@pytest.mark.parametrize(
+    ("drift", "again", "path"),
+    [
+        pytest.param(
+            set_image("registry.local/web:2.0"),
+            set_image("registry.local/web:3.0"),
+            f"{CONTAINERS}/0/image",
+            id="image",
+        ),
+        pytest.param(set_env("EXTRA", "1"), set_env("EXTRA", "2"), f"{CONTAINERS}/0/env/2/value", id="added-env"),
+        pytest.param(set_replicas(5), set_replicas(6), "/spec/replicas", id="replicas"),
+    ],
+)
+def test_nobody_rides_on_earlier_drift(
+    mode: str, verdict: Verdict, drift: Callable[[KubeObject], None], again: Callable[[KubeObject], None], path: str
+) -> None:
+    """After a break-glass change (or drift let through in warn or audit mode), changing that path to yet another
+    value is a new drift attempt."""
+    before = edited(stored(), drift)
+    after = edited(before, again)
+    assert [i.path for i in new_drift(git(mode), before, after, MASKER)] == [path]
+    decision = judged(update(after, before), git(mode))
+    assert decision.verdict is verdict
+    assert decision.record
 
 
 def test_only_the_new_path_counts_when_a_drifted_object_drifts_further() -> None:
@@ -679,9 +707,21 @@ def test_create_of_an_object_git_does_not_have_without_a_claim_is_not_ours() -> 
 
 @pytest.mark.parametrize("operation", ["UPDATE", "DELETE"])
 def test_changing_or_deleting_an_object_git_no_longer_has_is_allowed(operation: str) -> None:
+    """An object that already claimed the Application (a prune's candidate) is no longer Git's business."""
     after = edited(stored(), set_image("anything"))
     req = request(operation, None if operation == "DELETE" else after, stored())
-    assert judged(req, None, tracked_elsewhere=True) == Decision(True, Verdict.ALLOWED, reason="not managed")
+    assert judged(req, None, tracked_elsewhere=False) == Decision(True, Verdict.ALLOWED, reason="not managed")
+    if operation == "DELETE":
+        assert judged(req, None, tracked_elsewhere=True) == Decision(True, Verdict.ALLOWED, reason="not managed")
+
+
+def test_an_update_that_makes_an_object_claim_an_application_is_drift() -> None:
+    """Labelling an unmanaged object as an Application's (the webhook passes tracked_elsewhere for a new claim) is
+    drift, as creating one is."""
+    req = request("UPDATE", manifest(), manifest())
+    decision = judged(req, None, tracked_elsewhere=True)
+    assert decision.verdict is Verdict.DENIED
+    assert "claims tracking" in decision.message
 
 
 # --- DELETE ----------------------------------------------------------------------------------------------------------
@@ -716,12 +756,7 @@ CONFIGURED = Exemptions(users=frozenset({"ci-deployer"}), groups=frozenset({"pla
         ("system:kube-controller-manager", ()),
         ("system:kube-scheduler", ()),
         ("system:apiserver", ()),
-        ("system:serviceaccount:kube-system:deployment-controller", ("system:serviceaccounts",)),
-        ("system:serviceaccount:kube-system:generic-garbage-collector", ()),
-        ("system:serviceaccount:kube-system:namespace-controller", ()),
-        ("system:serviceaccount:kube-system:horizontal-pod-autoscaler", ()),
         ("system:node:worker-1", ("system:nodes",)),
-        ("someone", ("system:nodes",)),
         ("ci-deployer", ()),
         ("bob", ("developers", "platform-admins")),
     ],
@@ -747,7 +782,14 @@ def test_exempt_identities_are_always_allowed(user: str, groups: tuple[str, ...]
         ("system:serviceaccount:shop:kube-system", ()),
         ("system:nodes", ()),
         ("system:node", ()),
+        ("system:node:worker-1", ()),
+        ("someone", ("system:nodes",)),
         ("mallory", ("system:masters", "system:authenticated")),
+        # `edit` can impersonate ServiceAccounts (and mint their tokens): their names alone earn nothing.
+        ("system:serviceaccount:kube-system:deployment-controller", ("system:serviceaccounts",)),
+        ("system:serviceaccount:kube-system:generic-garbage-collector", ()),
+        ("system:serviceaccount:kube-system:namespace-controller", ()),
+        ("system:serviceaccount:kube-system:horizontal-pod-autoscaler", ()),
         ("ci-deployer-2", ("platform",)),
     ],
 )
@@ -823,11 +865,11 @@ def scale_request(new: int | None, old: int | None, **kw: Any) -> AdmissionReque
         pytest.param(True, 2, 5, [("/spec/replicas", DriftKind.CHANGED, 2, 5)], id="declared-up"),
         pytest.param(True, 2, 0, [("/spec/replicas", DriftKind.CHANGED, 2, 0)], id="declared-to-zero"),
         pytest.param(True, 5, 2, [], id="declared-back-to-git"),
-        pytest.param(True, 5, 6, [], id="declared-already-drifted"),
+        pytest.param(True, 5, 6, [("/spec/replicas", DriftKind.CHANGED, 2, 6)], id="declared-already-drifted"),
         pytest.param(True, 2, 2, [], id="declared-same"),
         pytest.param(False, 1, 4, [("/spec/replicas", DriftKind.ADDED, None, 4)], id="undeclared-up"),
         pytest.param(False, 4, 1, [], id="undeclared-back-to-default"),
-        pytest.param(False, 4, 3, [], id="undeclared-already-drifted"),
+        pytest.param(False, 4, 3, [("/spec/replicas", DriftKind.ADDED, None, 3)], id="undeclared-already-drifted"),
     ],
 )
 def test_a_scale_is_judged_as_the_change_of_the_parents_replicas(
@@ -840,9 +882,17 @@ def test_a_scale_is_judged_as_the_change_of_the_parents_replicas(
         assert "/spec/replicas" in decision.message
 
 
-def test_a_scale_by_the_autoscaler_is_allowed() -> None:
+def test_a_scale_by_the_autoscaler_is_allowed_only_where_an_hpa_in_git_scales_the_object() -> None:
     req = scale_request(9, 2, user="system:serviceaccount:kube-system:horizontal-pod-autoscaler")
-    assert judged(req, git()).allowed
+    decision = judged(req, git(policy=DriftPolicy(autoscaled=True)))
+    assert decision == Decision(True, Verdict.ALLOWED, reason="an HPA in Git scales this object")
+    # Without an HPA in Git, the name is anyone's who can impersonate the ServiceAccount.
+    assert judged(req, git()).verdict is Verdict.DENIED
+    # And the autoscaler's name earns nothing outside scale.
+    other = update(
+        edited(stored(), set_replicas(9)), user="system:serviceaccount:kube-system:horizontal-pod-autoscaler"
+    )
+    assert judged(other, git(policy=DriftPolicy(autoscaled=True))).verdict is Verdict.DENIED
 
 
 def test_a_scale_object_carries_nothing_else_that_could_count() -> None:
@@ -999,3 +1049,244 @@ def test_a_secret_unchanged_but_relabelled_is_allowed() -> None:
     new = edited(secret(password=GIT_PASSWORD), lambda o: o["metadata"]["labels"].__setitem__("x", "y"))
     decision = judged(secret_request("UPDATE", new, secret(password=GIT_PASSWORD)), secret_git("enforce"))
     assert decision.allowed
+
+
+# --- ways around the gate (issue: the gate holds) ------------------------------------------------------------------
+def without_label(name: str) -> Callable[[KubeObject], None]:
+    return lambda o: o["metadata"]["labels"].pop(name)
+
+
+def without_annotation(name: str) -> Callable[[KubeObject], None]:
+    return lambda o: o["metadata"]["annotations"].pop(name)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(without_label(TRACKING_LABEL), id="label-removed"),
+        pytest.param(set_label(TRACKING_LABEL, "other"), id="label-changed"),
+        pytest.param(without_annotation(TRACKING_ANNOTATION), id="annotation-removed"),
+        pytest.param(set_annotation(TRACKING_ANNOTATION, "gitops-system/x:apps/Deployment:shop/web"), id="forged"),
+    ],
+)
+def test_our_tracking_marks_are_declared_fields(change: Callable[[KubeObject], None]) -> None:
+    """Taking the label off would take the object out of the webhook's sight for good."""
+    decision = judged(update(edited(stored(), change)), git())
+    assert decision.verdict is Verdict.DENIED
+    assert decision.items[0].kind is DriftKind.CHANGED
+
+
+def test_removing_every_label_at_once_names_the_tracking_label() -> None:
+    decision = judged(update(edited(stored(), lambda o: o["metadata"].pop("labels"))), git())
+    assert decision.verdict is Verdict.DENIED
+    assert f"/metadata/labels/{TRACKING_LABEL.replace('/', '~1')}" in [i.path for i in decision.items]
+
+
+def duplicate_env(name: str, value: str) -> Callable[[KubeObject], None]:
+    return lambda o: app_container(o)["env"].append({"name": name, "value": value})
+
+
+@pytest.mark.parametrize("mode", ["enforce", "warn", "audit"])
+def test_a_second_list_entry_with_a_key_git_declares_is_drift(mode: str) -> None:
+    """The API server accepts a duplicate env name with a warning, and the last copy wins at run time."""
+    decision = judged(update(edited(stored(), duplicate_env("MODE", "evil"))), git(mode))
+    assert decision.record
+    assert decision.allowed is (mode != "enforce")
+    assert [(i.path, i.kind, i.live) for i in decision.items] == [
+        (f"{CONTAINERS}/0/env/2", DriftKind.ADDED, {"name": "MODE", "value": "evil"})
+    ]
+
+
+def test_a_duplicate_container_name_is_drift() -> None:
+    twin = lambda o: o["spec"]["template"]["spec"]["containers"].append(  # noqa: E731
+        {**copy.deepcopy(app_container(o)), "image": "evil"}
+    )
+    assert judged(update(edited(stored(), twin)), git()).verdict is Verdict.DENIED
+
+
+def test_removing_a_duplicate_again_is_allowed() -> None:
+    drifted = edited(stored(), duplicate_env("MODE", "evil"))
+    assert judged(update(stored(), drifted), git()).verdict is Verdict.ALLOWED
+
+
+OWNER = {"apiVersion": "v1", "kind": "ConfigMap", "name": "decoy", "uid": "0b5e0f36-0000-4000-8000-00000000dec0"}
+
+
+def test_an_owner_git_does_not_declare_is_drift() -> None:
+    """An owner reference hands the object to the garbage collector: delete the decoy and the object goes."""
+    decision = judged(update(edited(stored(), lambda o: o["metadata"].__setitem__("ownerReferences", [OWNER]))), git())
+    assert decision.verdict is Verdict.DENIED
+    assert decision.items[0].path == "/metadata/ownerReferences"
+    # Taking it off again removes drift.
+    owned = edited(stored(), lambda o: o["metadata"].__setitem__("ownerReferences", [OWNER]))
+    assert judged(update(stored(), owned), git()).verdict is Verdict.ALLOWED
+
+
+GC = "system:serviceaccount:kube-system:generic-garbage-collector"
+NAMESPACE_CONTROLLER = "system:serviceaccount:kube-system:namespace-controller"
+
+
+@pytest.mark.parametrize(
+    ("user", "facts", "allowed"),
+    [
+        pytest.param(GC, ClusterFacts(owners_gone=True), True, id="gc-owner-gone"),
+        pytest.param(GC, ClusterFacts(owners_gone=False), False, id="gc-owner-alive"),
+        pytest.param(GC, ClusterFacts(), False, id="gc-unknown"),
+        pytest.param(GC, ClusterFacts(namespace_terminating=True), False, id="gc-is-not-the-namespace-controller"),
+        pytest.param(NAMESPACE_CONTROLLER, ClusterFacts(namespace_terminating=True), True, id="ns-terminating"),
+        pytest.param(NAMESPACE_CONTROLLER, ClusterFacts(namespace_terminating=False), False, id="ns-alive"),
+        pytest.param(NAMESPACE_CONTROLLER, ClusterFacts(owners_gone=True), False, id="ns-controller-unknown"),
+        pytest.param("alice", ClusterFacts(owners_gone=True, namespace_terminating=True), False, id="alice"),
+    ],
+)
+def test_the_machinery_deletes_only_when_the_cluster_says_so(user: str, facts: ClusterFacts, allowed: bool) -> None:
+    decision = judged(
+        request("DELETE", None, stored(), user=user, groups=("system:serviceaccounts",)), git(), facts=facts
+    )
+    assert decision.allowed is allowed
+    assert decision.record is (not allowed)
+
+
+def test_a_finished_job_goes_with_its_time_to_live_only() -> None:
+    job_key = ObjectKey("batch", "Job", "shop", "migrate")
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "migrate", "namespace": "shop"},
+        "spec": {"ttlSecondsAfterFinished": 60, "template": {}},
+    }
+    target = GitObject(key=job_key, app=APP, mode="enforce", revision=REVISION, stored=job, declared={})
+    done = {**job, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    user = "system:serviceaccount:kube-system:ttl-after-finished-controller"
+    kind, resource = ("batch", "v1", "Job"), ("batch", "v1", "jobs")
+    finished = request("DELETE", None, done, user=user, kind=kind, resource=resource, name="migrate")
+    running = request("DELETE", None, job, user=user, kind=kind, resource=resource, name="migrate")
+    assert judged(finished, target).allowed
+    assert not judged(running, target).allowed
+
+
+def test_a_controller_writes_only_its_own_field() -> None:
+    pvc_key = ObjectKey("", "PersistentVolumeClaim", "shop", "data")
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data", "namespace": "shop"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    declared = {"f:spec": {"f:accessModes": {}, "f:resources": {"f:requests": {"f:storage": {}}}}}
+    target = GitObject(key=pvc_key, app=APP, mode="enforce", revision=REVISION, stored=pvc, declared=declared)
+    binder = "system:serviceaccount:kube-system:persistent-volume-binder"
+    kw: dict[str, Any] = {"kind": ("", "v1", "PersistentVolumeClaim"), "resource": ("", "v1", "persistentvolumeclaims")}
+    bound = copy.deepcopy(pvc)
+    bound["spec"]["volumeName"] = "pv-1"
+    assert judged(request("UPDATE", bound, pvc, user=binder, name="data", **kw), target).allowed
+    grown = copy.deepcopy(bound)
+    grown["spec"]["resources"]["requests"]["storage"] = "100Gi"
+    assert not judged(request("UPDATE", grown, pvc, user=binder, name="data", **kw), target).allowed
+    assert not judged(request("UPDATE", bound, pvc, name="data", **kw), target).allowed
+
+
+def test_a_request_in_another_api_version_is_never_compared_with_git() -> None:
+    """Fields of two versions sit in different places: comparing them across versions lets changes through."""
+    after = edited(stored(), set_image("registry.local/web:evil"))
+    after["apiVersion"] = "apps/v1beta2"
+    for mode, verdict in (("enforce", Verdict.DENIED), ("warn", Verdict.WARNED), ("audit", Verdict.RECORDED)):
+        decision = judged(update(after, kind=("apps", "v1beta2", "Deployment")), git(mode))
+        assert decision.verdict is verdict
+        assert decision.record
+        assert "apps/v1beta2" in decision.unjudged
+        assert "apps/v1" in decision.unjudged
+
+
+def eviction(name: str = "web", **kw: Any) -> AdmissionRequest:
+    body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": "shop"}}
+    return request(
+        "CREATE", body, None, sub="eviction", kind=("policy", "v1", "Eviction"), resource=("", "v1", "pods"), **kw
+    )
+
+
+def test_an_eviction_of_a_pod_git_declares_is_a_deletion() -> None:
+    pod_key = ObjectKey("", "Pod", "shop", "web")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop"}, "spec": {}}
+    for mode, verdict in (("enforce", Verdict.DENIED), ("warn", Verdict.WARNED), ("audit", Verdict.RECORDED)):
+        target = GitObject(key=pod_key, app=APP, mode=mode, revision=REVISION, stored=pod, declared={})
+        decision = judged(eviction(), target)
+        assert decision.verdict is verdict
+        if mode == "enforce":
+            assert "evicts Pod shop/web, which Git still declares" in decision.message
+    assert judged(eviction(), None) == Decision(True, Verdict.ALLOWED, reason="not managed")
+
+
+def test_the_injected_token_volume_of_a_pod_is_not_drift_on_create() -> None:
+    """The ServiceAccount admission plugin names the projected token volume at random on each creation: Git's stored
+    form (a dry run) and the Pod a sync creates carry different names for the same thing."""
+
+    def pod(suffix: str, *, extra: bool = False) -> KubeObject:
+        volumes = [{"name": f"kube-api-access-{suffix}", "projected": {"sources": [{"serviceAccountToken": {}}]}}]
+        if extra:
+            volumes.append({"name": "host", "hostPath": {"path": "/"}})
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "shop", "labels": {TRACKING_LABEL: "shop"}},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "app",
+                        "image": "web:1",
+                        "volumeMounts": [{"name": f"kube-api-access-{suffix}", "mountPath": "/var/run/secrets"}],
+                    }
+                ],
+                "volumes": volumes,
+            },
+        }
+
+    declared = {
+        "f:metadata": {"f:labels": {f"f:{TRACKING_LABEL}": {}}},
+        "f:spec": {"f:containers": {k(name="app"): {".": {}, "f:name": {}, "f:image": {}}}},
+    }
+    target = GitObject(
+        key=ObjectKey("", "Pod", "shop", "web"),
+        app=APP,
+        mode="enforce",
+        revision=REVISION,
+        stored=pod("abcde"),
+        declared=declared,
+    )
+    kw: dict[str, Any] = {"kind": ("", "v1", "Pod"), "resource": ("", "v1", "pods")}
+    assert judged(request("CREATE", pod("x7k2p"), **kw), target).allowed
+    assert not judged(request("CREATE", pod("x7k2p", extra=True), **kw), target).allowed
+
+
+@pytest.mark.parametrize(
+    ("mode", "allowed", "verdict"),
+    [
+        ("enforce", False, Verdict.DENIED),
+        ("warn", True, Verdict.WARNED),
+        ("audit", True, Verdict.RECORDED),
+        ("off", True, Verdict.ALLOWED),
+    ],
+)
+@pytest.mark.parametrize("operation", ["CREATE", "UPDATE", "DELETE"])
+def test_what_the_webhook_cannot_judge_fails_closed(mode: str, allowed: bool, verdict: Verdict, operation: str) -> None:
+    """Git's state not loaded is never "not managed"."""
+    why = "Git's state of gitops-system/shop is not loaded: cannot fetch"
+    after = None if operation == "DELETE" else edited(stored(), set_image("registry.local/web:evil"))
+    req = request(operation, after, None if operation == "CREATE" else stored())
+    decision = judged(req, None, unjudged=Unjudged(APP, mode, why))
+    assert decision.allowed is allowed
+    assert decision.verdict is verdict
+    assert decision.record is (mode != "off")
+    assert decision.unjudged == why
+    if not allowed:
+        assert why in decision.message
+        assert "try again" in decision.message
+
+
+def test_break_glass_works_when_git_cannot_be_judged() -> None:
+    after = edited(stored(), set_image("hotfix"), set_annotation(BREAK_GLASS_ANNOTATION, "INC-7: Git is down"))
+    req = update(after, user="oncall", groups=("developers", "gitops:break-glass"))
+    decision = judged(req, None, unjudged=Unjudged(APP, "enforce", "not loaded"))
+    assert decision.verdict is Verdict.BREAK_GLASS
+    assert decision.record
+    assert decision.reason == "INC-7: Git is down"
