@@ -143,6 +143,16 @@ class GitObject:
 
 
 @dataclass(frozen=True)
+class Found:
+    """What the index says of an object a request is about: Git's object; or that the webhook cannot judge it
+    (`unjudged`); or that it claims a loaded Application whose Git lacks it (`claimed`); or nothing (not managed)."""
+
+    git: GitObject | None = None
+    unjudged: Unjudged | None = None
+    claimed: frozenset[str] = frozenset()  # "namespace/name" of each loaded Application it claims
+
+
+@dataclass(frozen=True)
 class Decision:
     allowed: bool
     verdict: Verdict

@@ -9,6 +9,7 @@ looked at, and what Git answered about it is remembered, so that requests do not
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import secrets
@@ -19,13 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .admission import GitObject
+from .admission import Found, GitObject, Unjudged
 from .application import ApplicationSpec, parse_application
-from .compare import Cluster, DesiredObject, concurrently, load_desired
+from .compare import Cluster, DesiredObject, autoscaled_targets, concurrently, load_desired
 from .drift import declared_fields
-from .errors import GitOpsError
+from .errors import ApiError, GitOpsError
 from .kube import ResourceInfo
-from .objects import FIELD_MANAGER, TRACKING_LABEL, AppRef, KubeObject, ObjectKey
+from .objects import FIELD_MANAGER, TRACKING_ANNOTATION, TRACKING_LABEL, AppRef, Claim, KubeObject, ObjectKey
 from .source import GitSource
 from .webhookconfig import ManagedResource, managed_resources
 
@@ -42,12 +43,30 @@ COMMIT_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 @dataclass
 class AppState:
     spec: ApplicationSpec
-    revision: str = ""
+    revision: str = ""  # "" until Git's state has been loaded once: then nothing of it can be judged
     objects: dict[ObjectKey, GitObject] = field(default_factory=dict)
     loaded_at: float = 0.0
     error: str = ""
     generation: int = 0
     attempted_at: float = 0.0
+    # Objects Git declares that the state lacks: their kind was not served when it loaded (a CRD the sync applies
+    # first), or they were probed outside a destination namespace that did not exist yet.
+    pending: frozenset[ObjectKey] = frozenset()
+    provisional: bool = False
+
+    @property
+    def loaded(self) -> bool:
+        return bool(self.revision)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One commit of an Application, as the index keeps it."""
+
+    revision: str
+    objects: dict[ObjectKey, GitObject]
+    pending: frozenset[ObjectKey] = frozenset()
+    provisional: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,20 +78,42 @@ class RevisionAnswer:
     until: float
 
 
-def stored_form(cluster: Cluster, d: DesiredObject) -> tuple[KubeObject, dict[str, Any]]:
-    """Git's object as the API server would store it, alone: a dry-run apply under a probe name."""
+def _namespace_missing(e: ApiError, namespace: str) -> bool:
+    return e.status == 404 and f'namespaces "{namespace}" not found' in str(e)
+
+
+def stored_form(
+    cluster: Cluster, d: DesiredObject, probe_namespace: str = ""
+) -> tuple[KubeObject, dict[str, Any], bool]:
+    """Git's object as the API server would store it, alone: a dry-run apply under a probe name. When the destination
+    namespace does not exist yet (an Application's first sync makes it), the probe runs in `probe_namespace`
+    instead; the third value says so (the form is provisional, to be probed again once the namespace exists)."""
     assert d.info is not None
     probe_name = f"gitops-probe-{secrets.token_hex(4)}"
     # Without the tracking label: the probe must not reach the admission webhook itself.
     labels = {k: v for k, v in (d.obj["metadata"].get("labels") or {}).items() if k != TRACKING_LABEL}
     probe = {**d.obj, "metadata": {**d.obj["metadata"], "name": probe_name, "labels": labels}}
-    stored = cluster.apply(d.info, probe, dry_run=True)
+    elsewhere = False
+    try:
+        stored = cluster.apply(d.info, probe, dry_run=True)
+    except ApiError as e:
+        if not (d.info.namespaced and probe_namespace and _namespace_missing(e, d.key.namespace)):
+            raise
+        probe["metadata"] = {**probe["metadata"], "namespace": probe_namespace}
+        stored = cluster.apply(d.info, probe, dry_run=True)
+        elsewhere = True
     declared = declared_fields(stored, FIELD_MANAGER)
+    # Our tracking marks are Git's: taking them off would take the object out of the webhook's sight.
+    marks = declared.setdefault("f:metadata", {})
+    marks.setdefault("f:labels", {})[f"f:{TRACKING_LABEL}"] = {}
+    marks.setdefault("f:annotations", {})[f"f:{TRACKING_ANNOTATION}"] = {}
     metadata = {**stored.get("metadata", {}), "name": d.key.name}
+    if d.key.namespace:
+        metadata["namespace"] = d.key.namespace
     metadata["labels"] = {**(metadata.get("labels") or {}), TRACKING_LABEL: d.obj["metadata"]["labels"][TRACKING_LABEL]}
     for noise in ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation"):
         metadata.pop(noise, None)
-    return {**stored, "metadata": metadata}, declared
+    return {**stored, "metadata": metadata}, declared, elsewhere
 
 
 class DesiredState:
@@ -89,8 +130,10 @@ class DesiredState:
         missing_revision_seconds: float = MISSING_REVISION_SECONDS,
         revision_memory: int = REVISION_MEMORY,
         clock: Callable[[], float] = time.monotonic,
+        probe_namespace: str = "",
     ) -> None:
         self.cluster = cluster
+        self.probe_namespace = probe_namespace
         self._list_applications = list_applications
         self._sources: dict[str, GitSource] = {}
         self._source_factory = source_factory
@@ -113,56 +156,133 @@ class DesiredState:
         self.revision_memory = revision_memory
         self._clock = clock
         self.ready = False
+        self.listed = False  # the last attempt to list Applications succeeded
         self.last_refresh = 0.0
         self.last_error = ""
+        self._refreshing = threading.Lock()  # one refresh at a time (the loop's, or one a request asked for)
+        self._asked_refresh: threading.Event | None = None  # a refresh a request is waiting for
+        self._refresh_asked_at = -float("inf")
 
     # --- reads (the hot path) -------------------------------------------------------------------------------------
-    def lookup(self, key: ObjectKey, revision: str = "", app_name: str = "") -> GitObject | None:
-        """Git's object for `key`: at `revision` when the request names a commit newer than the loaded one (loading
-        it if needed); an older commit is ignored. A key the loaded state lacks is looked for at that revision of the
-        Application the request claims (`app_name`): a sync to a new commit creates objects the old one lacks.
-        A revision that is not a full commit name is ignored, without asking Git."""
+    def lookup(self, key: ObjectKey, revision: str = "", claims: tuple[Claim, ...] = ()) -> Found:
+        """What Git says of `key`. At `revision` when the request names a commit newer than the loaded one that the
+        Application's target reaches (loading it if needed); an older or unmerged commit is ignored. A key the loaded
+        state lacks is looked for in the Applications the object claims (`claims`): at the named revision (a sync to
+        a new commit creates objects the old one lacks), and, when such an Application is unknown or not loaded, by
+        loading it now. Waits for Git and the cluster at most `load_timeout` in all. Never says "not managed" of an
+        object that claims an Application whose state is not loaded: that is `unjudged`."""
         if not COMMIT_NAME.fullmatch(revision):
             revision = ""
-        found = self._index.get(key)
-        if found is not None and (not revision or found.revision == revision):
-            return found
-        if not revision:
-            return None
         deadline = time.monotonic() + self.load_timeout  # for asking Git and loading the commit, together
+        found = self._index.get(key)
         if found is not None:
+            if not revision or found.revision == revision:
+                return Found(found)
             # Only a newer commit counts: an older one would let a hand-set annotation bring back old Git.
             app = AppRef(*found.app.split("/", 1))
-            apps = [app] if self._is_newer(app, revision, deadline) else []
-        else:
-            # Only a newer commit of the claimed Application may add objects: an older one cannot bring back an
-            # object Git has since dropped.
-            apps = [
-                ref
-                for ref, state in list(self._apps.items())
-                if ref.name == app_name and state.revision != revision and self._is_newer(ref, revision, deadline)
-            ]
-        for app in apps:
-            other = self._extra_revisions.get((app, revision))
+            if not self._is_newer(app, revision, deadline):
+                return Found(found)
+            other = self._revision_objects(app, revision, deadline)
             if other is None:
-                other = self._load_revision(app, revision, deadline)
-            if other is not None and key in other:
-                return other[key]
-        return found
+                return Found(unjudged=self._not_loaded_in_time(app, revision))
+            return Found(other.get(key, found))
 
-    def answers_at_once(self, key: ObjectKey, revision: str = "", app_name: str = "") -> bool:
-        """Whether `lookup` answers from memory, without waiting for Git: the revision is the loaded one, or not a
-        commit name, or Git's answer about it is remembered (and, if newer, its objects are loaded)."""
+        refs = self._claimed(claims)
+        if claims and (not refs or any(self._needs_load(ref, key) for ref in refs)):
+            self._refresh_now(deadline)  # an Application not known or not loaded yet: load it now
+            refs = self._claimed(claims)
+        if claims and not refs and not self.listed:
+            return Found(unjudged=Unjudged("", "enforce", f"the webhook cannot list Applications: {self.last_error}"))
+        loaded: set[str] = set()
+        for ref in refs:
+            state = self._apps.get(ref)
+            if state is None:
+                continue
+            if not state.loaded:
+                why = state.error or "it has not been loaded yet"
+                return Found(
+                    unjudged=Unjudged(str(ref), state.spec.drift_mode, f"Git's state of {ref} is not loaded: {why}")
+                )
+            if revision and state.revision != revision and self._is_newer(ref, revision, deadline):
+                other = self._revision_objects(ref, revision, deadline)
+                if other is None:
+                    return Found(unjudged=self._not_loaded_in_time(ref, revision))
+                if key in other:
+                    return Found(other[key])
+            if key in state.pending:
+                why = state.error or "its kind or namespace is not served yet"
+                return Found(unjudged=Unjudged(str(ref), state.spec.drift_mode, f"{key} of {ref} is not loaded: {why}"))
+            loaded.add(str(ref))
+        return Found(claimed=frozenset(loaded))
+
+    def _not_loaded_in_time(self, app: AppRef, revision: str) -> Unjudged:
+        state = self._apps.get(app)
+        mode = state.spec.drift_mode if state is not None else "enforce"
+        return Unjudged(
+            str(app), mode, f"commit {revision[:12]} of {app} could not be loaded in {self.load_timeout:.0f}s"
+        )
+
+    def _claimed(self, claims: tuple[Claim, ...]) -> list[AppRef]:
+        return [ref for ref in list(self._apps) if any(c.matches(ref) for c in claims)]
+
+    def _needs_load(self, ref: AppRef, key: ObjectKey) -> bool:
+        state = self._apps.get(ref)
+        return state is not None and (not state.loaded or key in state.pending)
+
+    def _refresh_now(self, deadline: float) -> None:
+        """Asks for a refresh (a list call, renders of what is new or failed) in the background and waits for it
+        until `deadline`. Requests share it, and it runs at most once per `retry_seconds`: a flood of requests
+        claiming unknown Applications costs one list call per interval, not one each."""
+        with self._lock:
+            pending = self._asked_refresh
+            if pending is None:
+                if self._clock() - self._refresh_asked_at < self.retry_seconds:
+                    return
+                self._refresh_asked_at = self._clock()
+                pending = self._asked_refresh = threading.Event()
+
+                def run() -> None:
+                    try:
+                        self.refresh(full=False, retry_failed=True)
+                    except Exception:  # a request is waiting: never leave it hanging on a bug
+                        log.exception("an on-demand refresh failed")
+                    finally:
+                        with self._lock:
+                            self._asked_refresh = None
+                        pending.set()
+
+                threading.Thread(target=run, name="refresh-on-demand", daemon=True).start()
+        pending.wait(max(0.0, deadline - time.monotonic()))
+
+    def _revision_objects(self, app: AppRef, revision: str, deadline: float) -> dict[ObjectKey, GitObject] | None:
+        other = self._extra_revisions.get((app, revision))
+        if other is None:
+            other = self._load_revision(app, revision, deadline)
+        return other
+
+    def answers_at_once(self, key: ObjectKey, revision: str = "", claims: tuple[Claim, ...] = ()) -> bool:
+        """Whether `lookup` answers from memory, without waiting for Git or the cluster: the revision is the loaded
+        one, or not a commit name, or Git's answer about it is remembered (and, if newer, its objects are loaded);
+        and every Application the object claims is known and loaded."""
+        found = self._index.get(key)
+        if found is None:
+            refs = self._claimed(claims)
+            if claims and (not refs or any(self._needs_load(ref, key) for ref in refs)):
+                return False
         if not COMMIT_NAME.fullmatch(revision):
             return True
-        found = self._index.get(key)
         if found is not None:
             if found.revision == revision:
                 return True
             apps = [AppRef(*found.app.split("/", 1))]
         else:
-            apps = [ref for ref, s in list(self._apps.items()) if ref.name == app_name and s.revision != revision]
+            apps = [ref for ref in self._claimed(claims) if self._apps[ref].revision != revision]
         return all(self._known(app, revision) for app in apps)
+
+    def all_loaded(self) -> bool:
+        """Whether every Application's state is loaded (else an object without labels, the parent of a scale or an
+        eviction, may be one the webhook cannot see)."""
+        return self.listed and all(s.loaded and not s.pending for s in list(self._apps.values()))
 
     def _known(self, app: AppRef, revision: str) -> bool:
         state = self._apps.get(app)
@@ -175,7 +295,8 @@ class DesiredState:
             return not known.newer or (app, revision) in self._extra_revisions
 
     def _is_newer(self, app: AppRef, revision: str, deadline: float) -> bool:
-        """Whether `revision` descends from the Application's loaded one. Git is asked once per answer, not per
+        """Whether `revision` descends from the Application's loaded one and its target (branch, tag or commit)
+        reaches it. Git is asked once per answer, not per
         request: a sync makes every request name the same revision (its requests wait for the one check), and a
         hand-set annotation can name anything. A request waits for Git until `deadline` (time.monotonic; a fetch
         can hang on a slow remote, and the answer is still remembered when it comes), and at most CHECKS_AT_ONCE
@@ -202,14 +323,26 @@ class DesiredState:
             source = self._source(state.spec.repo_url)
             loaded = state.revision
 
+            target = state.spec.revision or None
+
             def check() -> None:
+                final = False  # an answer that stands for good: history does not change
                 try:
                     exists = source.ensure_commit(revision)
                     newer = exists and source.is_ancestor(loaded, revision)
+                    final = exists and not newer  # an older or unrelated commit stays so
+                    if newer:
+                        # A commit counts only once the Application's target reaches it: a branch not merged, or a
+                        # commit only a pull request's ref holds, is anyone's to push.
+                        newer = source.is_ancestor(revision, source.resolve(target).sha)
+                        if not newer:
+                            source.fetch()  # the target may have moved since the mirror last looked
+                            newer = source.is_ancestor(revision, source.resolve(target).sha)
+                        final = newer
                 except GitOpsError as e:
                     log.warning("cannot tell whether %s is newer than %s: %s", revision[:12], loaded[:12], e)
-                    exists = newer = False  # the remote is unreachable: as good as missing for now
-                until = float("inf") if exists else self._clock() + self.missing_revision_seconds
+                    newer = False  # the remote is unreachable: as good as missing for now
+                until = float("inf") if final else self._clock() + self.missing_revision_seconds
                 with self._lock:
                     self._answers[asked] = RevisionAnswer(newer, until)
                     self._answers.move_to_end(asked)
@@ -248,10 +381,13 @@ class DesiredState:
         with self._lock:
             return {
                 "ready": self.ready,
+                "listed": self.listed,
                 "applications": {
                     str(ref): {
+                        "loaded": s.loaded,
                         "revision": s.revision,
                         "objects": len(s.objects),
+                        "pending": sorted(str(key) for key in s.pending),
                         "error": s.error,
                         "age_seconds": round(time.time() - s.loaded_at, 1) if s.loaded_at else None,
                         "newer_commits_loaded": [rev for app, rev in self._extra_revisions if app == ref],
@@ -270,21 +406,30 @@ class DesiredState:
             self._sources[url] = self._source_factory(url)
         return self._sources[url]
 
-    def _render(self, spec: ApplicationSpec, revision: str | None) -> tuple[str, dict[ObjectKey, GitObject]]:
+    def _render(self, spec: ApplicationSpec, revision: str | None) -> Rendered:
         source = self._source(spec.repo_url)
         if revision is None:
             source.fetch()
         else:
             source.ensure_commit(revision)
         desired = load_desired(spec, self.cluster, revision=revision, source=source)
+        if any(d.info is None for d in desired.objects):
+            # A kind Git declares that discovery did not serve when it was last read: a CRD installed since?
+            self.cluster.refresh_discovery()
+            desired = load_desired(spec, self.cluster, revision=desired.commit.sha, source=source)
         ready = [d for d in desired.objects if d.info is not None]
-        forms = concurrently(lambda d: stored_form(self.cluster, d), ready)
+        forms = concurrently(lambda d: stored_form(self.cluster, d, self.probe_namespace), ready)
+        autoscaled = autoscaled_targets(desired.objects)
+        policy = spec.policy()
         objects = {}
         for d in ready:
             assert d.info is not None
             self._kinds[(d.info.group, d.info.plural)] = d.info.kind
             self._served[(d.info.group, d.info.kind)] = d.info
-        for d, (stored, declared) in zip(ready, forms, strict=True):
+        provisional = False
+        for d, (stored, declared, elsewhere) in zip(ready, forms, strict=True):
+            provisional = provisional or elsewhere
+            scaled = (d.key.namespace, d.key.kind, d.key.name) in autoscaled
             objects[d.key] = GitObject(
                 key=d.key,
                 app=str(spec.ref),
@@ -292,18 +437,33 @@ class DesiredState:
                 revision=desired.commit.sha,
                 stored=stored,
                 declared=declared,
-                policy=spec.policy(),
+                policy=dataclasses.replace(policy, autoscaled=True) if scaled else policy,
             )
-        return desired.commit.sha, objects
+        pending = frozenset(d.key for d in desired.objects if d.info is None)
+        return Rendered(desired.commit.sha, objects, pending, provisional)
 
-    def refresh(self, *, full: bool = True) -> None:
-        """Re-reads every Application and renders them: all of them when `full`, else only new or changed ones.
-        Keeps the last good state of an Application whose source fails (saying so in status())."""
+    def refresh(self, *, full: bool = True, retry_failed: bool = False) -> None:
+        """Re-reads every Application and renders them: all of them when `full`, else only new or changed ones and
+        those whose last render failed or was partial (after RETRY_SECONDS, or at once with `retry_failed`). Keeps
+        the last good state of an Application whose source fails (saying so in status())."""
+        with self._refreshing:
+            self._refresh(full=full, retry_failed=retry_failed)
+
+    def _refresh(self, *, full: bool, retry_failed: bool) -> None:
         try:
             raw = self._list_applications()
         except GitOpsError as e:
-            self.last_error = str(e)
+            with self._lock:
+                self.listed = False
+                self.ready = False
+                self.last_error = str(e)
             log.warning("cannot list Applications: %s", e)
+            # The CRDs may have been installed since discovery was read (the webhook started first): read it again,
+            # so that the next attempt sees them.
+            try:
+                self.cluster.refresh_discovery()
+            except GitOpsError as again:
+                log.warning("cannot read the API server's discovery: %s", again)
             return
         seen: set[AppRef] = set()
         for obj in raw:
@@ -315,29 +475,44 @@ class DesiredState:
             seen.add(spec.ref)
             current = self._apps.get(spec.ref)
             generation = int((obj.get("metadata") or {}).get("generation") or 0)
-            # Unchanged: keep it, unless its last render failed (a namespace not there yet, Git down) and
-            # RETRY_SECONDS have passed since.
+            # Unchanged: keep it, unless its last render failed or was partial (a namespace not there yet, a CRD
+            # not served yet, Git down) and RETRY_SECONDS have passed since.
             unchanged = not full and current is not None and current.generation == generation
+            incomplete = current is not None and (bool(current.error) or bool(current.pending) or current.provisional)
             if (
                 unchanged
                 and current is not None
-                and (not current.error or time.time() - current.attempted_at < self.retry_seconds)
+                and (not incomplete or (not retry_failed and time.time() - current.attempted_at < self.retry_seconds))
             ):
                 continue
             try:
-                revision, objects = self._render(spec, None)
+                rendered = self._render(spec, None)
             except GitOpsError as e:
                 with self._lock:
                     state = current or AppState(spec)
+                    if current is not None and current.spec != spec:
+                        state = AppState(spec)  # another source or mode: the old state judges nothing of it
                     state.error = str(e)
                     state.generation = generation
                     state.attempted_at = time.time()
-                    self._apps[spec.ref] = state
+                    self._set_app(spec.ref, state)
                 self.last_error = f"{spec.ref}: {e}"
                 log.warning("keeping the last good state of %s: %s", spec.ref, e)
                 continue
             with self._lock:
-                self._set_app(spec.ref, AppState(spec, revision, objects, time.time(), generation=generation))
+                self._set_app(
+                    spec.ref,
+                    AppState(
+                        spec,
+                        rendered.revision,
+                        rendered.objects,
+                        time.time(),
+                        generation=generation,
+                        attempted_at=time.time(),
+                        pending=rendered.pending,
+                        provisional=rendered.provisional,
+                    ),
+                )
         with self._lock:
             for ref in set(self._apps) - seen:
                 del self._apps[ref]
@@ -345,16 +520,30 @@ class DesiredState:
             self._extra_revisions = {k: v for k, v in self._extra_revisions.items() if k[0] in self._apps}
             for asked in [a for a in self._answers if a[0] not in self._apps or a[1] != self._apps[a[0]].revision]:
                 del self._answers[asked]  # about a revision no longer loaded (or an Application gone)
-            self.ready = True
+            self.listed = True
+            # Ready only when every Application's state is loaded: until then its objects cannot be judged.
+            self.ready = all(s.loaded for s in self._apps.values())
             self.last_refresh = time.time()
             if all(not s.error for s in self._apps.values()):
                 self.last_error = ""
 
-    def _promote(self, app: AppRef, revision: str, objects: dict[ObjectKey, GitObject]) -> None:
+    def _promote(self, app: AppRef, rendered: Rendered) -> None:
         state = self._apps.get(app)
         if state is None:
             return
-        self._set_app(app, AppState(state.spec, revision, objects, time.time(), generation=state.generation))
+        self._set_app(
+            app,
+            AppState(
+                state.spec,
+                rendered.revision,
+                rendered.objects,
+                time.time(),
+                generation=state.generation,
+                attempted_at=time.time(),
+                pending=rendered.pending,
+                provisional=rendered.provisional,
+            ),
+        )
 
     def _set_app(self, ref: AppRef, state: AppState) -> None:
         """An Application's new state, in the index at once: a request never sees an Application that /readyz
@@ -393,7 +582,8 @@ class DesiredState:
 
             def work() -> None:
                 try:
-                    _, result["objects"] = self._render(state.spec, revision)
+                    rendered = self._render(state.spec, revision)
+                    result["objects"] = rendered.objects
                     head = self._source(state.spec.repo_url).resolve(state.spec.revision or None).sha
                 except GitOpsError as e:
                     log.warning("revision %s of %s cannot be loaded: %s", revision[:12], app, e)
@@ -405,7 +595,7 @@ class DesiredState:
                             if head == revision:
                                 # The Application's target moved here (a sync to a new commit): it is Git now,
                                 # also for what the sync prunes next.
-                                self._promote(app, revision, result["objects"])
+                                self._promote(app, rendered)
                         self._loading.pop((app, revision), None)
                     done.set()
 

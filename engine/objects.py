@@ -87,3 +87,33 @@ def with_tracking(obj: KubeObject, app: AppRef, revision: str = "") -> KubeObjec
     metadata["annotations"] = {**(metadata.get("annotations") or {}), **marks}
     out["metadata"] = metadata
     return out
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An Application an object claims by our tracking marks: the annotation names its namespace, the label only its
+    name (namespace "": any)."""
+
+    namespace: str
+    name: str
+
+    def matches(self, ref: AppRef) -> bool:
+        return ref.name == self.name and self.namespace in ("", ref.namespace)
+
+
+def claims_of(*objects: KubeObject | None) -> tuple[Claim, ...]:
+    """The Applications these objects (a request's object and oldObject) claim, by label or annotation."""
+    out: list[Claim] = []
+    for obj in objects:
+        metadata = (obj or {}).get("metadata") or {}
+        labels = metadata.get("labels") if isinstance(metadata, dict) else None
+        annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+        name = (labels or {}).get(TRACKING_LABEL) if isinstance(labels, dict) else None
+        if isinstance(name, str) and name:
+            out.append(Claim("", name))
+        tracking = (annotations or {}).get(TRACKING_ANNOTATION) if isinstance(annotations, dict) else None
+        if isinstance(tracking, str) and ":" in tracking:
+            namespace, _, app = tracking.split(":", 1)[0].partition("/")
+            if namespace and app:
+                out.append(Claim(namespace, app))
+    return tuple(dict.fromkeys(out))

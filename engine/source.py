@@ -42,6 +42,9 @@ def _safe_member(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
         return None
 
 
+FETCH_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "kubectl-gitops" / "repos"
@@ -94,8 +97,21 @@ class GitSource:
             else:
                 self.path.mkdir(parents=True, exist_ok=True)
                 self._repo = git.Repo.init(self.path, bare=True)
-                self._repo.git.remote("add", "--mirror=fetch", "origin", self.url)
+                self._repo.git.remote("add", "origin", self.url)
+            self._only_branches_and_tags(self._repo)
         return self._repo
+
+    @staticmethod
+    def _only_branches_and_tags(repo: git.Repo) -> None:
+        """Fetch branches and tags, nothing else: a hosting service's other refs (`refs/pull/*`, review refs) hold
+        commits that no branch has merged. (A mirror made by an older version fetched every ref: reset it.)"""
+        with repo.config_reader() as config:
+            current = config.get_values('remote "origin"', "fetch") if config.has_section('remote "origin"') else []
+        if list(current) != list(FETCH_REFSPECS):
+            repo.git.config("--unset-all", "remote.origin.fetch", with_exceptions=False)
+            repo.git.config("--unset-all", "remote.origin.mirror", with_exceptions=False)
+            for refspec in FETCH_REFSPECS:
+                repo.git.config("--add", "remote.origin.fetch", refspec)
 
     def has_commit(self, sha: str) -> bool:
         """Whether the mirror holds this commit (GitPython's repo.commit() does not check a full sha exists)."""

@@ -11,12 +11,13 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from engine.admission import AdmissionRequest, Decision, GitObject, Verdict, decide, object_of
+from engine.admission import AdmissionRequest, Decision, Found, GitObject, Unjudged, Verdict, decide, object_of
 from engine.audit import build_record
 from engine.errors import GitOpsError
-from engine.objects import REVISION_ANNOTATION, TRACKING_LABEL, ObjectKey
+from engine.objects import REVISION_ANNOTATION, AppRef, Claim, ObjectKey, claims_of
 
 from .app import Webhook
 from .review import ReviewError, parse_review, response
@@ -32,35 +33,86 @@ def bad_request(reason: str) -> tuple[int, dict[str, Any]]:
     return 400, {"error": "bad AdmissionReview", "reason": reason}
 
 
-def target_of(hook: Webhook, req: AdmissionRequest) -> tuple[ObjectKey, str, str]:
-    """The object the request is about (the parent, for a scale), the revision it names, and the Application its
-    tracking label claims ("" when none)."""
+@dataclass(frozen=True)
+class Target:
+    """The object a request is about (the parent, for a scale or an eviction), the revision it names, and the
+    Applications its tracking marks claim (in its object and its old object)."""
+
+    key: ObjectKey
+    revision: str
+    claims: tuple[Claim, ...]
+
+
+def target_of(hook: Webhook, req: AdmissionRequest) -> Target:
     resource = req.get("resource") or {}
     group = str(resource.get("group", ""))
     namespace, name = str(req.get("namespace") or ""), str(req.get("name") or "")
+    subresource = req.get("subResource") or ""
     obj = object_of(req) or {}
     metadata = obj.get("metadata") or {}
-    if req.get("subResource") == "scale":
+    if subresource == "scale":
         kind = hook.source.kind_of(group, str(resource.get("resource", "")))
+    elif subresource == "eviction":
+        kind = "Pod" if (group, resource.get("resource")) == ("", "pods") else ""
     else:
         kind = str((req.get("kind") or {}).get("kind", ""))
         name = name or str(metadata.get("name") or "")
     annotations = metadata.get("annotations") or {}
-    labels = metadata.get("labels") or {}
     key = ObjectKey(group, kind, namespace, name)
-    return key, str(annotations.get(REVISION_ANNOTATION, "")), str(labels.get(TRACKING_LABEL, ""))
+    revision = "" if _deletes(req) else str(annotations.get(REVISION_ANNOTATION, ""))
+    if subresource in ("scale", "eviction"):
+        claims: tuple[Claim, ...] = ()  # a Scale or an Eviction carries none of the parent's marks
+    else:
+        claims = claims_of(req.get("object"), req.get("oldObject"))
+    return Target(key, revision, claims)
+
+
+def _deletes(req: AdmissionRequest) -> bool:
+    return req.get("operation") == "DELETE" or req.get("subResource") == "eviction"
+
+
+def _lookup(hook: Webhook, req: AdmissionRequest, target: Target) -> tuple[Found, ObjectKey]:
+    key = target.key
+    found = hook.source.lookup(key, target.revision, target.claims) if key.kind else Found()
+    if (
+        found.git is None
+        and found.unjudged is None
+        and req.get("subResource") in ("scale", "eviction")
+        and not hook.source.all_loaded()
+    ):
+        # No labels in the request, and a state not loaded may hold the parent: the parent's own marks tell.
+        try:
+            parent = hook.lookups.parent(req)
+        except GitOpsError as e:
+            return Found(unjudged=Unjudged("", "enforce", f"cannot read the object to judge this request: {e}")), key
+        if parent is None:
+            return found, key
+        key = ObjectKey(key.group, str(parent.get("kind") or key.kind), key.namespace, key.name)
+        found = hook.source.lookup(key, "", claims_of(parent))
+    return found, key
 
 
 def judge(
-    hook: Webhook, req: AdmissionRequest, target: tuple[ObjectKey, str, str] | None = None
+    hook: Webhook, req: AdmissionRequest, target: Target | None = None
 ) -> tuple[Decision, GitObject | None, ObjectKey]:
-    key, revision, claimed = target or target_of(hook, req)
-    if req.get("operation") == "DELETE":
-        revision = ""  # a deletion is judged against Git as it is now, not as the object last saw it
-    git = hook.source.lookup(key, revision, claimed) if key.kind else None
-    claims = bool(claimed) and claimed in hook.source.app_names()
-    decision = decide(req, git, exemptions=hook.exemptions, masker=hook.masker, tracked_elsewhere=claims)
-    return decision, git, key
+    target = target or target_of(hook, req)
+    found, key = _lookup(hook, req, target)
+    # A claim counts when the request makes it: a new object, or one its old version did not make.
+    new_claims = set(claims_of(req.get("object"))) - (
+        set(claims_of(req.get("oldObject"))) if req.get("operation") == "UPDATE" else set()
+    )
+    newly = any(c.matches(AppRef(*app.split("/", 1))) for app in found.claimed for c in new_claims)
+    facts = hook.lookups.facts(req) if found.git is not None and hook.lookups.needed(req) else None
+    decision = decide(
+        req,
+        found.git,
+        exemptions=hook.exemptions,
+        masker=hook.masker,
+        tracked_elsewhere=newly,
+        unjudged=found.unjudged,
+        facts=facts,
+    )
+    return decision, found.git, key
 
 
 # answer() in steps, so that webhook.front can hand the ones that may wait to a thread.
@@ -76,17 +128,23 @@ def read_review(raw: bytes) -> AdmissionRequest | tuple[int, dict[str, Any]]:
         return bad_request(str(e))
 
 
-def waits_for_git(hook: Webhook, req: AdmissionRequest) -> tuple[bool, tuple[ObjectKey, str, str]]:
-    """Whether judging `req` may wait for Git (it names a revision not loaded yet), and its target."""
+def waits_for_git(hook: Webhook, req: AdmissionRequest) -> tuple[bool, Target]:
+    """Whether judging `req` may wait for Git or the cluster (a revision not loaded yet, an Application to load, a
+    fact to look up), and its target."""
     target = target_of(hook, req)
-    key, revision, claimed = target
-    if req.get("operation") == "DELETE" or not key.kind:
+    if not target.key.kind and req.get("subResource") not in ("scale", "eviction"):
         return False, target
-    return not hook.source.answers_at_once(key, revision, claimed), target
+    if hook.lookups.needed(req):
+        return True, target
+    if req.get("subResource") in ("scale", "eviction") and not hook.source.all_loaded():
+        return True, target
+    if not target.key.kind:
+        return False, target
+    return not hook.source.answers_at_once(target.key, target.revision, target.claims), target
 
 
 def judge_safely(
-    hook: Webhook, req: AdmissionRequest, target: tuple[ObjectKey, str, str] | None = None
+    hook: Webhook, req: AdmissionRequest, target: Target | None = None
 ) -> tuple[Decision, GitObject | None, ObjectKey | None]:
     try:
         return judge(hook, req, target)

@@ -14,11 +14,12 @@ from typing import Any, Protocol
 
 from flask import Flask
 
-from engine.admission import Exemptions, GitObject
+from engine.admission import Exemptions, Found
 from engine.normalize import SecretMasker
-from engine.objects import ObjectKey
+from engine.objects import Claim, ObjectKey
 
 from . import config as settings
+from .lookups import ApiLookups, ClusterLookups, NoLookups
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,10 @@ class DesiredSource(Protocol):
 
     ready: bool
 
-    def lookup(self, key: ObjectKey, revision: str = "", app_name: str = "") -> GitObject | None: ...
-    def answers_at_once(self, key: ObjectKey, revision: str = "", app_name: str = "") -> bool: ...
+    def lookup(self, key: ObjectKey, revision: str = "", claims: tuple[Claim, ...] = ()) -> Found: ...
+    def answers_at_once(self, key: ObjectKey, revision: str = "", claims: tuple[Claim, ...] = ()) -> bool: ...
+    def all_loaded(self) -> bool: ...
     def kind_of(self, group: str, resource: str) -> str: ...
-    def app_names(self) -> set[str]: ...
     def refresh(self, *, full: bool = True) -> None: ...
     def status(self) -> dict[str, Any]: ...
     def cache_age(self) -> float: ...
@@ -45,10 +46,17 @@ class AuditSink(Protocol):
 class Webhook:
     """Everything a request handler needs, kept on the app (app.extensions["gitops"])."""
 
-    def __init__(self, config: Mapping[str, Any], source: DesiredSource, audit: AuditSink) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        source: DesiredSource,
+        audit: AuditSink,
+        lookups: ClusterLookups | None = None,
+    ) -> None:
         self.config = config
         self.source = source
         self.audit = audit
+        self.lookups: ClusterLookups = lookups or NoLookups()
         self.exemptions = Exemptions(
             users=settings.csv(config["EXEMPT_USERS"]),
             groups=settings.csv(config["EXEMPT_GROUPS"]),
@@ -103,8 +111,10 @@ def create_app(
     source: DesiredSource | None = None,
     kube: Any = None,
     audit: AuditSink | None = None,
+    lookups: ClusterLookups | None = None,
 ) -> Flask:
-    """The WSGI app. `source` and `audit` default to the real ones built on `kube` (an engine.kube.KubeClient)."""
+    """The WSGI app. `source`, `audit` and `lookups` default to the real ones built on `kube` (an
+    engine.kube.KubeClient); without a cluster, `lookups` grants nothing that needs the cluster's word."""
     conf = settings.load(config)
     if source is None or audit is None:
         if kube is None:
@@ -116,11 +126,18 @@ def create_app(
         def applications() -> list[Any]:
             return list_applications(kube, "")  # every namespace, one list call
 
-        source = source or DesiredState(kube, applications, load_timeout=float(conf["LOAD_TIMEOUT_SECONDS"]))
+        source = source or DesiredState(
+            kube,
+            applications,
+            load_timeout=float(conf["LOAD_TIMEOUT_SECONDS"]),
+            probe_namespace=str(conf["NAMESPACE"]),
+        )
         audit = audit or AuditStore(kube, conf["NAMESPACE"])
     app = Flask("gitops-webhook")
     app.config.update(conf)
-    hook = Webhook(conf, source, audit)
+    if lookups is None and kube is not None:
+        lookups = ApiLookups(kube)
+    hook = Webhook(conf, source, audit, lookups)
     app.extensions["gitops"] = hook
 
     from .admission import ValidateFastPath

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from engine.errors import SourceError
+from engine.admission import Found, GitObject
+from engine.errors import ApiError, GitOpsError, SourceError
 from engine.gitstate import CHECKS_AT_ONCE, EXTRA_REVISIONS, DesiredState
 from engine.kube import ResourceInfo
-from engine.objects import ObjectKey
+from engine.objects import TRACKING_ANNOTATION, TRACKING_LABEL, Claim, ObjectKey
 from engine.source import GitSource
 from engine.webhookconfig import ManagedResource
 
@@ -35,6 +36,9 @@ class FakeCluster:
     def resource_for(self, api_version: str, kind: str) -> ResourceInfo | None:
         return SERVED.get((api_version, kind))
 
+    def refresh_discovery(self) -> None:
+        self.discoveries = getattr(self, "discoveries", 0) + 1
+
     def preferred(self, group: str, kind: str) -> ResourceInfo | None:
         return next((r for r in SERVED.values() if (r.group, r.kind) == (group, kind)), None)
 
@@ -50,6 +54,11 @@ class FakeCluster:
             ],
         }
         return {**obj, "metadata": metadata}
+
+
+def git_at(index: DesiredState, key: ObjectKey, revision: str = "", app_name: str = "") -> GitObject | None:
+    """Git's object for `key` as a request would find it: naming `revision`, claiming `app_name` by its label."""
+    return index.lookup(key, revision, (Claim("", app_name),) if app_name else ()).git
 
 
 def git(repo: Path, *args: str) -> str:
@@ -115,11 +124,16 @@ def test_refresh_indexes_git_as_stored(state: tuple[DesiredState, FakeCluster], 
     assert not index.ready
     apps.append(application(repo))
     index.refresh()
-    found = index.lookup(A)
+    found = git_at(index, A)
     assert found is not None
     assert (found.mode, found.app, found.stored["data"]) == ("warn", "gitops-system/shop", {"k": "one"})
     assert found.stored["metadata"]["name"] == "a"  # the probe name never shows
-    assert dict(found.declared) == {"f:data": {"f:k": {}}}
+    # What Git declares, and our tracking marks: the probe carries no tracking label (it must not reach the webhook),
+    # yet taking the label off the live object is drift.
+    assert dict(found.declared) == {
+        "f:data": {"f:k": {}},
+        "f:metadata": {"f:labels": {f"f:{TRACKING_LABEL}": {}}, "f:annotations": {f"f:{TRACKING_ANNOTATION}": {}}},
+    }
     assert index.ready
     assert index.status()["applications"]["gitops-system/shop"]["objects"] == 1
 
@@ -148,7 +162,7 @@ def test_a_failing_source_keeps_the_last_good_state_and_is_retried(
     moved = tmp_path / "moved"
     repo.rename(moved)
     index.refresh()
-    assert index.lookup(A) is not None  # still decides from the last good state
+    assert git_at(index, A) is not None  # still decides from the last good state
     assert "cannot fetch" in index.status()["applications"]["gitops-system/shop"]["error"]
     moved.rename(repo)
     index.refresh(full=False)  # an errored Application is retried even without a change
@@ -161,16 +175,16 @@ def test_a_new_commit_named_by_a_request_is_loaded_and_promoted_when_it_is_the_h
     index, _ = state
     apps.append(application(repo))
     index.refresh()
-    assert index.lookup(B) is None
+    assert git_at(index, B) is None
     second = commit(repo, {"b.yaml": configmap("b", "two")}, "second")
     (repo / "a.yaml").unlink()
     third = commit(repo, {}, "third: no a")
-    found = index.lookup(A, revision=second)
+    found = git_at(index, A, revision=second)
     assert found is not None
     assert found.revision == second
-    assert index.lookup(A) is not None  # the second commit is not the head: the Application stays where it was
-    assert index.lookup(B, revision=third, app_name="shop") is not None  # new in that commit: a sync creates it
-    assert index.lookup(A) is None  # the head was loaded: it is the Application's state now (a prune passes)
+    assert git_at(index, A) is not None  # the second commit is not the head: the Application stays where it was
+    assert git_at(index, B, revision=third, app_name="shop") is not None  # new in that commit: a sync creates it
+    assert git_at(index, A) is None  # the head was loaded: it is the Application's state now (a prune passes)
     assert index.status()["applications"]["gitops-system/shop"]["revision"] == third
 
 
@@ -183,20 +197,20 @@ def test_newer_commits_loaded_beside_an_application_are_bounded_and_dropped_when
     newer = [commit(repo, {"a.yaml": configmap("a", f"v{i}")}, f"v{i}") for i in range(EXTRA_REVISIONS + 3)]
     head = newer.pop()
     for sha in newer:  # syncs to commits the Application does not target (its branch has moved on since)
-        found = index.lookup(A, revision=sha)
+        found = git_at(index, A, revision=sha)
         assert found is not None
         assert found.stored["data"] == {"k": f"v{newer.index(sha)}"}
     status = index.status()["applications"]["gitops-system/shop"]
     assert status["newer_commits_loaded"] == newer[-EXTRA_REVISIONS:]  # the oldest dropped first
-    found = index.lookup(A, revision=newer[0])  # dropped: loaded again, and still judged right
+    found = git_at(index, A, revision=newer[0])  # dropped: loaded again, and still judged right
     assert found is not None
     assert found.stored["data"] == {"k": "v0"}
-    found = index.lookup(A, revision=head)  # the head: the Application's state now, and nothing kept beside it
+    found = git_at(index, A, revision=head)  # the head: the Application's state now, and nothing kept beside it
     assert found is not None
     assert found.revision == head
     status = index.status()["applications"]["gitops-system/shop"]
     assert (status["revision"], status["newer_commits_loaded"]) == (head, [])
-    assert index.lookup(A, revision=newer[-1]).revision == head  # type: ignore[union-attr]  # older now: ignored
+    assert git_at(index, A, revision=newer[-1]).revision == head  # type: ignore[union-attr]  # older now: ignored
     index.refresh()
     assert index.status()["applications"]["gitops-system/shop"]["newer_commits_loaded"] == []
 
@@ -209,7 +223,7 @@ def test_a_removed_application_leaves_the_index(
     index.refresh()
     apps.clear()
     index.refresh()
-    assert index.lookup(A) is None
+    assert git_at(index, A) is None
     assert index.app_names() == set()
 
 
@@ -222,8 +236,8 @@ def test_an_older_commit_cannot_bring_back_an_object_git_dropped(
     commit(repo, {}, "drop b")
     apps.append(application(repo))
     index.refresh()  # at the head: no b
-    assert index.lookup(B) is None
-    assert index.lookup(B, revision=with_b, app_name="shop") is None
+    assert git_at(index, B) is None
+    assert git_at(index, B, revision=with_b, app_name="shop") is None
 
 
 def test_an_older_commit_named_for_an_existing_object_is_ignored(
@@ -234,7 +248,7 @@ def test_an_older_commit_named_for_an_existing_object_is_ignored(
     head = commit(repo, {"a.yaml": configmap("a", "changed")}, "change a")
     apps.append(application(repo))
     index.refresh()
-    found = index.lookup(A, revision=first)
+    found = git_at(index, A, revision=first)
     assert found is not None
     assert (found.revision, found.stored["data"]) == (head, {"k": "changed"})
 
@@ -387,17 +401,17 @@ def test_a_revision_that_is_not_a_full_commit_name_is_ignored_without_asking_git
 ) -> None:
     index, source, _ = counted
     head = git(repo, "rev-parse", "HEAD")
-    found = index.lookup(A, revision=revision)
+    found = git_at(index, A, revision=revision)
     assert found is not None
     assert found.revision == head
-    assert index.lookup(B, revision=revision, app_name="shop") is None
+    assert git_at(index, B, revision=revision, app_name="shop") is None
     assert source.calls == Counter()
 
 
 def test_the_head_in_uppercase_is_ignored_too(counted: tuple[DesiredState, CountingSource, Clock], repo: Path) -> None:
     index, source, _ = counted
     second = commit(repo, {"b.yaml": configmap("b", "two")}, "second")
-    assert index.lookup(B, revision=second.upper(), app_name="shop") is None
+    assert git_at(index, B, revision=second.upper(), app_name="shop") is None
     assert source.calls == Counter()
 
 
@@ -408,17 +422,17 @@ def test_an_unknown_commit_is_fetched_once_while_its_absence_is_remembered(
     head = git(repo, "rev-parse", "HEAD")
     unknown = unknown_sha()
     for _ in range(5):
-        found = index.lookup(A, revision=unknown)
+        found = git_at(index, A, revision=unknown)
         assert found is not None
         assert found.revision == head
-        assert index.lookup(B, revision=unknown, app_name="shop") is None
+        assert git_at(index, B, revision=unknown, app_name="shop") is None
     assert source.calls["fetch"] == 1
     asked = sum(source.calls.values())
     clock.now += 9.9
-    index.lookup(A, revision=unknown)
+    git_at(index, A, revision=unknown)
     assert sum(source.calls.values()) == asked  # still within the window: no git at all
     clock.now += 0.2
-    index.lookup(A, revision=unknown)
+    git_at(index, A, revision=unknown)
     assert source.calls["fetch"] == 2  # the window passed: asked again
 
 
@@ -429,17 +443,17 @@ def test_a_commit_pushed_after_it_was_missing_is_found_once_the_window_passed(
     first = git(repo, "rev-parse", "HEAD")
     pushed = commit(repo, {"a.yaml": configmap("a", "two")}, "second")
     git(repo, "reset", "-q", "--hard", first)  # not pushed yet: the remote has no ref to it
-    found = index.lookup(A, revision=pushed)
+    found = git_at(index, A, revision=pushed)
     assert found is not None
     assert found.revision == first
     git(repo, "reset", "-q", "--hard", pushed)  # pushed now
     clock.now += 5
-    found = index.lookup(A, revision=pushed)
+    found = git_at(index, A, revision=pushed)
     assert found is not None
     assert found.revision == first  # "missing" still stands
     assert source.calls["fetch"] == 1
     clock.now += 6
-    found = index.lookup(A, revision=pushed)
+    found = git_at(index, A, revision=pushed)
     assert found is not None
     assert (found.revision, found.stored["data"]) == (pushed, {"k": "two"})
     assert index.status()["applications"]["gitops-system/shop"]["revision"] == pushed  # the head: promoted
@@ -454,7 +468,7 @@ def test_a_burst_of_requests_naming_unknown_commits_costs_at_most_two_fetches(
     # At most CHECKS_AT_ONCE of them reach Git; the others are judged against the loaded state at once.
     source.after_fetch = held_until_looked(source, CHECKS_AT_ONCE)
     with ThreadPoolExecutor(burst) as pool:
-        found = list(pool.map(lambda sha: index.lookup(A, revision=sha), [unknown_sha() for _ in range(burst)]))
+        found = list(pool.map(lambda sha: git_at(index, A, revision=sha), [unknown_sha() for _ in range(burst)]))
     assert [f.revision if f else None for f in found] == [head] * burst
     assert 1 <= source.calls["fetch"] <= 2
     assert len(source.looked) <= 2 * CHECKS_AT_ONCE  # each check looks before and after its fetch at most
@@ -467,7 +481,7 @@ def test_a_sync_burst_naming_one_new_commit_waits_for_one_check(
     pushed = commit(repo, {"b.yaml": configmap("b", "two")}, "the sync's new commit")
     burst = 16  # a sync applies on 16 connections at once, every object naming the same new commit
     with ThreadPoolExecutor(burst) as pool:
-        found = list(pool.map(lambda _: index.lookup(A, revision=pushed), range(burst)))
+        found = list(pool.map(lambda _: git_at(index, A, revision=pushed), range(burst)))
     # none of them turned away because Git was busy with the first: all judged against the new commit
     assert [f.revision if f else None for f in found] == [pushed] * burst
     assert source.calls["fetch"] == 1
@@ -483,7 +497,7 @@ def test_a_hanging_remote_holds_a_request_no_longer_than_the_load_timeout(
     pushed = commit(repo, {"b.yaml": configmap("b", "two")}, "pushed")
     head = git(repo, "rev-parse", "HEAD~1")
     started = time.monotonic()
-    found = index.lookup(A, revision=pushed)
+    found = git_at(index, A, revision=pushed)
     assert found is not None
     assert found.revision == head  # not known in time: judged against the loaded state
     assert time.monotonic() - started < 5
@@ -491,7 +505,7 @@ def test_a_hanging_remote_holds_a_request_no_longer_than_the_load_timeout(
     index.load_timeout = 30
 
     def judged_against_the_new_commit() -> bool:
-        found = index.lookup(A, revision=pushed)
+        found = git_at(index, A, revision=pushed)
         return found is not None and found.revision == pushed
 
     wait_until(judged_against_the_new_commit)  # the late answer is remembered when it comes
@@ -548,7 +562,7 @@ def test_the_memory_of_answers_is_bounded_least_recently_used_first(
     names = [unknown_sha() for _ in range(5)]
     fetches = []
     for sha in [*names, names[4], names[3], names[2], names[1], names[4]]:
-        index.lookup(A, revision=sha)
+        git_at(index, A, revision=sha)
         fetches.append(source.calls["fetch"])
     # The last three are remembered; asking for one forgotten drops the least recently used (names[4]).
     assert fetches == [1, 2, 3, 4, 5, 5, 5, 5, 6, 7]
@@ -560,14 +574,14 @@ def test_a_known_newer_commit_is_asked_of_git_once_not_per_request(
     index, source, clock = counted
     newer = commit(repo, {"a.yaml": configmap("a", "newer")}, "newer, not the head")
     commit(repo, {"a.yaml": configmap("a", "head")}, "the head")
-    found = index.lookup(A, revision=newer)
+    found = git_at(index, A, revision=newer)
     assert found is not None
     assert (found.revision, found.stored["data"]) == (newer, {"k": "newer"})
-    assert source.calls["is_ancestor"] == 1
+    assert source.calls["is_ancestor"] == 2  # newer than the loaded commit, and reached by the target
     asked = sum(source.calls.values())
     clock.now += 3600  # a commit that exists: the answer stands
     for _ in range(5):
-        found = index.lookup(A, revision=newer)
+        found = git_at(index, A, revision=newer)
         assert found is not None
         assert found.revision == newer
     assert sum(source.calls.values()) == asked
@@ -582,7 +596,7 @@ def test_an_older_commit_is_asked_of_git_once_not_per_request(
     index.refresh()
     source.reset()
     for _ in range(5):
-        found = index.lookup(A, revision=first)
+        found = git_at(index, A, revision=first)
         assert found is not None
         assert found.revision == head
         clock.now += 3600
@@ -601,14 +615,175 @@ def test_answers_at_once_says_when_a_lookup_would_wait_for_git(
     assert index.answers_at_once(A, "main")  # not a commit name: ignored
     newer = commit(repo, {"b.yaml": configmap("b", "two")}, "second")
     assert not index.answers_at_once(A, newer)  # Git must be asked
-    assert not index.answers_at_once(B, newer, "shop")  # a new object: the commit must be loaded
-    assert index.answers_at_once(B, newer, "another-app")  # no Application of that name to ask about
+    assert not index.answers_at_once(B, newer, (Claim("", "shop"),))  # a new object: the commit must be loaded
+    # An Application the webhook does not know: it must list them (it may have been created a moment ago).
+    assert not index.answers_at_once(B, newer, (Claim("", "another-app"),))
     assert source.calls == Counter()
-    index.lookup(B, revision=newer, app_name="shop")
+    git_at(index, B, revision=newer, app_name="shop")
     assert index.answers_at_once(A, newer)  # known newer, and loaded
-    assert index.answers_at_once(B, newer, "shop")
+    assert index.answers_at_once(B, newer, (Claim("", "shop"),))
     unknown = unknown_sha()
-    index.lookup(A, revision=unknown)
+    git_at(index, A, revision=unknown)
     assert index.answers_at_once(A, unknown)  # known missing, for a while
     clock.now += 11
     assert not index.answers_at_once(A, unknown)  # the window passed: Git is asked again
+
+
+# --- failing closed: what the index has not loaded is never "not managed" --------------------------------------------
+SHOP = (Claim("gitops-system", "shop"),)
+
+
+def test_the_crds_arriving_after_the_webhook_started_are_seen(tmp_path: Path, repo: Path) -> None:
+    """The webhook started before `kubectl gitops install`: listing fails until discovery is read again."""
+    cluster = FakeCluster()
+    served = {"yes": False}
+
+    def listing() -> list[dict[str, Any]]:
+        if not served["yes"]:
+            raise GitOpsError("the cluster does not serve Applications; run `kubectl gitops install` first")
+        return [application(repo)]
+
+    index = DesiredState(
+        cluster,  # type: ignore[arg-type]
+        listing,
+        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
+        retry_seconds=0,
+    )
+    index.refresh()
+    assert (index.ready, index.listed) == (False, False)
+    assert cluster.discoveries == 1  # read again, so that the next attempt can see CRDs installed since
+    found = index.lookup(A, "", SHOP)
+    assert found.git is None
+    assert found.unjudged is not None
+    assert found.unjudged.mode == "enforce"  # the Application's own mode is unknown: the strictest
+    assert "cannot list Applications" in found.unjudged.why
+    served["yes"] = True
+    index.refresh()
+    assert (index.ready, index.listed) == (True, True)
+    assert git_at(index, A) is not None
+
+
+def test_git_unreachable_at_start_is_not_ready_and_judges_nothing(
+    state: tuple[DesiredState, FakeCluster], apps: list[Any], tmp_path: Path, repo: Path
+) -> None:
+    index, _ = state
+    gone = tmp_path / "moved-away"
+    repo.rename(gone)
+    apps.append(application(repo))
+    index.refresh()
+    assert not index.ready  # every Application must be loaded
+    assert not index.all_loaded()
+    status = index.status()["applications"]["gitops-system/shop"]
+    assert (status["loaded"], status["objects"]) == (False, 0)
+    assert "cannot fetch" in status["error"]
+    found = index.lookup(A, "", SHOP)
+    assert found.unjudged is not None
+    assert found.unjudged.mode == "warn"  # the Application's mode, known from its spec
+    assert "not loaded" in found.unjudged.why
+    assert "cannot fetch" in found.unjudged.why
+    gone.rename(repo)  # Git is back
+    index.refresh(full=False)
+    assert index.ready
+    assert git_at(index, A) is not None
+
+
+def test_a_request_claiming_an_application_not_known_yet_loads_it(
+    state: tuple[DesiredState, FakeCluster], apps: list[Any], repo: Path
+) -> None:
+    index, _ = state
+    index.refresh()
+    assert index.ready  # no Application yet
+    apps.append(application(repo))  # created a moment ago, before the next poll
+    assert not index.answers_at_once(B, "", SHOP)
+    found = index.lookup(B, "", SHOP)  # b is not in Git: the Application is loaded to know it
+    assert (found.git, found.unjudged, found.claimed) == (None, None, frozenset({"gitops-system/shop"}))
+    assert git_at(index, A) is not None
+    assert index.ready
+
+
+def test_claims_of_unknown_applications_cost_one_listing_per_interval(tmp_path: Path, repo: Path) -> None:
+    calls = Counter[str]()
+
+    def listing() -> list[dict[str, Any]]:
+        calls["list"] += 1
+        return []
+
+    clock = Clock()
+    index = DesiredState(
+        FakeCluster(),  # type: ignore[arg-type]
+        listing,
+        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
+        retry_seconds=5,
+        clock=clock,
+    )
+    index.refresh()
+    for i in range(50):
+        assert index.lookup(A, "", (Claim("", f"made-up-{i}"),)) == Found()
+    assert calls["list"] == 2
+    clock.now += 6
+    index.lookup(A, "", (Claim("", "again"),))
+    assert calls["list"] == 3
+
+
+def test_an_application_whose_namespace_does_not_exist_yet_is_loaded(tmp_path: Path, repo: Path) -> None:
+    """Its first sync creates the namespace: Git's state must be there before, or the sync is refused."""
+
+    class NoShopYet(FakeCluster):
+        shop = False
+
+        def apply(self, info: ResourceInfo, obj: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+            if obj["metadata"].get("namespace") == "shop" and not self.shop:
+                raise ApiError('namespaces "shop" not found', status=404, reason="NotFound")
+            return super().apply(info, obj, **kwargs)
+
+    cluster = NoShopYet()
+    index = DesiredState(
+        cluster,  # type: ignore[arg-type]
+        lambda: [application(repo)],
+        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
+        retry_seconds=0,
+        probe_namespace="gitops-system",
+    )
+    index.refresh()
+    assert index.ready
+    found = git_at(index, A)
+    assert found is not None
+    assert found.stored["metadata"]["namespace"] == "shop"  # probed elsewhere, stored where Git puts it
+    assert index._apps[next(iter(index._apps))].provisional
+    cluster.shop = True
+    index.refresh(full=False)  # probed again where it belongs, once the namespace exists
+    assert not index._apps[next(iter(index._apps))].provisional
+
+
+def test_an_unmerged_descendant_commit_does_not_count(
+    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+) -> None:
+    """Anyone who can push a branch can make a commit that descends from the loaded one: only the Application's
+    target counts."""
+    index, _, _ = counted
+    git(repo, "checkout", "-q", "-b", "feature")
+    evil = commit(repo, {"a.yaml": configmap("a", "evil"), "b.yaml": configmap("b", "new")}, "not merged")
+    git(repo, "checkout", "-q", "main")
+    found = git_at(index, A, revision=evil)
+    assert found is not None
+    assert found.stored["data"] == {"k": "one"}  # judged against main
+    assert git_at(index, B, revision=evil, app_name="shop") is None
+    git(repo, "merge", "-q", "--ff-only", "feature")  # merged: now the target reaches it
+    index._answers.clear()  # (an unmerged answer lasts only MISSING_REVISION_SECONDS)
+    found = git_at(index, A, revision=evil)
+    assert found is not None
+    assert found.stored["data"] == {"k": "evil"}
+
+
+def test_refs_other_than_branches_and_tags_are_never_fetched(tmp_path: Path, repo: Path) -> None:
+    """A hosting service's refs/pull/* hold commits nobody merged."""
+    main = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "pr")
+    pr = commit(repo, {"a.yaml": configmap("a", "pr")}, "a pull request")
+    git(repo, "update-ref", "refs/pull/1/head", pr)
+    git(repo, "checkout", "-q", "main")
+    git(repo, "branch", "-D", "pr")
+    source = GitSource(str(repo), tmp_path / "cache")
+    source.fetch()
+    assert source.has_commit(main)
+    assert not source.has_commit(pr)

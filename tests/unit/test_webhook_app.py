@@ -21,10 +21,18 @@ from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.admission import BREAK_GLASS_ANNOTATION, GitObject
+from engine.admission import BREAK_GLASS_ANNOTATION, ClusterFacts, Found, GitObject, Unjudged
 from engine.audit import GENESIS, seal, verify
 from engine.errors import GitOpsError
-from engine.objects import REVISION_ANNOTATION, TRACKING_LABEL, KubeObject, ObjectKey
+from engine.objects import (
+    REVISION_ANNOTATION,
+    TRACKING_ANNOTATION,
+    TRACKING_LABEL,
+    AppRef,
+    Claim,
+    KubeObject,
+    ObjectKey,
+)
 from webhook.app import AuditSink, DesiredSource, create_app, webhook_of
 from webhook.review import API_VERSION
 
@@ -51,24 +59,31 @@ class FakeSource:
         self.fail = False
         self.slow: dict[str, threading.Event] = {}  # revisions whose lookup waits (for Git) until the event is set
         self.lookup_threads: list[str] = []
+        self.unjudged: Unjudged | None = None  # what a claimed object gets when set: a state not loaded
 
-    def lookup(self, key: ObjectKey, revision: str = "", app_name: str = "") -> GitObject | None:
+    def lookup(self, key: ObjectKey, revision: str = "", claims: tuple[Claim, ...] = ()) -> Found:
         if self.fail:
             raise RuntimeError("a bug in the desired state")
         self.lookups.append((key, revision))
         self.lookup_threads.append(threading.current_thread().name)
         if revision in self.slow:
             self.slow[revision].wait(30)
-        return self.objects.get(key)
+        found = self.objects.get(key)
+        if found is not None:
+            return Found(found)
+        if self.unjudged is not None and claims:
+            return Found(unjudged=self.unjudged)
+        apps = {o.app for o in self.objects.values()}
+        return Found(claimed=frozenset(a for a in apps if any(c.matches(AppRef(*a.split("/", 1))) for c in claims)))
 
-    def answers_at_once(self, key: ObjectKey, revision: str = "", app_name: str = "") -> bool:
+    def answers_at_once(self, key: ObjectKey, revision: str = "", claims: tuple[Claim, ...] = ()) -> bool:
         return revision not in self.slow
+
+    def all_loaded(self) -> bool:
+        return self.unjudged is None
 
     def kind_of(self, group: str, resource: str) -> str:
         return self.kinds.get((group, resource), "")
-
-    def app_names(self) -> set[str]:
-        return {o.app.split("/", 1)[1] for o in self.objects.values()}
 
     def refresh(self, *, full: bool = True) -> None:
         self.refreshes += 1
@@ -404,7 +419,10 @@ def test_a_new_object_that_claims_tracking_but_is_not_in_git(claimed: str, allow
 @pytest.mark.parametrize(("user", "allowed"), [("system:node:w1", True), ("alice", False)])
 def test_delete_through_the_webhook(user: str, allowed: bool) -> None:
     app, _, _ = make_app()
-    answer = assert_well_formed(post(app.test_client(), review("DELETE", None, deployment(), user=user))[1])
+    groups = ("system:nodes", "system:authenticated") if user.startswith("system:node:") else ("developers",)
+    answer = assert_well_formed(
+        post(app.test_client(), review("DELETE", None, deployment(), user=user, groups=groups))[1]
+    )
     assert answer["allowed"] is allowed
 
 
@@ -775,3 +793,114 @@ def test_fuzz_huge_objects(
     body["request"]["kind"] = {"group": group, "version": version, "kind": kind}
     body["request"]["resource"] = {"group": group, "version": version, "resource": resource}
     assert_answered(*post(fuzz_client, body), UID)
+
+
+# --- failing closed, through the webhook ------------------------------------------------------------------------------
+class FakeLookups:
+    """The cluster's word on a controller's request, and the parent of a scale, as webhook.lookups.ClusterLookups."""
+
+    def __init__(self, *, owners_gone: bool | None = None, parent: KubeObject | None = None) -> None:
+        self.owners_gone = owners_gone
+        self.parent_object = parent
+        self.parents = 0
+
+    def needed(self, request: Any) -> bool:
+        return request.get("operation") == "DELETE"
+
+    def facts(self, request: Any) -> ClusterFacts:
+        return ClusterFacts(owners_gone=self.owners_gone)
+
+    def parent(self, request: Any) -> KubeObject | None:
+        self.parents += 1
+        return self.parent_object
+
+
+def claimed_configmap(name: str = "other") -> KubeObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": "shop",
+            "labels": {TRACKING_LABEL: "shop"},
+            "annotations": {TRACKING_ANNOTATION: f"gitops-system/shop:/ConfigMap:shop/{name}"},
+        },
+        "data": {"k": "v"},
+    }
+
+
+def configmap_review(operation: str, obj: KubeObject | None, old: KubeObject | None) -> dict[str, Any]:
+    body = review(operation, obj, old)
+    name = (obj or old or {})["metadata"]["name"]
+    body["request"].update(
+        kind={"group": "", "version": "v1", "kind": "ConfigMap"},
+        resource={"group": "", "version": "v1", "resource": "configmaps"},
+        requestKind={"group": "", "version": "v1", "kind": "ConfigMap"},
+        name=name,
+        object=obj,
+        oldObject=old,
+    )
+    return body
+
+
+@pytest.mark.parametrize("operation", ["CREATE", "UPDATE", "DELETE"])
+def test_a_claimed_object_of_an_application_not_loaded_is_refused_and_recorded(operation: str) -> None:
+    app, source, audit = make_app()
+    source.unjudged = Unjudged(APP, "enforce", f"Git's state of {APP} is not loaded: cannot fetch")
+    obj = claimed_configmap()
+    body = configmap_review(
+        operation, None if operation == "DELETE" else obj, None if operation == "CREATE" else claimed_configmap()
+    )
+    answer = assert_well_formed(post(app.test_client(), body)[1])
+    assert answer["allowed"] is False
+    assert "cannot be judged" in answer["status"]["message"]
+    assert "cannot fetch" in answer["status"]["message"]
+    assert [r["decision"] for r in audit.records] == ["denied"]
+
+
+def test_a_scale_while_a_state_is_not_loaded_asks_the_cluster_for_the_parents_marks() -> None:
+    parent = {**deployment(), "metadata": {**deployment()["metadata"], "name": "api"}}
+    lookups = FakeLookups(parent=parent)
+    source = FakeSource(git_objects())
+    source.unjudged = Unjudged(APP, "enforce", "not loaded")
+    app = create_app(config={"BACKGROUND": False}, source=source, audit=FakeAudit(), lookups=lookups)
+    body = review("UPDATE", {"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": 9}}, None)
+    body["request"].update(
+        name="api",
+        subResource="scale",
+        kind={"group": "autoscaling", "version": "v1", "kind": "Scale"},
+        oldObject={"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": 2}},
+    )
+    answer = assert_well_formed(post(app.test_client(), body)[1])
+    assert lookups.parents == 1
+    assert answer["allowed"] is False  # the parent claims an Application whose state is not loaded
+    source.unjudged = None
+    answer = assert_well_formed(post(app.test_client(), body)[1])
+    assert answer["allowed"] is True  # every state loaded, and Git has no such object: not managed
+    assert lookups.parents == 1
+
+
+@pytest.mark.parametrize(("owners_gone", "allowed"), [(True, True), (False, False), (None, False)])
+def test_the_garbage_collector_deletes_only_what_has_lost_its_owners(owners_gone: bool | None, allowed: bool) -> None:
+    lookups = FakeLookups(owners_gone=owners_gone)
+    app = create_app(config={"BACKGROUND": False}, source=FakeSource(git_objects()), audit=FakeAudit(), lookups=lookups)
+    body = review(
+        "DELETE",
+        None,
+        deployment(),
+        user="system:serviceaccount:kube-system:generic-garbage-collector",
+        groups=("system:serviceaccounts", "system:serviceaccounts:kube-system"),
+    )
+    answer = assert_well_formed(post(app.test_client(), body)[1])
+    assert answer["allowed"] is allowed
+
+
+def test_taking_the_tracking_label_off_is_denied() -> None:
+    app, _, audit = make_app()
+    old = deployment()
+    new = copy.deepcopy(old)
+    new["metadata"]["labels"].pop(TRACKING_LABEL)
+    answer = assert_well_formed(post(app.test_client(), review("UPDATE", new, old))[1])
+    assert answer["allowed"] is False
+    assert TRACKING_LABEL.replace("/", "~1") in answer["status"]["message"]
+    assert [r["decision"] for r in audit.records] == ["denied"]

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from engine.admission import GitObject
-from engine.objects import ObjectKey
+from engine.admission import Found
+from engine.objects import Claim, ObjectKey
 from webhook import tls, worker
 from webhook.app import create_app
 from webhook.cli import Server, gunicorn_options
@@ -32,12 +32,12 @@ BUG_ANSWER = b"bug-in-the-answer"
 
 
 class SlowGit(FakeSource):
-    def lookup(self, key: ObjectKey, revision: str = "", app_name: str = "") -> GitObject | None:
+    def lookup(self, key: ObjectKey, revision: str = "", claims: tuple[Claim, ...] = ()) -> Found:
         if revision == SLOW_REVISION:
             time.sleep(SLOW_SECONDS)
-        return super().lookup(key, revision, app_name)
+        return super().lookup(key, revision, claims)
 
-    def answers_at_once(self, key: ObjectKey, revision: str = "", app_name: str = "") -> bool:
+    def answers_at_once(self, key: ObjectKey, revision: str = "", claims: tuple[Claim, ...] = ()) -> bool:
         return revision != SLOW_REVISION
 
 
