@@ -157,6 +157,7 @@ class DesiredState:
         self._clock = clock
         self.ready = False
         self.listed = False  # the last attempt to list Applications succeeded
+        self.attempted = False  # a first refresh has run (whatever came of it)
         self.last_refresh = 0.0
         self.last_error = ""
         self._refreshing = threading.Lock()  # one refresh at a time (the loop's, or one a request asked for)
@@ -176,20 +177,13 @@ class DesiredState:
         deadline = time.monotonic() + self.load_timeout  # for asking Git and loading the commit, together
         found = self._index.get(key)
         if found is not None:
-            if not revision or found.revision == revision:
-                return Found(found)
-            # Only a newer commit counts: an older one would let a hand-set annotation bring back old Git.
-            app = AppRef(*found.app.split("/", 1))
-            if not self._is_newer(app, revision, deadline):
-                return Found(found)
-            other = self._revision_objects(app, revision, deadline)
-            if other is None:
-                return Found(unjudged=self._not_loaded_in_time(app, revision))
-            return Found(other.get(key, found))
-
+            return self._in_index(found, key, revision, deadline)
         refs = self._claimed(claims)
         if claims and (not refs or any(self._needs_load(ref, key) for ref in refs)):
             self._refresh_now(deadline)  # an Application not known or not loaded yet: load it now
+            found = self._index.get(key)
+            if found is not None:
+                return self._in_index(found, key, revision, deadline)
             refs = self._claimed(claims)
         if claims and not refs and not self.listed:
             return Found(unjudged=Unjudged("", "enforce", f"the webhook cannot list Applications: {self.last_error}"))
@@ -214,6 +208,18 @@ class DesiredState:
                 return Found(unjudged=Unjudged(str(ref), state.spec.drift_mode, f"{key} of {ref} is not loaded: {why}"))
             loaded.add(str(ref))
         return Found(claimed=frozenset(loaded))
+
+    def _in_index(self, found: GitObject, key: ObjectKey, revision: str, deadline: float) -> Found:
+        if not revision or found.revision == revision:
+            return Found(found)
+        # Only a newer commit counts: an older one would let a hand-set annotation bring back old Git.
+        app = AppRef(*found.app.split("/", 1))
+        if not self._is_newer(app, revision, deadline):
+            return Found(found)
+        other = self._revision_objects(app, revision, deadline)
+        if other is None:
+            return Found(unjudged=self._not_loaded_in_time(app, revision))
+        return Found(other.get(key, found))
 
     def _not_loaded_in_time(self, app: AppRef, revision: str) -> Unjudged:
         state = self._apps.get(app)
@@ -381,6 +387,7 @@ class DesiredState:
         with self._lock:
             return {
                 "ready": self.ready,
+                "serving": self.attempted,
                 "listed": self.listed,
                 "applications": {
                     str(ref): {
@@ -447,7 +454,10 @@ class DesiredState:
         those whose last render failed or was partial (after RETRY_SECONDS, or at once with `retry_failed`). Keeps
         the last good state of an Application whose source fails (saying so in status())."""
         with self._refreshing:
-            self._refresh(full=full, retry_failed=retry_failed)
+            try:
+                self._refresh(full=full, retry_failed=retry_failed)
+            finally:
+                self.attempted = True
 
     def _refresh(self, *, full: bool, retry_failed: bool) -> None:
         try:

@@ -82,11 +82,13 @@ class Webhook:
         while not self._stop.is_set():
             try:
                 due = time.monotonic() - last_full >= float(self.config["REFRESH_SECONDS"])
-                if due or not self.source.ready:
+                if due:
                     self.source.refresh()
                     last_full = time.monotonic()
                 else:
-                    self.source.refresh(full=False)  # cheap: one list call, renders only new or changed ones
+                    # Cheap: one list call; renders only new or changed Applications, and those not loaded yet
+                    # (every RETRY_SECONDS), so that one broken source does not make every poll render them all.
+                    self.source.refresh(full=False)
                 status = self.source.status()
                 loaded = {name: (a["revision"], a["objects"]) for name, a in status["applications"].items()}
                 if loaded != last_loaded:

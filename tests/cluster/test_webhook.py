@@ -229,9 +229,14 @@ def test_warn_allows_with_a_warning_and_records(app: Callable[..., GitRepo], kub
     )
     assert "Warning: drift from Git" in proc.stderr
     assert "/spec/template/spec/containers/0/image" in proc.stderr
-    # Already drifted there: a second change to the same field adds no new drift, so no new record.
-    kubectl.run("-n", namespace, "set", "image", "deployment/frontend", "frontend=registry.example/x:3", user="alice")
-    assert [r["decision"] for r in records(kubectl, namespace)] == ["warned"]
+    # Already drifted there: a second change to the same field is a new attempt, not a ride on the first one.
+    again = kubectl.run(
+        "-n", namespace, "set", "image", "deployment/frontend", "frontend=registry.example/x:3", user="alice"
+    )
+    assert "Warning: drift from Git" in again.stderr
+    # An unrelated change to the drifted object adds nothing.
+    kubectl.run("-n", namespace, "label", "deployment/frontend", "team=web", user="alice")
+    assert [r["decision"] for r in records(kubectl, namespace)] == ["warned", "warned"]
 
 
 def test_audit_allows_silently_and_records(app: Callable[..., GitRepo], kubectl: Kubectl, namespace: str) -> None:

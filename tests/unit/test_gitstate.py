@@ -695,9 +695,11 @@ def test_a_request_claiming_an_application_not_known_yet_loads_it(
     assert index.ready  # no Application yet
     apps.append(application(repo))  # created a moment ago, before the next poll
     assert not index.answers_at_once(B, "", SHOP)
-    found = index.lookup(B, "", SHOP)  # b is not in Git: the Application is loaded to know it
+    found = index.lookup(A, "", SHOP)  # its first sync: the Application is loaded to judge it
+    assert found.git is not None
+    assert found.git.stored["data"] == {"k": "one"}
+    found = index.lookup(B, "", SHOP)  # b is not in Git
     assert (found.git, found.unjudged, found.claimed) == (None, None, frozenset({"gitops-system/shop"}))
-    assert git_at(index, A) is not None
     assert index.ready
 
 
