@@ -169,7 +169,7 @@ def test_every_order_of_operations_fails_closed(gate: Gate) -> None:
 
 
 @pytest.fixture(scope="module")
-def enforced(gate: Gate) -> Iterator[tuple[str, GitRepo]]:
+def enforced(gate: Gate) -> tuple[str, GitRepo]:
     """The guestbook in enforce mode, synced, with the webhook running and registered."""
     if gate.webhook.proc is None:
         gate.webhook.start()
@@ -185,7 +185,7 @@ def enforced(gate: Gate) -> Iterator[tuple[str, GitRepo]]:
     gate.gitops.run("sync", "holes", user="gitops")
     gate.editor_namespace("ns-holes")
     gate.webhook.wait_loaded("holes")
-    yield "ns-holes", repo
+    return "ns-holes", repo
 
 
 def as_alice(gate: Gate, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
