@@ -307,7 +307,7 @@ class AuditStore:
         first = stored["record"]
         started = first.get("time", "")
         wall = self.clock.wall()
-        if rfc3339(wall - datetime.timedelta(seconds=self.fold_seconds)) > str(started):
+        if self.fold_seconds <= 0 or rfc3339(wall - datetime.timedelta(seconds=self.fold_seconds)) > str(started):
             return None
         for _ in range(20):
             folded = fold(
