@@ -19,6 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
@@ -153,7 +154,9 @@ class AuditStore:
         self._folds: OrderedDict[str, KubeObject] = OrderedDict()  # fold key -> its record, as stored
         self._uids: OrderedDict[str, dict[str, Any]] = OrderedDict()  # request uid -> its record, newest last
         self._head_stale = False
-        self._checkpointed: tuple[int, int, float] = (0, 0, 0.0)  # sequence, count, monotonic time
+        self._checkpointed: tuple[int, int, float] | None = None  # sequence, count, monotonic time
+        # Commits to the witness wait for git: off the path of an answer, one at a time, in order.
+        self._witnessing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-witness")
 
     # --- plumbing ----------------------------------------------------------------------------------------------
     def _info(self, api_version: str, kind: str) -> Any:
@@ -222,13 +225,15 @@ class AuditStore:
         self.cluster.apply(info, config, field_manager="gitops-webhook")
 
     # --- the head ----------------------------------------------------------------------------------------------
-    def _lowest(self) -> int:
-        """The lowest stored sequence number (0 when none): one LIST of one item (etcd lists in name order)."""
+    def _lowest(self) -> KubeObject | None:
+        """The stored record with the lowest number: one LIST of one item (etcd lists in name order)."""
         self.calls += 1
         page = self.cluster.request("GET", self._records().path(self.namespace), params={"limit": "1"})
         for item in page.get("items") or []:
-            return sequence_of_name(str((item.get("metadata") or {}).get("name", ""))) or 0
-        return 0
+            if sequence_of_name(str((item.get("metadata") or {}).get("name", ""))) is not None:
+                found: KubeObject = {"apiVersion": RECORD_API_VERSION, "kind": RECORD_KIND, **item}
+                return found
+        return None
 
     def _raise_floor(self, sequence: int, digest: str) -> None:
         if sequence > self._floor[0]:
@@ -255,10 +260,9 @@ class AuditStore:
         start = 0
         if self._head is not None and exists(int(self._head["record"]["sequence"])):
             start = int(self._head["record"]["sequence"])
-        else:
-            lowest = self._lowest()
-            if lowest and exists(lowest):
-                start = lowest
+        elif (lowest := self._lowest()) is not None:
+            start = int(sequence_of_name(lowest["metadata"]["name"]) or 0)
+            seen[start] = lowest
         last = find_last(exists, start)
         if last:
             self._head = seen.get(last) or self._get(last)
@@ -386,25 +390,39 @@ class AuditStore:
 
     # --- checkpoints -------------------------------------------------------------------------------------------
     def _checkpoint_if_due(self, record: Mapping[str, Any]) -> None:
+        if self._checkpointed is None:
+            self.emit_checkpoint(record)
+            return
         seq, count, at = self._checkpointed
-        due = int(record["sequence"]) - seq >= self.checkpoint_every or (
+        if int(record["sequence"]) - seq >= self.checkpoint_every or (
             (int(record["sequence"]), count_of(record)) != (seq, count)
             and self.clock.monotonic() - at >= self.checkpoint_seconds
-        )
-        if due or not at:
+        ):
             self.emit_checkpoint(record)
 
-    def emit_checkpoint(self, record: Mapping[str, Any]) -> Checkpoint:
-        """A signed checkpoint of `record` on stdout and to the witness (if one is configured)."""
+    def emit_checkpoint(self, record: Mapping[str, Any], *, wait: bool = False) -> Checkpoint:
+        """A signed checkpoint of `record` on stdout and to the witness (if one is configured; `wait` for it)."""
         cp = checkpoint(record, self.signer(), self._wall())
         self._checkpointed = (cp.sequence, cp.count, self.clock.monotonic())
         self.publish(cp)
         if self.witness is not None:
-            try:
-                self.witness.add([cp])
-            except GitOpsError as e:  # stdout still has it; the next checkpoint tries again
-                log.error("could not add checkpoint %d to the audit witness: %s", cp.sequence, e)
+            done = self._witnessing.submit(self._witness, cp)
+            if wait and not done.result():
+                raise GitOpsError(f"the audit witness did not take checkpoint {cp.sequence}; nothing was retired")
         return cp
+
+    def _witness(self, cp: Checkpoint) -> bool:
+        assert self.witness is not None
+        try:
+            self.witness.add([cp])
+        except GitOpsError as e:  # stdout still has it; the next checkpoint tries again
+            log.error("could not add checkpoint %d to the audit witness: %s", cp.sequence, e)
+            return False
+        return True
+
+    def flush(self) -> None:
+        """Waits until the witness has every checkpoint emitted so far."""
+        self._witnessing.submit(lambda: None).result()
 
     # --- retention ---------------------------------------------------------------------------------------------
     def retire(self, policy: RetentionPolicy) -> int:
@@ -421,8 +439,7 @@ class AuditStore:
         body = retention_body(through, str(last["hash"]), len(retired), attempts, self._wall())
         with self._lock:
             stored_retention = self._create(body, late=False)
-            self._checkpointed = (0, 0, 0.0)
-            self.emit_checkpoint(stored_retention["record"])
+            self.emit_checkpoint(stored_retention["record"], wait=True)
         info = self._records()
         for r in retired:
             self.calls += 1

@@ -109,6 +109,7 @@ def test_a_deleted_tail_is_never_written_over_and_the_witness_catches_it(
     store = AuditStore(client, namespace, publish=printed.append, checkpoint_every=5, witness=GitWitness(witness_repo))
     for i in range(1, 13):
         store.append(attempt(i))
+    store.flush()
     witnessed = read_witness(witness_repo)
     assert [c.sequence for c in witnessed] == [c.sequence for c in printed] == [1, 6, 11]
     stdout = tmp_path / "webhook-stdout.jsonl"
