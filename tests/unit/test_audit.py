@@ -13,6 +13,8 @@ import hashlib
 import json
 import math
 import random
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,6 +55,7 @@ from engine.auditchain import (
     retention_body,
     retire_through,
 )
+from engine.auditwitness import GitWitness, read_witness
 from engine.drift import DriftItem, DriftKind
 from engine.errors import GitOpsError
 from engine.normalize import SecretMasker
@@ -795,3 +798,25 @@ def test_checkpoints_are_read_from_the_webhooks_stdout_among_other_lines() -> No
 def test_a_malformed_checkpoint_is_a_domain_error() -> None:
     with pytest.raises(GitOpsError, match="not an audit checkpoint"):
         parse_checkpoints([json.dumps({"auditCheckpoint": {"sequence": "x"}})])
+
+
+# --- the Git witness (a real repository) ----------------------------------------------------------------------------
+@pytest.mark.parametrize("bare", [True, False])
+def test_checkpoints_committed_to_a_git_witness_read_back(tmp_path: Path, bare: bool) -> None:
+    repo = tmp_path / "witness"
+    subprocess.run(["git", "init", "-q", *(["--bare"] if bare else []), str(repo)], check=True)
+    cps = witnessed(chain(6), 1, 3, 6)
+    writer = GitWitness(str(repo), workdir=tmp_path / "clone")
+    writer.add(cps[:2])
+    other_replica = GitWitness(str(repo), workdir=tmp_path / "clone2")
+    other_replica.add(cps[2:])
+    writer.add(cps[:1])  # after the other replica pushed: fetched and added on top
+    assert read_witness(str(repo)) == [*cps, cps[0]]
+    assert other_replica.read() == [*cps, cps[0]]
+    log = subprocess.run(["git", "-C", str(repo), "log", "--format=%s"], capture_output=True, text=True, check=True)
+    assert log.stdout.splitlines()[-1] == f"audit checkpoint 3 ({cps[1].hash[:12]})"
+
+
+def test_a_witness_that_is_no_repository_is_a_domain_error(tmp_path: Path) -> None:
+    with pytest.raises(GitOpsError, match="neither a file of checkpoint lines nor a Git repository"):
+        read_witness(str(tmp_path / "nothing-here"))
