@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from engine.audit import filter_records, load_public_key, read_last_known, read_public_key, read_records, verify
+from engine.audit import filter_records, load_public_key, read_public_key, read_records, verify
+from engine.auditwitness import read_witness
 
 from .context import CliContext, CommandError, domain_errors, pass_cli
 from .render import print_table
@@ -43,14 +44,29 @@ def since_time(value: str, now: datetime.datetime | None = None) -> str:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="For `verify`: a pinned public key (default: the one the webhook published).",
 )
+@click.option(
+    "--witness",
+    default="",
+    metavar="FILE_OR_REPO",
+    help="For `verify`: checkpoints kept outside the cluster (a file of JSON lines from the webhook's stdout, or the "
+    "witness Git repository); catches truncation and re-signing.",
+)
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @pass_cli
-def audit(cli: CliContext, args: tuple[str, ...], user: str, since: str, public_key: Path | None, output: str) -> None:
+def audit(
+    cli: CliContext,
+    args: tuple[str, ...],
+    user: str,
+    since: str,
+    public_key: Path | None,
+    witness: str,
+    output: str,
+) -> None:
     """List drift attempts: `audit [APP]`; check the log's integrity: `audit verify`."""
     if args[:1] == ("verify",):
         if len(args) > 1:
             raise click.UsageError("`audit verify` takes no arguments")
-        _verify(cli, public_key, output)
+        _verify(cli, public_key, witness, output)
         return
     if len(args) > 1:
         raise click.UsageError("at most one Application name")
@@ -72,36 +88,49 @@ def audit(cli: CliContext, args: tuple[str, ...], user: str, since: str, public_
         return
     rows = []
     for r in records:
+        if r.get("type") == "retention":
+            retired = r.get("retired") or {}
+            rows.append([str(r.get("time")), "-", "retention", f"records up to {retired.get('through')}", "-", "-"])
+            continue
         obj = r.get("object") or {}
         kind = f"{obj.get('kind')}.{obj.get('group')}" if obj.get("group") else str(obj.get("kind"))
         where = f"{obj.get('namespace')}/" if obj.get("namespace") else ""
         op = str(r.get("operation")) + (f"/{r['subResource']}" if r.get("subResource") else "")
         fields = ", ".join(f"{f['path']} ({f['kind']})" for f in r.get("fields") or [])
+        if r.get("fieldsOmitted"):
+            fields += f" and {r['fieldsOmitted']} more"
+        tally = r.get("tally") or {}
+        when = str(r.get("time")) + (f" ({tally['count']}x to {tally.get('lastTime')})" if tally.get("count") else "")
+        decision = str(r.get("decision")) + (" (late)" if tally.get("late") else "")
         rows.append(
             [
-                str(r.get("time")),
+                when,
                 str(r.get("user")),
                 op,
                 f"{kind} {where}{obj.get('name')}",
-                str(r.get("decision")),
+                decision,
                 fields or "-",
             ]
         )
     print_table(["TIME", "USER", "OPERATION", "OBJECT", "DECISION", "FIELDS"], rows)
 
 
-def _verify(cli: CliContext, public_key: Path | None, output: str) -> None:
+def _verify(cli: CliContext, public_key: Path | None, witness: str, output: str) -> None:
     with domain_errors():
         key = load_public_key(public_key.read_bytes()) if public_key else read_public_key(cli.client, cli.app_namespace)
         records = read_records(cli.client, cli.app_namespace)
-        last_known = read_last_known(cli.client, cli.app_namespace)
-    problems = verify(records, key, last_known)
+        checkpoints = read_witness(witness) if witness else []
+    if witness and not checkpoints:
+        raise CommandError(f"the witness {witness} holds no audit checkpoints; check the path or repository")
+    problems = verify(records, key, witness=checkpoints)
     if output == "json":
-        click.echo(json.dumps({"records": len(records), "problems": [str(p) for p in problems]}, indent=2))
+        summary = {"records": len(records), "witnessed": len(checkpoints), "problems": [str(p) for p in problems]}
+        click.echo(json.dumps(summary, indent=2))
     else:
         for problem in problems:
             click.echo(problem)
         if not problems:
-            click.echo(f"audit log verified: {len(records)} records, hash chain and signatures intact")
+            against = f", and agrees with {len(checkpoints)} witnessed checkpoints" if checkpoints else ""
+            click.echo(f"audit log verified: {len(records)} records, hash chain and signatures intact{against}")
     if problems:
         raise CommandError(f"audit log verification failed: {len(problems)} problem(s)")

@@ -158,10 +158,18 @@ def must_record(req: AdmissionRequest, decision: Decision) -> bool:
     return decision.record and not req.get("dryRun", False)
 
 
-def record(hook: Webhook, req: AdmissionRequest, decision: Decision, git: GitObject | None, key: ObjectKey) -> Decision:
-    """Writes the audit record of a drift attempt (this waits for the API server); the decision to send."""
+def record(
+    hook: Webhook,
+    req: AdmissionRequest,
+    decision: Decision,
+    git: GitObject | None,
+    key: ObjectKey,
+    received: float | None = None,
+) -> Decision:
+    """Writes the audit record of a drift attempt (this waits for the API server); the decision to send. `received`
+    (time.perf_counter() when the request came) lets a record durable only after the API server's deadline say so."""
     try:
-        sealed = hook.audit.append(build_record(req, decision, git, key))
+        sealed = hook.audit.append(build_record(req, decision, git, key), received=received)
     except GitOpsError as e:
         # Every drift attempt is recorded before it is answered; without the log, refuse rather than lose it.
         log.error("audit log unavailable: %s", e)

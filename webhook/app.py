@@ -40,7 +40,7 @@ class DesiredSource(Protocol):
 
 
 class AuditSink(Protocol):
-    def append(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def append(self, body: dict[str, Any], received: float | None = None) -> dict[str, Any]: ...
 
 
 class Webhook:

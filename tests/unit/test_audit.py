@@ -9,8 +9,12 @@ from __future__ import annotations
 import base64
 import copy
 import datetime
+import hashlib
 import json
+import math
 import random
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +39,23 @@ from engine.audit import (
     seal,
     verify,
 )
+from engine.auditchain import (
+    MAX_FIELDS,
+    RECORD_BYTES,
+    VALUE_BYTES,
+    Checkpoint,
+    RetentionPolicy,
+    canonical,
+    checkpoint,
+    find_last,
+    fold,
+    fold_key,
+    marked_late,
+    parse_checkpoints,
+    retention_body,
+    retire_through,
+)
+from engine.auditwitness import GitWitness, read_witness
 from engine.drift import DriftItem, DriftKind
 from engine.errors import GitOpsError
 from engine.normalize import SecretMasker
@@ -464,3 +485,338 @@ def test_records_deleted_at_the_end_are_caught_by_the_last_known_number(
     problems = verify(records, SIGNER.public_key(), last_known)
     assert [p.sequence for p in problems] == expected
     assert all("(deleted?)" in str(p) for p in problems)
+
+
+# --- bounded records -------------------------------------------------------------------------------------------------
+def decision_of(*items: DriftItem, reason: str = "", verdict: Verdict = Verdict.DENIED) -> Decision:
+    return Decision(verdict is not Verdict.DENIED, verdict, reason=reason, items=items, record=True)
+
+
+def test_a_huge_value_is_cut_with_a_digest_of_the_whole() -> None:
+    huge = "x" * 1_000_000
+    record = build_record(
+        admission_request(), decision_of(DriftItem("/data/blob", DriftKind.CHANGED, "a", huge)), GIT, KEY
+    )
+    cut = record["fields"][0]["requested"]
+    whole = json.dumps(huge).encode()
+    assert cut["bytes"] == len(whole)
+    assert cut["sha256"] == hashlib.sha256(whole).hexdigest()
+    assert len(cut["$cut"]) == VALUE_BYTES
+    assert record["fields"][0]["git"] == "a"  # a small value stays as it is
+    assert len(canonical(record)) < 2_000
+
+
+def test_many_fields_are_listed_up_to_a_bound_with_a_count_and_digest_of_the_rest() -> None:
+    items = [DriftItem(f"/data/k{i}", DriftKind.ADDED, None, i) for i in range(100)]
+    record = build_record(admission_request(), decision_of(*items), GIT, KEY)
+    assert len(record["fields"]) == MAX_FIELDS
+    assert record["fieldsOmitted"] == 100 - MAX_FIELDS
+    assert len(record["fieldsSHA256"]) == 64
+
+
+def test_a_record_of_the_largest_attempt_stays_below_the_record_bound() -> None:
+    items = [
+        DriftItem("/data/" + "p" * 100_000 + str(i), DriftKind.CHANGED, "g" * 100_000, "r" * 100_000) for i in range(50)
+    ]
+    req = admission_request(userInfo={"username": "u" * 100_000, "groups": [f"g{i}" * 1000 for i in range(500)]})
+    record = build_record(req, decision_of(*items, reason="why" * 100_000, verdict=Verdict.BREAK_GLASS), GIT, KEY)
+    assert len(canonical(record)) <= RECORD_BYTES
+    assert record["reason"].startswith("whywhy")
+    assert "sha256" in record["reason"]
+    assert record["groupsOmitted"] == 500 - 32
+    assert "sha256" in record["fields"][0]["path"]
+
+
+# --- folding ---------------------------------------------------------------------------------------------------------
+def test_identical_attempts_share_a_fold_key_whatever_their_time_and_uid() -> None:
+    assert fold_key(body(1)) == fold_key({**body(1), "time": "2030-01-01T00:00:00.000Z", "requestUID": "other"})
+    assert fold_key(body(1)) != fold_key(body(2))  # another requested value
+    assert fold_key(body(1)) != fold_key(body(1, user="bob"))
+    assert fold_key(body(1)) != fold_key({**body(1), "decision": "warned"})
+
+
+def test_a_folded_record_counts_its_attempts_and_the_chain_after_it_still_holds() -> None:
+    records = chain(5)
+    folded = records[2]
+    for n in range(3):
+        folded = fold(folded, time=f"2024-05-01T11:00:0{n}.000Z", request_uid=f"again-{n}", late=n == 1, signer=SIGNER)
+    records[2] = folded
+    assert folded["hash"] == chain(5)[2]["hash"]  # the core, which the next record chains to, is unchanged
+    assert folded["tally"] == {
+        "count": 4,
+        "lastTime": "2024-05-01T11:00:02.000Z",
+        "lastRequestUID": "again-2",
+        "late": True,
+        "lateCount": 1,
+    }
+    assert verify(stored(records), SIGNER.public_key()) == []
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda r, others: {**r, "tally": {**r["tally"], "count": 1}},  # fewer attempts than there were
+        lambda r, others: {**r, "tally": {**r["tally"], "late": False}},
+        lambda r, others: {**r, "tallySignature": others[0]["tallySignature"]},  # another record's tally signature
+        lambda r, others: {**r, "tally": "many"},
+        lambda r, others: {**r, "tally": {**r["tally"]}, "tallySignature": "garbage!"},
+    ],
+)
+def test_an_edited_tally_is_caught(tamper: Any) -> None:
+    records = chain(4)
+    records[0] = fold(records[0], time="t", request_uid="u", late=False, signer=SIGNER)
+    records[2] = fold(records[2], time="t", request_uid="u", late=True, signer=SIGNER)
+    records[2] = tamper(records[2], records)
+    assert whats(verify(stored(records), SIGNER.public_key())) == [
+        (3, "its tally of repeated attempts is not validly signed (edited?)")
+    ]
+
+
+def test_a_tally_signed_by_another_key_is_caught() -> None:
+    records = chain(3)
+    records[1] = fold(records[1], time="t", request_uid="u", late=False, signer=OTHER)
+    assert [p.sequence for p in verify(stored(records), SIGNER.public_key())] == [2]
+
+
+def test_a_record_durable_after_the_deadline_says_late() -> None:
+    record = marked_late(chain(1)[0], SIGNER)
+    assert record["tally"] == {"count": 1, "late": True, "lateCount": 1}
+    assert verify(stored([record]), SIGNER.public_key()) == []
+
+
+# --- finding the head ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("head", "start"), [(0, 0), (1, 0), (2, 0), (7, 0), (1000, 0), (7930, 0), (10**6, 0), (7930, 7900)]
+)
+def test_the_head_is_found_in_logarithmic_gets(head: int, start: int) -> None:
+    asked: list[int] = []
+
+    def exists(n: int) -> bool:
+        asked.append(n)
+        return n <= head
+
+    assert find_last(exists, start) == head
+    assert len(asked) <= 2 * math.ceil(math.log2(head - start + 2)) + 1
+
+
+# --- retention -------------------------------------------------------------------------------------------------------
+def with_retention(
+    records: list[dict[str, Any]], through: int, signer: Ed25519PrivateKey = SIGNER
+) -> list[dict[str, Any]]:
+    """The chain with a retention record appended that retires records 1..through."""
+    last = records[-1]
+    kept = next(r for r in records if r["sequence"] == through)
+    retention = seal(
+        retention_body(through, kept["hash"], through, through, "2024-06-01T00:00:00.000Z"),
+        last["sequence"] + 1,
+        last["hash"],
+        signer,
+    )
+    return [*records, retention]
+
+
+@pytest.mark.parametrize("deleted", [0, 3, 6])
+def test_records_retired_by_a_retention_record_are_accepted_as_gone(deleted: int) -> None:
+    records = with_retention(chain(10), 6)
+    kept = [r for r in records if r["sequence"] > deleted]
+    assert verify(stored(kept), SIGNER.public_key()) == []
+
+
+def test_a_retention_record_twice_retires_up_to_the_later_one() -> None:
+    records = with_retention(chain(10), 4)
+    records = with_retention(records, 9)  # 9 < 11, and it retires the first retention record as well
+    kept = [r for r in records if r["sequence"] > 9]
+    assert verify(stored(kept), SIGNER.public_key()) == []
+
+
+def test_without_the_retention_record_the_retired_ones_are_missing() -> None:
+    records = with_retention(chain(10), 6)
+    kept = [r for r in records if r["sequence"] > 6 and r.get("type") != "retention"]
+    assert whats(verify(stored(kept), SIGNER.public_key()))[0] == (7, "records 1 to 6 are missing (deleted?)")
+
+
+def test_a_retention_record_forged_with_another_key_retires_nothing() -> None:
+    records = with_retention(chain(10), 6, signer=OTHER)
+    kept = [r for r in records if r["sequence"] > 6]
+    problems = whats(verify(stored(kept), SIGNER.public_key()))
+    assert (7, "records 1 to 6 are missing (deleted?)") in problems
+    assert (11, f"signed by key {key_id(OTHER.public_key())}, not {key_id(SIGNER.public_key())}") in problems
+
+
+def test_a_retention_cannot_hide_a_record_deleted_after_it() -> None:
+    records = with_retention(chain(10), 6)
+    kept = [r for r in records if r["sequence"] > 6 and r["sequence"] != 8]
+    assert whats(verify(stored(kept), SIGNER.public_key())) == [(9, "record 8 is missing (deleted?)")]
+
+
+def test_a_leftover_record_replaced_under_a_retention_is_caught() -> None:
+    records = with_retention(chain(10), 6)
+    replaced = seal(body(99), 6, records[4]["hash"], SIGNER)
+    kept = [r for r in records if r["sequence"] > 5 and r["sequence"] != 6] + [replaced]
+    assert whats(verify(stored(kept), SIGNER.public_key())) == [
+        (6, "its hash is not the one the retention record kept (replaced?)")
+    ]
+
+
+WHEN = datetime.datetime(2024, 5, 2, tzinfo=datetime.UTC)
+
+
+@pytest.mark.parametrize(
+    ("policy", "through"),
+    [
+        (RetentionPolicy(), 0),
+        (RetentionPolicy(records=10), 0),
+        (RetentionPolicy(records=4), 2),
+        (RetentionPolicy(records=1), 5),
+        (RetentionPolicy(max_age=datetime.timedelta(days=1)), 0),
+        (RetentionPolicy(max_age=datetime.timedelta(hours=14) - datetime.timedelta(seconds=3.5)), 3),
+        (RetentionPolicy(max_age=datetime.timedelta(seconds=1)), 5),  # never the newest
+        (RetentionPolicy(max_bytes=1), 5),
+        (RetentionPolicy(records=5, max_bytes=10**9), 1),
+    ],
+)
+def test_a_policy_retires_a_prefix_never_the_newest(policy: RetentionPolicy, through: int) -> None:
+    assert retire_through(chain(6), policy, WHEN) == through
+
+
+def test_the_byte_bound_keeps_the_newest_records_that_fit() -> None:
+    records = chain(6)
+    size = len(canonical(records[0]))
+    assert retire_through(records, RetentionPolicy(max_bytes=int(size * 3.5)), WHEN) == 3
+
+
+def test_a_folded_record_is_as_old_as_its_last_attempt() -> None:
+    records = chain(3)
+    records[0] = fold(records[0], time="2024-05-01T23:59:59.000Z", request_uid="u", late=False, signer=SIGNER)
+    assert retire_through(records, RetentionPolicy(max_age=datetime.timedelta(hours=1)), WHEN) == 0
+
+
+# --- the witness -----------------------------------------------------------------------------------------------------
+def witnessed(records: list[dict[str, Any]], *at: int, signer: Ed25519PrivateKey = SIGNER) -> list[Checkpoint]:
+    return [checkpoint(r, signer, "2024-05-01T12:00:00.000Z") for r in records if r["sequence"] in at]
+
+
+def test_a_log_that_agrees_with_its_witness_has_no_problems() -> None:
+    records = chain(10)
+    assert verify(stored(records), SIGNER.public_key(), witness=witnessed(records, 3, 7, 10)) == []
+
+
+def test_truncation_below_a_witnessed_checkpoint_is_caught() -> None:
+    records = chain(10)
+    witness = witnessed(records, 5, 9)
+    truncated = records[:7]
+    assert verify(stored(truncated), SIGNER.public_key()) == []  # the log alone cannot tell
+    # ...nor can the writers' hint, which the one who truncated edits as well
+    assert verify(stored(truncated), SIGNER.public_key(), last_known=7) == []
+    assert whats(verify(stored(truncated), SIGNER.public_key(), last_known=7, witness=witness)) == [
+        (9, "the log ends at 7 but the witness saw record 9 (truncated?)")
+    ]
+
+
+def test_truncation_then_new_appends_at_the_same_numbers_is_caught() -> None:
+    records = chain(10)
+    witness = witnessed(records, 9)
+    rewritten = records[:7]
+    for i in range(8, 13):  # a restarted writer goes on from 7 with new records
+        rewritten.append(seal(body(100 + i), i, rewritten[-1]["hash"], SIGNER))
+    assert verify(stored(rewritten), SIGNER.public_key()) == []
+    assert whats(verify(stored(rewritten), SIGNER.public_key(), witness=witness)) == [
+        (9, "its hash differs from the one the witness saw (rewritten and re-signed?)")
+    ]
+
+
+def test_a_log_resigned_with_a_new_key_is_caught_by_the_witnessed_key() -> None:
+    witness = witnessed(chain(10), 4, 8)
+    resigned = chain(10, signer=OTHER)  # every record re-sealed, the public key ConfigMap replaced
+    assert verify(stored(resigned), OTHER.public_key()) == []
+    problems = whats(verify(stored(resigned), OTHER.public_key(), witness=witness))
+    assert problems[0] == (
+        4,
+        f"the witness saw the log signed by key {key_id(SIGNER.public_key())}, it is now signed by "
+        f"{key_id(OTHER.public_key())} (re-signed with another key?)",
+    )
+
+
+def test_the_stolen_key_rewriting_and_truncating_is_caught() -> None:
+    records = chain(10)
+    witness = witnessed(records, 4, 8)
+    forged = records[:2]  # from record 3 on: rewritten with the stolen key, and the last ones dropped
+    for i in range(3, 7):
+        forged.append(seal(body(i, user="nobody"), i, forged[-1]["hash"], SIGNER))
+    assert verify(stored(forged), SIGNER.public_key()) == []
+    assert whats(verify(stored(forged), SIGNER.public_key(), witness=witness)) == [
+        (8, "the log ends at 6 but the witness saw record 8 (truncated?)"),
+        (4, "its hash differs from the one the witness saw (rewritten and re-signed?)"),
+    ]
+
+
+def test_a_forged_witness_line_is_caught() -> None:
+    records = chain(5)
+    forged = Checkpoint(3, records[2]["hash"], 1, "t", key_id(SIGNER.public_key()), witnessed(records, 4)[0].signature)
+    assert whats(verify(stored(records), SIGNER.public_key(), witness=[forged])) == [
+        (3, "the witness's checkpoint of it is not validly signed (forged?)")
+    ]
+
+
+def test_a_count_rolled_back_below_the_witnessed_one_is_caught() -> None:
+    records = chain(3)
+    records[2] = fold(records[2], time="t", request_uid="u", late=False, signer=SIGNER)
+    witness = witnessed(records, 3)
+    records[2] = {k: v for k, v in records[2].items() if k not in ("tally", "tallySignature")}  # an older version
+    assert whats(verify(stored(records), SIGNER.public_key(), witness=witness)) == [
+        (3, "it counts 1 attempts, the witness saw 2 (rolled back?)")
+    ]
+
+
+def test_a_witnessed_retention_is_accepted_and_an_unwitnessed_one_is_not() -> None:
+    records = with_retention(chain(10), 6)
+    before = witnessed(records, 3, 9)
+    kept = [r for r in records if r["sequence"] > 6]
+    assert whats(verify(stored(kept), SIGNER.public_key(), witness=before)) == [
+        (
+            3,
+            "the witness saw it; it was retired by a retention record (at 11) the witness never saw (an old "
+            "witness, or a retention forged with the signing key?)",
+        )
+    ]
+    assert verify(stored(kept), SIGNER.public_key(), witness=before + witnessed(records, 11)) == []
+
+
+def test_checkpoints_are_read_from_the_webhooks_stdout_among_other_lines() -> None:
+    cps = witnessed(chain(4), 2, 4)
+    lines = [
+        "starting gitops-webhook",
+        json.dumps({"auditRecord": chain(1)[0]}),
+        json.dumps({"auditCheckpoint": cps[0].as_dict()}),
+        "{not json",
+        json.dumps(cps[1].as_dict()),
+        "[1, 2]",
+    ]
+    assert parse_checkpoints(lines) == cps
+
+
+def test_a_malformed_checkpoint_is_a_domain_error() -> None:
+    with pytest.raises(GitOpsError, match="not an audit checkpoint"):
+        parse_checkpoints([json.dumps({"auditCheckpoint": {"sequence": "x"}})])
+
+
+# --- the Git witness (a real repository) ----------------------------------------------------------------------------
+@pytest.mark.parametrize("bare", [True, False])
+def test_checkpoints_committed_to_a_git_witness_read_back(tmp_path: Path, bare: bool) -> None:
+    repo = tmp_path / "witness"
+    subprocess.run(["git", "init", "-q", *(["--bare"] if bare else []), str(repo)], check=True)
+    cps = witnessed(chain(6), 1, 3, 6)
+    writer = GitWitness(str(repo), workdir=tmp_path / "clone")
+    writer.add(cps[:2])
+    other_replica = GitWitness(str(repo), workdir=tmp_path / "clone2")
+    other_replica.add(cps[2:])
+    writer.add(cps[:1])  # after the other replica pushed: fetched and added on top
+    assert read_witness(str(repo)) == [*cps, cps[0]]
+    assert other_replica.read() == [*cps, cps[0]]
+    log = subprocess.run(["git", "-C", str(repo), "log", "--format=%s"], capture_output=True, text=True, check=True)
+    assert log.stdout.splitlines()[-1] == f"audit checkpoint 3 ({cps[1].hash[:12]})"
+
+
+def test_a_witness_that_is_no_repository_is_a_domain_error(tmp_path: Path) -> None:
+    with pytest.raises(GitOpsError, match="neither a file of checkpoint lines nor a Git repository"):
+        read_witness(str(tmp_path / "nothing-here"))

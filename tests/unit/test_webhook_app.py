@@ -110,7 +110,7 @@ class FakeAudit:
         self.threads: list[str] = []
         self.head = (0, GENESIS)
 
-    def append(self, body: dict[str, Any]) -> dict[str, Any]:
+    def append(self, body: dict[str, Any], received: float | None = None) -> dict[str, Any]:
         self.threads.append(threading.current_thread().name)
         if self.fail:
             raise GitOpsError(self.fail)
