@@ -147,6 +147,9 @@ def build_record(
         "reason": bounded_text(decision.reason) if decision.verdict.value == "break-glass" else "",
         **bounded_fields(changes),
     }
+    if decision.unjudged:
+        # The webhook could not judge the request against Git (it failed closed): why, in the record.
+        body["unjudged"] = bounded_text(decision.unjudged)
     if len(groups) > MAX_GROUPS:
         body["groupsOmitted"] = len(groups) - MAX_GROUPS
     return bound_record(body)

@@ -199,7 +199,7 @@ def answer(hook: Webhook, raw: bytes) -> tuple[int, dict[str, Any]]:
         return req
     decision, git, key = judge_safely(hook, req)
     if key is not None and must_record(req, decision):
-        decision = record(hook, req, decision, git, key)
+        decision = record(hook, req, decision, git, key, received=started)
     return finish(hook, req, decision, git, started)
 
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import datetime
 import gc
 import json
 import logging
+import random
 import secrets
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from flask import Flask
 
 from engine.admission import Exemptions, Found
+from engine.auditchain import RetentionPolicy
 from engine.normalize import SecretMasker
 from engine.objects import Claim, ObjectKey
 
@@ -103,6 +106,17 @@ class Webhook:
                 log.exception("refreshing the desired state failed")
             self._stop.wait(float(self.config["POLL_SECONDS"]))
 
+    def retention_loop(self, retire: Callable[[RetentionPolicy], int], policy: RetentionPolicy) -> None:
+        """Retires audit records as the policy says, every RETENTION_SECONDS (with some jitter, so that replicas
+        rarely run it at the same moment)."""
+        while not self._stop.wait(float(self.config["RETENTION_SECONDS"]) * (0.75 + random.random() / 2)):
+            try:
+                retired = retire(policy)
+                if retired:
+                    log.info("audit retention retired %d records", retired)
+            except Exception:  # the loop must survive a failed run; the next one tries again
+                log.exception("audit retention failed")
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -134,7 +148,15 @@ def create_app(
             load_timeout=float(conf["LOAD_TIMEOUT_SECONDS"]),
             probe_namespace=str(conf["NAMESPACE"]),
         )
-        audit = audit or AuditStore(kube, conf["NAMESPACE"])
+        if audit is None:
+            from engine.auditwitness import GitWitness
+
+            audit = AuditStore(
+                kube,
+                conf["NAMESPACE"],
+                answer_timeout=float(conf["ANSWER_TIMEOUT_SECONDS"]),
+                witness=GitWitness(str(conf["WITNESS"])) if conf["WITNESS"] else None,
+            )
     app = Flask("gitops-webhook")
     app.config.update(conf)
     if lookups is None and kube is not None:
@@ -149,7 +171,24 @@ def create_app(
     app.wsgi_app = ValidateFastPath(app.wsgi_app, hook)  # type: ignore[method-assign]
     if conf["BACKGROUND"]:
         threading.Thread(target=hook.refresh_loop, name="desired-state", daemon=True).start()
+        policy = retention_policy(conf)
+        retire = getattr(audit, "retire", None)
+        if policy is not None and retire is not None:
+            threading.Thread(
+                target=hook.retention_loop, args=(retire, policy), name="audit-retention", daemon=True
+            ).start()
     return app
+
+
+def retention_policy(conf: Mapping[str, Any]) -> RetentionPolicy | None:
+    """The audit log's retention from the settings; None when no bound is set."""
+    days = float(conf["RETAIN_DAYS"])
+    policy = RetentionPolicy(
+        records=int(conf["RETAIN_RECORDS"]),
+        max_age=datetime.timedelta(days=days) if days > 0 else None,
+        max_bytes=int(conf["RETAIN_BYTES"]),
+    )
+    return policy if (policy.records or policy.max_age or policy.max_bytes) else None
 
 
 def webhook_of(app: Flask) -> Webhook:

@@ -17,6 +17,12 @@ DEFAULTS: Mapping[str, Any] = {
     "POLL_SECONDS": 3.0,  # how often to look for changed Applications
     "LOAD_TIMEOUT_SECONDS": 6.0,  # bound on loading a revision a request names (the API server waits 10 s)
     "MAX_REQUEST_BYTES": 8 * 1024 * 1024,
+    "ANSWER_TIMEOUT_SECONDS": 10.0,  # the registration's timeoutSeconds: a record written later says it was late
+    "WITNESS": "",  # a Git repository (URL or path) the audit log's signed checkpoints are committed to
+    "RETAIN_RECORDS": 0,  # audit retention: keep at most this many records (0: no bound)
+    "RETAIN_DAYS": 0.0,  # ... none older than this (0: no bound)
+    "RETAIN_BYTES": 0,  # ... at most this many bytes of them (0: no bound)
+    "RETENTION_SECONDS": 3600.0,  # how often retention runs (when any bound is set)
     "BACKGROUND": True,  # run the refresh loop (tests turn it off and refresh by hand)
 }
 

@@ -55,7 +55,7 @@ class Front:
             def judged_later() -> Answer:
                 decision, git, key = judge_safely(hook, req, target)
                 if key is not None and must_record(req, decision):
-                    decision = record(hook, req, decision, git, key)
+                    decision = record(hook, req, decision, git, key, received=started)
                 return finish(hook, req, decision, git, started)
 
             return judged_later
@@ -64,7 +64,7 @@ class Front:
 
             def recorded_later() -> Answer:
                 assert key is not None
-                return finish(hook, req, record(hook, req, decision, git, key), git, started)
+                return finish(hook, req, record(hook, req, decision, git, key, received=started), git, started)
 
             return recorded_later
         return finish(hook, req, decision, git, started)

@@ -7,6 +7,7 @@ engine.audit.seal, as the real store does, and keeps it in memory.
 from __future__ import annotations
 
 import copy
+import datetime
 import io
 import json
 import os
@@ -856,7 +857,7 @@ def test_a_claimed_object_of_an_application_not_loaded_is_refused_and_recorded(o
     assert answer["allowed"] is False
     assert "cannot be judged" in answer["status"]["message"]
     assert "cannot fetch" in answer["status"]["message"]
-    assert [r["decision"] for r in audit.records] == ["denied"]
+    assert [(r["decision"], r["unjudged"]) for r in audit.records] == [("denied", source.unjudged.why)]
 
 
 def test_a_scale_while_a_state_is_not_loaded_asks_the_cluster_for_the_parents_marks() -> None:
@@ -1004,3 +1005,15 @@ def test_fuzz_attacking_reviews_are_always_answered(body: dict[str, Any], which:
     the request's uid, never a 500."""
     status, answer = post(FUZZ_APPS[which].test_client(), body)
     assert_answered(status, answer, UID)
+
+
+def test_audit_retention_comes_from_the_settings() -> None:
+    from webhook import config as settings
+    from webhook.app import retention_policy
+
+    assert retention_policy(settings.load({})) is None  # no bound set: retention never runs
+    policy = retention_policy(
+        settings.load(environ={"GITOPS_WEBHOOK_RETAIN_RECORDS": "5000", "GITOPS_WEBHOOK_RETAIN_DAYS": "30"})
+    )
+    assert policy is not None
+    assert (policy.records, policy.max_age, policy.max_bytes) == (5000, datetime.timedelta(days=30), 0)
