@@ -106,7 +106,9 @@ def test_every_order_of_operations_fails_closed(gate: Gate) -> None:
     start and back, a render that fails and is fixed, a mode changed, an Application deleted: at every moment after
     the registration alice's change is refused, until the mode or the Application says otherwise."""
     kubectl, gitops, hook = gate.kubectl, gate.gitops, gate.webhook
-    # 1. The webhook first: no CRDs yet. It is not ready, and says why.
+    # 1. The webhook first: no CRDs yet (its namespace exists, as it does for a Deployment in it: the replicas share
+    # their certificate through a Secret there). It is not ready, and says why.
+    kubectl.run("create", "namespace", "gitops-system")
     hook.start()
     status = hook.get("/readyz")
     assert status["ready"] is False
