@@ -54,6 +54,29 @@ class Gate:
         repo.commit(f"add {source}")
         return repo
 
+    def synced(self, name: str, files: dict[str, str]) -> str:
+        """An enforce-mode Application `name` of `files` in namespace ns-NAME, where alice is an editor; synced and
+        loaded by the webhook. Returns the namespace."""
+        path = self.work / name
+        path.mkdir()
+        for file, text in files.items():
+            (path / file).write_text(text)
+        repo = GitRepo(path)
+        repo.git("init", "-q", "-b", "main")
+        repo.commit(f"add {name}")
+        if self.webhook.proc is None:
+            self.webhook.start()
+        namespace = f"ns-{name}"
+        self.editor_namespace(namespace)
+        wait_for(
+            lambda: self.kubectl.run("-n", namespace, "get", "serviceaccount", "default", check=False).returncode == 0,
+            "the default ServiceAccount",
+        )
+        self.gitops.run("create", name, "--repo", str(path), "--dest-namespace", namespace, "--mode", "enforce")
+        self.gitops.run("sync", name, user="gitops")
+        self.webhook.wait_loaded(name)
+        return namespace
+
     def alice_patch(self, namespace: str, message: str, user: str = "alice") -> subprocess.CompletedProcess[str]:
         patch = json.dumps({"data": {"message": message}})
         return self.kubectl.run(
@@ -275,25 +298,11 @@ def test_nobody_rides_on_a_break_glass_change(gate: Gate, enforced: tuple[str, G
 def test_a_bare_pod_git_declares_is_created_and_its_eviction_refused(gate: Gate) -> None:
     """A sync creates a bare Pod in enforce mode (the token volume the ServiceAccount plugin injects, with a name of
     its own each time, is no drift); evicting it is deleting it."""
-    repo_path = gate.work / "pod"
-    repo_path.mkdir()
-    (repo_path / "pod.yaml").write_text(
+    pod = (
         "apiVersion: v1\nkind: Pod\nmetadata: {name: solo}\n"
         "spec: {containers: [{name: app, image: registry.example/solo:1}]}\n"
     )
-    repo = GitRepo(repo_path)
-    repo.git("init", "-q", "-b", "main")
-    repo.commit("a bare pod")
-    if gate.webhook.proc is None:
-        gate.webhook.start()
-    gate.editor_namespace("ns-pod")
-    wait_for(
-        lambda: gate.kubectl.run("-n", "ns-pod", "get", "serviceaccount", "default", check=False).returncode == 0,
-        "the default ServiceAccount",
-    )
-    gate.gitops.run("create", "pod", "--repo", str(repo.path), "--dest-namespace", "ns-pod", "--mode", "enforce")
-    gate.gitops.run("sync", "pod", user="gitops")
-    gate.webhook.wait_loaded("pod")
+    gate.synced("pod", {"pod.yaml": pod})
     volumes = gate.kubectl.run("-n", "ns-pod", "get", "pod", "solo", "-o", "jsonpath={.spec.volumes[*].name}").stdout
     assert volumes.startswith("kube-api-access-")
     eviction = gate.work / "eviction.json"
@@ -315,22 +324,12 @@ def test_a_bare_pod_git_declares_is_created_and_its_eviction_refused(gate: Gate)
 
 
 def test_an_hpa_changed_through_another_api_version_is_refused(gate: Gate) -> None:
-    repo_path = gate.work / "hpa"
-    repo_path.mkdir()
-    (repo_path / "hpa.yaml").write_text(
+    hpa = (
         "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\n"
         "spec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n"
         "  minReplicas: 2\n  maxReplicas: 5\n"
     )
-    repo = GitRepo(repo_path)
-    repo.git("init", "-q", "-b", "main")
-    repo.commit("an HPA")
-    if gate.webhook.proc is None:
-        gate.webhook.start()
-    gate.editor_namespace("ns-hpa")
-    gate.gitops.run("create", "hpa", "--repo", str(repo.path), "--dest-namespace", "ns-hpa", "--mode", "enforce")
-    gate.gitops.run("sync", "hpa", user="gitops")
-    gate.webhook.wait_loaded("hpa")
+    gate.synced("hpa", {"hpa.yaml": hpa})
     for resource in ("hpa.v1.autoscaling", "hpa.v2.autoscaling"):
         proc = as_alice(gate, "ns-hpa", "patch", resource, "web", "--type=merge", "-p", '{"spec":{"maxReplicas":50}}')
         assert refused(proc), (resource, proc.stderr)
