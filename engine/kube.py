@@ -243,11 +243,15 @@ class KubeClient:
             self._resources = self._discover()
         return self._preferred.get((group, kind))
 
-    def preferred_resource(self, group: str, plural: str) -> ResourceInfo | None:
-        """The preferred version of the resource served as `group`/`plural` (what a registration names)."""
+    def preferred_resources(self) -> list[ResourceInfo]:
+        """Every kind the cluster serves, each in its preferred version."""
         if self._resources is None:
             self._resources = self._discover()
-        return next((i for i in self._preferred.values() if (i.group, i.plural) == (group, plural)), None)
+        return list(self._preferred.values())
+
+    def preferred_resource(self, group: str, plural: str) -> ResourceInfo | None:
+        """The preferred version of the resource served as `group`/`plural` (what a registration names)."""
+        return next((i for i in self.preferred_resources() if (i.group, i.plural) == (group, plural)), None)
 
     # --- verbs -----------------------------------------------------------------------------------------------
     def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None:

@@ -143,14 +143,12 @@ def inventory_resources(cluster: Discovery, applications: Iterable[KubeObject]) 
 
 def exact_versions(cluster: Discovery, resources: Iterable[ManagedResource]) -> set[ManagedResource]:
     """`resources` with an older registration's `*` version made the version the cluster prefers (what `install`
-    writes instead: every version still reaches the webhook, matchPolicy Equivalent converts them); one the cluster
-    no longer serves is left out."""
+    writes instead: every version still reaches the webhook, matchPolicy Equivalent converts them). One the cluster
+    does not serve (yet) is kept as it is: add-only."""
     out = set()
     for r in resources:
-        if r.version != "*":
-            out.add(r)
-        elif info := cluster.preferred_resource(r.group, r.plural):
-            out |= managed_resources([info])
+        info = cluster.preferred_resource(r.group, r.plural) if r.version == "*" else None
+        out |= managed_resources([info]) if info else {r}
     return out
 
 

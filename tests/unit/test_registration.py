@@ -229,10 +229,15 @@ def test_install_makes_an_older_registrations_every_version_the_preferred_one() 
     kept = {
         ManagedResource("apps", "*", "deployments", frozenset({"scale"})),
         ManagedResource("", "*", "configmaps"),
-        ManagedResource("acme.io", "*", "gone"),  # no longer served: nothing to register
+        ManagedResource("acme.io", "*", "gizmos"),  # not served (yet): kept as it is (add-only)
         hpa_v1,  # exact already: kept as it is
     }
-    assert exact_versions(Discovery(), kept) == {DEPLOYMENTS, CONFIGMAPS, hpa_v1}
+    assert exact_versions(Discovery(), kept) == {
+        DEPLOYMENTS,
+        CONFIGMAPS,
+        ManagedResource("acme.io", "*", "gizmos"),
+        hpa_v1,
+    }
 
 
 # --- the webhook's keeper -------------------------------------------------------------------------------------------
