@@ -165,13 +165,18 @@ def webhook_configuration(
         "webhooks": [
             {
                 "name": OBJECTS_ENTRY,
-                **common,
+                **copy.deepcopy(common),
                 "failurePolicy": "Fail",
                 "objectSelector": {"matchExpressions": [{"key": TRACKING_LABEL, "operator": "Exists"}]},
                 "rules": object_rules(wanted),
             },
-            {"name": SCALE_ENTRY, **common, "failurePolicy": "Ignore", "rules": scale_rules(wanted)},
-            {"name": EVICTION_ENTRY, **common, "failurePolicy": "Ignore", "rules": eviction_rules(wanted)},
+            {"name": SCALE_ENTRY, **copy.deepcopy(common), "failurePolicy": "Ignore", "rules": scale_rules(wanted)},
+            {
+                "name": EVICTION_ENTRY,
+                **copy.deepcopy(common),
+                "failurePolicy": "Ignore",
+                "rules": eviction_rules(wanted),
+            },
         ],
     }
 

@@ -358,3 +358,11 @@ def test_an_entry_the_registration_lacks_is_not_made_up() -> None:
     merged = with_resources(live, [DEPLOYMENTS])
     assert [w["name"] for w in merged["webhooks"]] == [OBJECTS_ENTRY, EVICTION_ENTRY]
     assert missing_resources(merged, [DEPLOYMENTS]) == {DEPLOYMENTS}  # its scale still is not covered
+
+
+def test_the_entries_share_nothing() -> None:
+    # A caller that edits one entry (a test giving each its own URL) must not edit the others.
+    obj = configuration()
+    obj["webhooks"][0]["clientConfig"]["url"] = "https://elsewhere/validate"
+    obj["webhooks"][0]["matchConditions"].clear()
+    assert all("url" not in hook["clientConfig"] and hook["matchConditions"] for hook in obj["webhooks"][1:])
