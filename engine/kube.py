@@ -43,6 +43,9 @@ class ResourceInfo:
     plural: str
     namespaced: bool
     subresources: frozenset[str] = frozenset()  # `scale`, `status`, ... as discovery lists them
+    # Those of them that write the object itself: their body is the whole object (labels included) and they take an
+    # update or a patch (`status`; for pods `ephemeralcontainers`, `resize`; for namespaces `finalize`).
+    object_subresources: frozenset[str] = frozenset()
 
     @property
     def has_scale(self) -> bool:
@@ -210,13 +213,18 @@ class KubeClient:
                         kind = (res.get("responseKind") or {}).get("kind")
                         if not kind or "/" in res.get("resource", ""):
                             continue
-                        subresources = frozenset(
-                            str(sub.get("subresource"))
-                            for sub in res.get("subresources") or []
-                            if sub.get("subresource")
+                        subs = [sub for sub in res.get("subresources") or [] if sub.get("subresource")]
+                        writes_itself = frozenset(
+                            str(sub["subresource"])
+                            for sub in subs
+                            if (sub.get("responseKind") or {}).get("kind") == kind
+                            and {"update", "patch"} & set(sub.get("verbs") or [])
                         )
+                        subresources = frozenset(str(sub["subresource"]) for sub in subs)
                         namespaced = res.get("scope") == "Namespaced"
-                        info = ResourceInfo(group, version, kind, res["resource"], namespaced, subresources)
+                        info = ResourceInfo(
+                            group, version, kind, res["resource"], namespaced, subresources, writes_itself
+                        )
                         found.setdefault((group, version, kind), info)
                         self._preferred.setdefault((group, kind), info)
         return found
@@ -234,6 +242,16 @@ class KubeClient:
         if self._resources is None:
             self._resources = self._discover()
         return self._preferred.get((group, kind))
+
+    def preferred_resources(self) -> list[ResourceInfo]:
+        """Every kind the cluster serves, each in its preferred version."""
+        if self._resources is None:
+            self._resources = self._discover()
+        return list(self._preferred.values())
+
+    def preferred_resource(self, group: str, plural: str) -> ResourceInfo | None:
+        """The preferred version of the resource served as `group`/`plural` (what a registration names)."""
+        return next((i for i in self.preferred_resources() if (i.group, i.plural) == (group, plural)), None)
 
     # --- verbs -----------------------------------------------------------------------------------------------
     def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None:

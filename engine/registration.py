@@ -51,11 +51,13 @@ class Coverage(StrEnum):
 @dataclass(frozen=True)
 class Outcome:
     coverage: Coverage
-    added: frozenset[ManagedResource] = frozenset()
+    added: frozenset[ManagedResource] = frozenset()  # EXTENDED: what it now covers; INCOMPLETE: what it cannot
     detail: str = ""
 
     def __str__(self) -> str:
         if self.coverage is Coverage.EXTENDED:
+            if not self.added:
+                return f"the webhook registration {NAME} now sends the cluster's controllers to the webhook too"
             return f"the webhook registration {NAME} now also covers {describe(self.added)}"
         if self.coverage is Coverage.COVERED:
             return f"the webhook registration {NAME} already covers every resource"
@@ -73,13 +75,17 @@ def describe(resources: Iterable[ManagedResource]) -> str:
     names = []
     for r in sorted(resources):
         name = f"{r.plural}.{r.group}" if r.group else r.plural
-        names.append(f"{name} (and its scale)" if r.scale else name)
+        name += f" {r.version}" if r.version != "*" else ""
+        subs = sorted(r.subresources)
+        names.append(f"{name} (and its {', '.join(subs)})" if subs else name)
     return ", ".join(names) or "nothing"
 
 
 def cover(store: RegistrationStore, resources: Collection[ManagedResource], *, name: str = NAME) -> Outcome:
-    """Makes sure the registration, if there is one, covers `resources`: a GET, and only when something is missing,
-    an update guarded by the resourceVersion just read (re-read and retried on a conflict). Add-only."""
+    """Makes sure the registration, if there is one, covers `resources`: a GET, and only when something is missing
+    (or its machinery condition is an older, broader one), an update guarded by the resourceVersion just read
+    (re-read and retried on a conflict). Add-only. What an entry it lacks would hold is left out of the update
+    and said (INCOMPLETE); the rest is added all the same."""
     if not resources:
         return Outcome(Coverage.COVERED)
     for _ in range(CONFLICT_ATTEMPTS):
@@ -92,12 +98,10 @@ def cover(store: RegistrationStore, resources: Collection[ManagedResource], *, n
         if live is None:
             return Outcome(Coverage.NOT_INSTALLED)
         missing = missing_resources(live, resources)
-        if not missing:
-            return Outcome(Coverage.COVERED)
         updated = with_resources(live, resources)
-        uncoverable = missing_resources(updated, resources)
-        if uncoverable:
-            return Outcome(Coverage.INCOMPLETE, frozenset(uncoverable))
+        uncoverable = frozenset(missing_resources(updated, resources))
+        if updated == live:
+            return Outcome(Coverage.INCOMPLETE, uncoverable) if uncoverable else Outcome(Coverage.COVERED)
         try:
             store.replace(REGISTRATION, updated)
         except ApiError as e:
@@ -108,6 +112,8 @@ def cover(store: RegistrationStore, resources: Collection[ManagedResource], *, n
             if e.status == 403:
                 return Outcome(Coverage.FORBIDDEN, detail=str(e))
             raise
+        if uncoverable:
+            return Outcome(Coverage.INCOMPLETE, uncoverable)
         return Outcome(Coverage.EXTENDED, frozenset(missing))
     raise GitOpsError(
         f"the webhook registration {name} changed under every one of {CONFLICT_ATTEMPTS} updates; "
@@ -119,11 +125,13 @@ class Discovery(Protocol):
     """How the cluster serves a kind (engine.kube.KubeClient has it)."""
 
     def preferred(self, group: str, kind: str) -> ResourceInfo | None: ...
+    def preferred_resource(self, group: str, plural: str) -> ResourceInfo | None: ...
 
 
 def inventory_resources(cluster: Discovery, applications: Iterable[KubeObject]) -> set[ManagedResource]:
-    """The resources Applications managed at their last sync, from their status inventory (kinds the cluster no
-    longer serves are left out)."""
+    """The resources Applications managed at their last sync, from their status inventory, in the version the
+    cluster prefers (the inventory names no version; the webhook adds the one Git uses, if it is another, after its
+    first refresh). Kinds the cluster no longer serves are left out."""
     kinds = {
         (str(r.get("group") or ""), str(r.get("kind")))
         for app in applications
@@ -133,16 +141,28 @@ def inventory_resources(cluster: Discovery, applications: Iterable[KubeObject]) 
     return managed_resources(info for group, kind in sorted(kinds) if (info := cluster.preferred(group, kind)))
 
 
+def exact_versions(cluster: Discovery, resources: Iterable[ManagedResource]) -> set[ManagedResource]:
+    """`resources` with an older registration's `*` version made the version the cluster prefers (what `install`
+    writes instead: every version still reaches the webhook, matchPolicy Equivalent converts them). One the cluster
+    does not serve (yet) is kept as it is: add-only."""
+    out = set()
+    for r in resources:
+        info = cluster.preferred_resource(r.group, r.plural) if r.version == "*" else None
+        out |= managed_resources([info]) if info else {r}
+    return out
+
+
 def planned_registration(cluster: KubeClient, *, ca_bundle: bytes, url: str = "") -> tuple[KubeObject, str]:
     """The registration `kubectl gitops install` writes, and the resourceVersion of the one it replaces ("" when
-    none): it keeps every resource an existing registration names and adds what the Applications' status says they
-    manage (no Application, or no CRD yet: nothing; the webhook adds what it indexes)."""
+    none): it keeps every resource an existing registration names (each in the versions it names, `*` made exact)
+    and adds what the Applications' status says they manage (no Application, or no CRD yet: nothing; the webhook adds
+    what it indexes)."""
     live = cluster.get(REGISTRATION, "", NAME)
     try:
         applications = list_applications(cluster, "")
     except GitOpsError:
         applications = []  # the Application CRD is not served yet, or we may not list them: the webhook fills in
-    kept = registered_resources(live) if live else set()
+    kept = exact_versions(cluster, registered_resources(live)) if live else set()
     config = webhook_configuration(
         ca_bundle=ca_bundle, url=url, resources=kept | inventory_resources(cluster, applications)
     )

@@ -267,7 +267,8 @@ def test_managed_resources_are_those_of_the_objects_in_the_index(
     state: tuple[DesiredState, FakeCluster], apps: list[Any], repo: Path
 ) -> None:
     index, _ = state
-    configmaps, deployments = ManagedResource("", "configmaps"), ManagedResource("apps", "deployments", True)
+    configmaps = ManagedResource("", "v1", "configmaps")
+    deployments = ManagedResource("apps", "v1", "deployments", frozenset({"scale"}))
     assert index.managed_resources() == set()
     apps.append(application(repo))
     index.refresh()
@@ -275,10 +276,7 @@ def test_managed_resources_are_those_of_the_objects_in_the_index(
     deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {replicas: 2}\n"
     commit(repo, {"web.yaml": deployment}, "a deployment")
     index.refresh()
-    assert index.managed_resources() == {
-        ManagedResource("", "configmaps"),
-        ManagedResource("apps", "deployments", True),
-    }
+    assert index.managed_resources() == {configmaps, deployments}
     (repo / "a.yaml").unlink()
     commit(repo, {}, "no configmap")
     index.refresh()

@@ -13,20 +13,25 @@ from engine.errors import ApiError, GitOpsError
 from engine.kube import ResourceInfo
 from engine.manifests import Manifest
 from engine.objects import KubeObject
-from engine.registration import CONFLICT_ATTEMPTS, REGISTRATION, Coverage, cover, inventory_resources
+from engine.registration import CONFLICT_ATTEMPTS, REGISTRATION, Coverage, cover, exact_versions, inventory_resources
 from engine.webhookconfig import (
+    EVICTION_ENTRY,
+    MACHINERY,
+    MACHINERY_CONDITION,
     NAME,
     SCALE_ENTRY,
     ManagedResource,
+    missing_resources,
     registered_resources,
     webhook_configuration,
 )
 from plugin.sync import registration_guard
 from webhook.registration import RegistrationKeeper
 
-DEPLOYMENTS = ManagedResource("apps", "deployments", scale=True)
-CONFIGMAPS = ManagedResource("", "configmaps")
-ROLES = ManagedResource("rbac.authorization.k8s.io", "roles")
+DEPLOYMENTS = ManagedResource("apps", "v1", "deployments", frozenset({"scale"}))
+CONFIGMAPS = ManagedResource("", "v1", "configmaps")
+ROLES = ManagedResource("rbac.authorization.k8s.io", "v1", "roles")
+PODS = ManagedResource("", "v1", "pods", frozenset({"eviction", "ephemeralcontainers", "resize"}))
 
 
 class FakeRegistrations:
@@ -92,7 +97,7 @@ def test_what_is_missing_is_added_with_the_resource_version_read() -> None:
     assert store.puts[0]["metadata"]["resourceVersion"] == "1"
     assert store.live is not None
     assert registered_resources(store.live) == {CONFIGMAPS, DEPLOYMENTS}
-    assert "deployments.apps (and its scale)" in str(outcome)
+    assert "deployments.apps v1 (and its scale)" in str(outcome)
 
 
 def test_add_only_a_resource_nobody_manages_any_more_stays() -> None:
@@ -113,7 +118,7 @@ def test_a_conflict_is_read_again_and_keeps_what_the_other_writer_added() -> Non
 
 def test_endless_conflicts_end_in_an_error() -> None:
     store = FakeRegistrations(installed(CONFIGMAPS))
-    store.sneak_in = [ManagedResource("", f"r{i}") for i in range(CONFLICT_ATTEMPTS)]
+    store.sneak_in = [ManagedResource("", "v1", f"r{i}") for i in range(CONFLICT_ATTEMPTS)]
     with pytest.raises(GitOpsError, match="changed under every one of 5 updates"):
         cover(store, {DEPLOYMENTS})
 
@@ -131,13 +136,48 @@ def test_without_rbac_it_says_so_and_goes_on() -> None:
     assert "forbidden" in str(outcome)
 
 
-def test_a_registration_without_its_scale_entry_is_incomplete_and_left_alone() -> None:
+def test_a_registration_without_its_scale_entry_gets_what_it_can_hold_and_says_what_not() -> None:
     live = installed(CONFIGMAPS)
     live["webhooks"] = [w for w in live["webhooks"] if w["name"] != SCALE_ENTRY]
     store = FakeRegistrations(live)
     outcome = cover(store, {DEPLOYMENTS})
-    assert (outcome.coverage, outcome.added, store.puts) == (Coverage.INCOMPLETE, {DEPLOYMENTS}, [])
+    assert (outcome.coverage, outcome.added) == (Coverage.INCOMPLETE, {DEPLOYMENTS})
     assert "install" in str(outcome)
+    assert store.live is not None
+    assert ManagedResource("apps", "v1", "deployments") in registered_resources(store.live)  # its objects at least
+    assert cover(store, {DEPLOYMENTS}).coverage is Coverage.INCOMPLETE
+    assert len(store.puts) == 1  # nothing more to add: only read
+
+
+def older(*resources: ManagedResource) -> KubeObject:
+    """A registration as the version before wrote it: two entries, and a condition that let every kube-system
+    ServiceAccount skip the webhook by its name."""
+    live = installed(*resources)
+    live["webhooks"] = [w for w in live["webhooks"] if w["name"] != EVICTION_ENTRY]
+    for hook in live["webhooks"]:
+        hook["matchConditions"] = [
+            {"name": MACHINERY_CONDITION, "expression": "!(request.userInfo.username.startsWith('system:'))"}
+        ]
+    return live
+
+
+def test_an_older_registration_gets_the_narrow_condition_even_when_it_covers_everything() -> None:
+    store = FakeRegistrations(older(CONFIGMAPS))
+    outcome = cover(store, {CONFIGMAPS})
+    assert (outcome.coverage, outcome.added) == (Coverage.EXTENDED, set())
+    assert "controllers" in str(outcome)
+    assert store.live is not None
+    assert {c["expression"] for w in store.live["webhooks"] for c in w["matchConditions"]} == {MACHINERY}
+    assert cover(store, {CONFIGMAPS}).coverage is Coverage.COVERED
+
+
+def test_an_older_registration_managing_pods_says_their_evictions_need_an_install() -> None:
+    store = FakeRegistrations(older(CONFIGMAPS))
+    outcome = cover(store, {PODS, DEPLOYMENTS})
+    assert (outcome.coverage, outcome.added) == (Coverage.INCOMPLETE, {PODS})
+    assert "pods v1 (and its ephemeralcontainers, eviction, resize)" in str(outcome)
+    assert store.live is not None
+    assert missing_resources(store.live, {DEPLOYMENTS, CONFIGMAPS}) == set()  # the rest was added all the same
 
 
 def test_other_api_errors_propagate() -> None:
@@ -150,14 +190,20 @@ def test_other_api_errors_propagate() -> None:
 
 
 # --- what a fresh registration starts with: the Applications' status ----------------------------------------------
+DEPLOYMENT_INFO = ResourceInfo("apps", "v1", "Deployment", "deployments", True, frozenset({"scale"}))
+
+
 class Discovery:
     served: ClassVar[dict[tuple[str, str], ResourceInfo]] = {
-        ("apps", "Deployment"): ResourceInfo("apps", "v1", "Deployment", "deployments", True, frozenset({"scale"})),
+        ("apps", "Deployment"): DEPLOYMENT_INFO,
         ("", "ConfigMap"): ResourceInfo("", "v1", "ConfigMap", "configmaps", True),
     }
 
     def preferred(self, group: str, kind: str) -> ResourceInfo | None:
         return self.served.get((group, kind))
+
+    def preferred_resource(self, group: str, plural: str) -> ResourceInfo | None:
+        return next((i for i in self.served.values() if (i.group, i.plural) == (group, plural)), None)
 
 
 def application(*resources: dict[str, str]) -> dict[str, Any]:
@@ -176,6 +222,22 @@ def test_inventory_resources_from_the_applications_status() -> None:
     ]
     assert inventory_resources(Discovery(), apps) == {DEPLOYMENTS, CONFIGMAPS}
     assert inventory_resources(Discovery(), []) == set()
+
+
+def test_install_makes_an_older_registrations_every_version_the_preferred_one() -> None:
+    hpa_v1 = ManagedResource("autoscaling", "v1", "horizontalpodautoscalers")
+    kept = {
+        ManagedResource("apps", "*", "deployments", frozenset({"scale"})),
+        ManagedResource("", "*", "configmaps"),
+        ManagedResource("acme.io", "*", "gizmos"),  # not served (yet): kept as it is (add-only)
+        hpa_v1,  # exact already: kept as it is
+    }
+    assert exact_versions(Discovery(), kept) == {
+        DEPLOYMENTS,
+        CONFIGMAPS,
+        ManagedResource("acme.io", "*", "gizmos"),
+        hpa_v1,
+    }
 
 
 # --- the webhook's keeper -------------------------------------------------------------------------------------------
@@ -230,9 +292,6 @@ def guard_output(store: FakeRegistrations, verbose: bool, capsys: pytest.Capture
     guard([DesiredObject(Manifest("a.yaml", 1, {}), {}, DEPLOYMENT_INFO)])
     out = capsys.readouterr()
     return out.out, out.err
-
-
-DEPLOYMENT_INFO = ResourceInfo("apps", "v1", "Deployment", "deployments", True, frozenset({"scale"}))
 
 
 @pytest.mark.parametrize("store", [FakeRegistrations(None), FakeRegistrations(installed(), forbidden=True)])

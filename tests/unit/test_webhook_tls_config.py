@@ -1,11 +1,9 @@
-"""The webhook's own certificates, its settings, and the ValidatingWebhookConfiguration that registers it."""
+"""The webhook's own certificates, its settings, and the in-cluster manifests (its registration: test_webhookconfig)."""
 
 from __future__ import annotations
 
-import base64
 import datetime
 import ipaddress
-import json
 import stat
 from pathlib import Path
 from typing import Any
@@ -17,22 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from engine.kube import ResourceInfo
-from engine.objects import TRACKING_LABEL
-from engine.webhookconfig import (
-    NAME,
-    OBJECTS_ENTRY,
-    OPERATIONS,
-    SCALE_ENTRY,
-    SERVICE_NAME,
-    ManagedResource,
-    managed_resources,
-    missing_resources,
-    object_rules,
-    registered_resources,
-    webhook_configuration,
-    with_resources,
-)
+from engine.webhookconfig import OBJECTS_ENTRY, SERVICE_NAME, webhook_configuration
 from webhook import config, tls
 
 HOSTS = ["gitops-webhook.gitops-system.svc", "gitops-webhook.gitops-system.svc.cluster.local", "127.0.0.1"]
@@ -267,227 +250,6 @@ def test_csv(raw: str, names: set[str]) -> None:
     assert config.csv(raw) == frozenset(names)
 
 
-# --- the ValidatingWebhookConfiguration --------------------------------------------------------------------------
-CA = b"-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n"
-DEPLOYMENTS = ManagedResource("apps", "deployments", scale=True)
-STATEFULSETS = ManagedResource("apps", "statefulsets", scale=True)
-CONFIGMAPS = ManagedResource("", "configmaps")
-SERVICES = ManagedResource("", "services")
-WIDGETS = ManagedResource("acme.io", "widgets", scale=True)
-ROLES = ManagedResource("rbac.authorization.k8s.io", "roles")
-GUESTBOOK = {DEPLOYMENTS, CONFIGMAPS, SERVICES, ManagedResource("", "secrets")}
-
-
-def entries(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {w["name"]: w for w in obj["webhooks"]}
-
-
-def configuration(*resources: ManagedResource, **options: Any) -> dict[str, Any]:
-    return webhook_configuration(ca_bundle=CA, resources=resources or GUESTBOOK, **options)
-
-
-def test_the_configuration_object() -> None:
-    obj = configuration()
-    assert obj["apiVersion"] == "admissionregistration.k8s.io/v1"
-    assert obj["kind"] == "ValidatingWebhookConfiguration"
-    assert obj["metadata"] == {"name": NAME}
-    assert set(entries(obj)) == {OBJECTS_ENTRY, SCALE_ENTRY}
-
-
-def test_in_cluster_the_webhook_is_reached_through_its_service() -> None:
-    obj = configuration(namespace="ops")
-    for hook in obj["webhooks"]:
-        assert hook["clientConfig"] == {
-            "service": {"name": SERVICE_NAME, "namespace": "ops", "path": "/validate", "port": 443},
-            "caBundle": base64.b64encode(CA).decode(),
-        }
-
-
-def test_locally_the_webhook_is_reached_by_url() -> None:
-    obj = configuration(url="https://127.0.0.1:8443/validate")
-    for hook in obj["webhooks"]:
-        assert hook["clientConfig"] == {
-            "url": "https://127.0.0.1:8443/validate",
-            "caBundle": base64.b64encode(CA).decode(),
-        }
-        assert base64.b64decode(hook["clientConfig"]["caBundle"]) == CA
-
-
-def test_managed_objects_are_selected_by_the_tracking_label_and_fail_closed() -> None:
-    hook = entries(configuration())[OBJECTS_ENTRY]
-    assert hook["failurePolicy"] == "Fail"
-    assert hook["objectSelector"] == {"matchExpressions": [{"key": TRACKING_LABEL, "operator": "Exists"}]}
-    for rule in hook["rules"]:
-        assert rule["operations"] == ["CREATE", "UPDATE", "DELETE"]
-        assert rule["apiVersions"] == ["*"]
-        assert rule["scope"] == "*"
-
-
-def test_the_objects_entry_lists_exactly_the_managed_resources_one_rule_per_group() -> None:
-    hook = entries(configuration(DEPLOYMENTS, STATEFULSETS, SERVICES, CONFIGMAPS, WIDGETS, ROLES))[OBJECTS_ENTRY]
-    assert [(rule["apiGroups"], rule["resources"]) for rule in hook["rules"]] == [
-        ([""], ["configmaps", "services"]),
-        (["acme.io"], ["widgets"]),
-        (["apps"], ["deployments", "statefulsets"]),
-        (["rbac.authorization.k8s.io"], ["roles"]),
-    ]
-
-
-def test_scale_subresources_of_managed_resources_have_their_own_entry_that_fails_open() -> None:
-    hook = entries(configuration(DEPLOYMENTS, STATEFULSETS, CONFIGMAPS, WIDGETS, ROLES))[SCALE_ENTRY]
-    assert hook["failurePolicy"] == "Ignore"
-    assert "objectSelector" not in hook  # a Scale carries none of its parent's labels
-    assert [(rule["apiGroups"], rule["resources"], rule["operations"]) for rule in hook["rules"]] == [
-        (["acme.io"], ["widgets/scale"], ["UPDATE"]),
-        (["apps"], ["deployments/scale", "statefulsets/scale"], ["UPDATE"]),
-    ]
-
-
-def test_no_managed_resource_yet_gives_both_entries_empty_rules() -> None:
-    # The API server accepts `rules: []` (and stores the entry without rules: it matches nothing), while a rule with
-    # no resources is invalid; keeping both entries keeps their clientConfig for the webhook to fill in.
-    obj = webhook_configuration(ca_bundle=CA, resources=[])
-    assert [hook["rules"] for hook in obj["webhooks"]] == [[], []]
-    assert registered_resources(obj) == set()
-
-
-def test_a_resource_without_scale_has_no_scale_rule() -> None:
-    assert entries(configuration(CONFIGMAPS, SERVICES))[SCALE_ENTRY]["rules"] == []
-
-
-@pytest.mark.parametrize("namespace", ["gitops-system", "ops"])
-def test_both_entries_leave_kube_system_and_their_own_namespace_alone(namespace: str) -> None:
-    for hook in configuration(namespace=namespace, timeout_seconds=7)["webhooks"]:
-        assert hook["namespaceSelector"] == {
-            "matchExpressions": [
-                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", namespace]}
-            ]
-        }
-        assert hook["sideEffects"] == "NoneOnDryRun"
-        assert hook["admissionReviewVersions"] == ["v1"]
-        assert hook["timeoutSeconds"] == 7
-        assert hook["matchPolicy"] == "Equivalent"
-        [condition] = hook["matchConditions"]
-        expression = condition["expression"]
-        assert "system:kube-controller-manager" in expression
-        assert "system:serviceaccount:kube-system:" in expression
-        assert "system:node:" in expression
-        assert expression.startswith("!(")
-
-
-# --- reading and extending a live registration --------------------------------------------------------------------
-def stored(obj: dict[str, Any]) -> dict[str, Any]:
-    """As the API server returns it: an empty `rules` is left out, metadata grows."""
-    out = json.loads(json.dumps(obj))
-    for hook in out["webhooks"]:
-        if not hook["rules"]:
-            del hook["rules"]
-    out["metadata"] |= {"resourceVersion": "42", "uid": "u-1"}
-    return out
-
-
-@pytest.mark.parametrize(
-    "resources",
-    [set(), {CONFIGMAPS}, GUESTBOOK, {DEPLOYMENTS, STATEFULSETS, WIDGETS, ROLES, CONFIGMAPS}],
-)
-def test_registered_resources_reads_back_what_was_written(resources: set[ManagedResource]) -> None:
-    assert registered_resources(stored(webhook_configuration(ca_bundle=CA, resources=resources))) == resources
-
-
-def test_wildcards_of_an_older_registration_name_no_resource_but_cover_everything() -> None:
-    old = stored(webhook_configuration(ca_bundle=CA, resources=[]))
-    entries(old)[OBJECTS_ENTRY]["rules"] = [
-        {"apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*"], "operations": OPERATIONS, "scope": "*"}
-    ]
-    entries(old)[SCALE_ENTRY]["rules"] = [
-        {"apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*/scale"], "operations": ["UPDATE"], "scope": "*"}
-    ]
-    assert registered_resources(old) == set()
-    assert missing_resources(old, GUESTBOOK | {WIDGETS}) == set()
-    assert with_resources(old, GUESTBOOK) == old
-
-
-@pytest.mark.parametrize(
-    ("rule_resources", "resource", "covered"),
-    [
-        (["*"], "deployments", True),
-        (["*"], "deployments/scale", False),  # `*` is every resource, no subresource
-        (["*/*"], "deployments/scale", True),
-        (["deployments/*"], "deployments/scale", True),
-        (["*/scale"], "deployments/scale", True),
-        (["*/scale"], "deployments", False),
-        (["deployments"], "deployments/scale", False),
-        (["statefulsets/scale"], "deployments/scale", False),
-    ],
-)
-def test_wildcards_match_as_the_api_server_reads_them(rule_resources: list[str], resource: str, covered: bool) -> None:
-    obj = webhook_configuration(ca_bundle=CA, resources=[])
-    rule = {"apiGroups": ["apps"], "apiVersions": ["*"], "resources": rule_resources, "operations": ["UPDATE"]}
-    name = SCALE_ENTRY if "/" in resource else OBJECTS_ENTRY
-    entries(obj)[name]["rules"] = [rule]
-    plural, _, sub = resource.partition("/")
-    wanted = ManagedResource("apps", plural, scale=bool(sub))
-    if sub:  # the objects entry is not the question here
-        entries(obj)[OBJECTS_ENTRY]["rules"] = object_rules([wanted])
-    assert (missing_resources(obj, [wanted]) == set()) is covered
-
-
-def test_missing_resources_names_what_either_entry_lacks() -> None:
-    live = stored(configuration(CONFIGMAPS, ManagedResource("apps", "deployments")))  # registered without scale
-    assert missing_resources(live, [CONFIGMAPS]) == set()
-    assert missing_resources(live, [DEPLOYMENTS, SERVICES]) == {DEPLOYMENTS, SERVICES}
-    assert missing_resources(live, [ManagedResource("apps", "deployments")]) == set()
-
-
-def test_with_resources_adds_and_never_drops() -> None:
-    live = stored(configuration(CONFIGMAPS, DEPLOYMENTS))
-    merged = with_resources(live, [ROLES, WIDGETS])
-    assert registered_resources(merged) == {CONFIGMAPS, DEPLOYMENTS, ROLES, WIDGETS}
-    assert merged["metadata"] == live["metadata"]  # the resourceVersion guards the update
-    for name in (OBJECTS_ENTRY, SCALE_ENTRY):
-        before, after = entries(live)[name], entries(merged)[name]
-        assert {k: v for k, v in after.items() if k != "rules"} == {k: v for k, v in before.items() if k != "rules"}
-    assert registered_resources(live) == {CONFIGMAPS, DEPLOYMENTS}  # the input is left alone
-
-
-def test_with_resources_leaves_a_covering_registration_as_it_is() -> None:
-    live = stored(configuration(CONFIGMAPS, DEPLOYMENTS, ROLES))
-    assert with_resources(live, [CONFIGMAPS, DEPLOYMENTS]) == live
-    assert with_resources(live, []) == live
-
-
-def test_with_resources_fills_an_empty_registration() -> None:
-    live = stored(webhook_configuration(ca_bundle=CA, resources=[]))
-    merged = with_resources(live, GUESTBOOK)
-    assert merged == stored(configuration()) | {"metadata": merged["metadata"]}
-
-
-def test_with_resources_keeps_a_wildcard_rule_it_does_not_understand() -> None:
-    live = stored(configuration(CONFIGMAPS))
-    odd = {"apiGroups": ["batch"], "apiVersions": ["*"], "resources": ["*"], "operations": OPERATIONS, "scope": "*"}
-    entries(live)[OBJECTS_ENTRY]["rules"].append(odd)
-    merged = with_resources(live, [ROLES])
-    assert odd in entries(merged)[OBJECTS_ENTRY]["rules"]
-    assert missing_resources(merged, [ManagedResource("batch", "jobs"), ROLES, CONFIGMAPS]) == set()
-
-
-def test_an_entry_the_registration_lacks_is_not_made_up() -> None:
-    live = stored(configuration(CONFIGMAPS))
-    live["webhooks"] = [w for w in live["webhooks"] if w["name"] != SCALE_ENTRY]
-    merged = with_resources(live, [DEPLOYMENTS])
-    assert [w["name"] for w in merged["webhooks"]] == [OBJECTS_ENTRY]
-    assert missing_resources(merged, [DEPLOYMENTS]) == {DEPLOYMENTS}  # its scale still is not covered
-
-
-def test_managed_resources_from_what_discovery_says() -> None:
-    served = [
-        ResourceInfo("apps", "v1", "Deployment", "deployments", True, frozenset({"scale", "status"})),
-        ResourceInfo("", "v1", "ConfigMap", "configmaps", True),
-        ResourceInfo("", "v1", "Service", "services", True, frozenset({"status", "proxy"})),
-    ]
-    assert managed_resources(served) == {DEPLOYMENTS, CONFIGMAPS, SERVICES}
-
-
 # --- the in-cluster manifests agree with the program they run --------------------------------------------------------
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests" / "webhook"
 
@@ -521,6 +283,7 @@ def test_the_service_is_what_the_registration_calls() -> None:
     assert service["metadata"]["name"] == SERVICE_NAME
     assert {"name": "https", "port": 443, "targetPort": "https"} in service["spec"]["ports"]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    client = entries(configuration())[OBJECTS_ENTRY]["clientConfig"]
+    registration = webhook_configuration(ca_bundle=b"ca", resources=[])
+    [client] = [hook["clientConfig"] for hook in registration["webhooks"] if hook["name"] == OBJECTS_ENTRY]
     assert client["service"]["port"] == 443
     assert client["service"]["name"] == service["metadata"]["name"]
