@@ -143,7 +143,8 @@ class DesiredState:
         # Application's state changes (newer than what it was), at most EXTRA_REVISIONS of each, oldest dropped first.
         self._extra_revisions: dict[tuple[AppRef, str], dict[ObjectKey, GitObject]] = {}
         self._kinds: dict[tuple[str, str], str] = {}
-        self._served: dict[tuple[str, str], ResourceInfo] = {}  # (group, kind) -> how the cluster serves it
+        # (group, version, kind) -> how the cluster serves it, for every version Git declares a kind in
+        self._served: dict[tuple[str, str, str], ResourceInfo] = {}
         self._loading: dict[tuple[AppRef, str], tuple[threading.Event, dict[str, Any]]] = {}  # loads in flight
         # (Application, loaded revision, named revision) -> the answer, least recently used first.
         self._answers: OrderedDict[tuple[AppRef, str, str], RevisionAnswer] = OrderedDict()
@@ -376,8 +377,8 @@ class DesiredState:
     def managed_resources(self) -> set[ManagedResource]:
         """The resources of every object Git declares for the loaded Applications (with whether each has a `scale`
         subresource): what the webhook's registration must cover."""
-        kinds = {key.group_kind for key in self._index}
-        return managed_resources(info for kind in kinds if (info := self._served.get(kind)) is not None)
+        versions = {(key.group, obj.api_version.rpartition("/")[2], key.kind) for key, obj in self._index.items()}
+        return managed_resources(info for served in versions if (info := self._served.get(served)) is not None)
 
     def kind_of(self, group: str, resource: str) -> str:
         """The kind served as `group`/`resource` among the objects Git declares ("" when none)."""
@@ -432,7 +433,7 @@ class DesiredState:
         for d in ready:
             assert d.info is not None
             self._kinds[(d.info.group, d.info.plural)] = d.info.kind
-            self._served[(d.info.group, d.info.kind)] = d.info
+            self._served[(d.info.group, d.info.version, d.info.kind)] = d.info
         provisional = False
         for d, (stored, declared, elsewhere) in zip(ready, forms, strict=True):
             provisional = provisional or elsewhere
