@@ -125,6 +125,7 @@ def test_a_second_entry_under_a_key_git_declares_is_drift_and_sync_removes_it(
     warnings = app.alice("patch", "deployment", "web", "--type=json", "-p", json.dumps(op))
     assert "Warning:" in warnings, warnings  # the API server accepts it, with a warning
     assert app.drift("Deployment", "web") == {path: ("added", "kubectl-patch")}
+    assert f"added   {path} (by kubectl-patch)" in app.gitops.run("diff", app.namespace, expect=1).stdout
 
     app.sync()
     app.assert_synced()

@@ -1214,7 +1214,7 @@ def duplicate(at: FieldPath, key: str, item: Any, manager: str = "kubectl-patch"
         for segment in reversed(at):
             fields = {segment: fields}
         own(obj, manager, fields)
-        ours = fieldsets.lookup(obj["metadata"]["managedFields"][0]["fieldsV1"], ())
+        ours = obj["metadata"]["managedFields"][0]["fieldsV1"]
         for segment in at:
             ours = ours.get(segment, {})
         ours.pop(key, None)
@@ -1358,6 +1358,28 @@ def test_a_duplicate_in_a_set_is_added_drift() -> None:
     live["metadata"]["managedFields"] = [entry("kubectl-edit", {"f:spec": {"f:tags": {tags[-1]: {}}}})]
     result = diff(git, live, key=ObjectKey("example.io", "Widget", "shop", "w"))
     assert summary(result) == [("/spec/tags/1", "added", None, "blue", "kubectl-edit")]
+
+
+def test_a_second_service_port_under_git_s_port_and_protocol_is_added_drift() -> None:
+    port = k(port=80, protocol="TCP")
+    fields: dict[str, Any] = {
+        "f:spec": {"f:ports": {port: {".": {}, "f:port": {}, "f:protocol": {}, "f:targetPort": {}}}}
+    }
+    git: KubeObject = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "managedFields": [entry(FIELD_MANAGER, fields, operation="Apply", api="v1")],
+        },
+        "spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}], "clusterIP": "10.0.0.7"},
+    }
+    live = copy.deepcopy(git)
+    live["spec"]["ports"].append({"port": 80, "protocol": "TCP", "targetPort": 22, "name": "b"})
+    live["metadata"]["managedFields"] = [entry("kubectl-edit", {"f:spec": {"f:ports": {port: {}}}}, api="v1")]
+    result = diff(git, live, key=ObjectKey("", "Service", "shop", "web"))
+    assert summary(result) == [("/spec/ports/1", "added", None, live["spec"]["ports"][1], "kubectl-edit")]
 
 
 def test_a_duplicate_nobody_owns_is_drift_by_an_unrecorded_manager() -> None:
