@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -33,6 +34,8 @@ CONTROLLER_MANAGERS = frozenset(
 )
 SCALABLE_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "ReplicationController"})
 UNKNOWN_SCALER = "unrecorded-scale"
+# The manager named for what no managedFields entry owns (a client may send empty managedFields).
+UNRECORDED = "unrecorded"
 # `kubectl rollout restart` is an operation, not a change of configuration.
 DEFAULT_IGNORES: Mapping[tuple[str, str], tuple[str, ...]] = {
     ("*", "*"): ("/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt",),
@@ -156,17 +159,30 @@ def changed(desired: KubeObject, live: KubeObject, declared: Mapping[str, Any]) 
     return [(path, fieldsets.lookup(desired, path), fieldsets.lookup(live, path)) for path in _minimal(found)]
 
 
+def _counts_as_added(path: FieldPath) -> bool:
+    """Where a field Git does not declare is drift: the content, and the owner references (a decoy owner named there
+    makes the garbage collector delete the object), but not labels and annotations Git does not declare."""
+    if fieldsets.is_owner_reference(path):
+        return True
+    return fieldsets.is_content(path) and not fieldsets.is_metadata_label_or_annotation(path)
+
+
 def added(live: KubeObject, declared: Mapping[str, Any], policy: DriftPolicy) -> list[tuple[FieldPath, str]]:
     """(path, manager) for content fields that someone other than us or a controller owns and Git does not declare."""
     declared_prefixes = {leaf[:i] for leaf in fieldsets.leaves(declared) for i in range(1, len(leaf) + 1)}
+    entries = fieldsets.manager_entries(live)
+    # Every path some manager owns, with the managers owning it or something under it.
+    owned_by: dict[FieldPath, list[str]] = {}
     owners: dict[FieldPath, str] = {}
-    for entry in fieldsets.manager_entries(live):
-        if entry.manager == policy.field_manager or entry.manager in policy.controller_managers:
-            continue
+    for entry in entries:
         if entry.subresource == "status":
             continue
         for path in fieldsets.leaves(entry.fields):
-            if not fieldsets.is_content(path) or fieldsets.is_metadata_label_or_annotation(path):
+            for depth in range(1, len(path) + 1):
+                owned_by.setdefault(path[:depth], []).append(entry.manager)
+            if entry.manager == policy.field_manager or entry.manager in policy.controller_managers:
+                continue
+            if not _counts_as_added(path):
                 continue
             # Under a field Git declares as a leaf is still drift: a leaf that is an atomic value has no owned
             # sub-paths at all, so an owned sub-path means a map Git declared empty (`resources: {}`).
@@ -175,6 +191,30 @@ def added(live: KubeObject, declared: Mapping[str, Any], policy: DriftPolicy) ->
             if fieldsets.lookup(live, path) is MISSING:
                 continue
             owners.setdefault(path, entry.manager)
+
+    def owner(path: FieldPath) -> str | None:
+        """Who put what is at `path` there: None when it is ours or a controller's (not drift)."""
+        managers = owned_by.get(path, [])
+        others = [m for m in managers if m != policy.field_manager and m not in policy.controller_managers]
+        if others:
+            return others[0]
+        return None if managers else UNRECORDED
+
+    # A second list item under a key Git declares (or anyone owns): the first one is the item of that key.
+    elements = {p for p in declared_prefixes | set(owned_by) if fieldsets.is_element(p[-1]) and _counts_as_added(p)}
+    for element in sorted(elements):
+        for index in fieldsets.duplicates(live, element):
+            manager = owner(element)
+            if manager is not None:
+                owners.setdefault((*element[:-1], f"i:{index}"), manager)
+    # An owner reference Git does not declare that no manager owns (managedFields can be cleared by any client).
+    references = fieldsets.lookup(live, ("f:metadata", "f:ownerReferences"))
+    for reference in references if isinstance(references, list) else []:
+        if not isinstance(reference, dict) or "uid" not in reference:
+            continue
+        path = ("f:metadata", "f:ownerReferences", "k:" + json.dumps({"uid": reference["uid"]}, separators=(",", ":")))
+        if path not in declared_prefixes and path not in owned_by:
+            owners.setdefault(path, UNRECORDED)
     replicas = ("f:spec", "f:replicas")
     if (
         live.get("kind") in SCALABLE_KINDS
@@ -182,7 +222,7 @@ def added(live: KubeObject, declared: Mapping[str, Any], policy: DriftPolicy) ->
         and replicas not in declared_prefixes
         and replicas not in owners
         and fieldsets.lookup(live, replicas) not in (MISSING, 1)
-        and not any(replicas in set(fieldsets.leaves(e.fields)) for e in fieldsets.manager_entries(live))
+        and not any(replicas in set(fieldsets.leaves(e.fields)) for e in entries)
     ):
         # A scale through the subresource of replicas nobody owned leaves no managedFields entry behind (seen on
         # v1.37): a replica count Git leaves open that is not the default, with no owner, was set by hand.
@@ -193,7 +233,12 @@ def added(live: KubeObject, declared: Mapping[str, Any], policy: DriftPolicy) ->
 def remove_fields(obj: KubeObject, paths: Iterable[FieldPath]) -> KubeObject:
     """A copy of `obj` without the given fields (resolved one at a time, so list indices never go stale)."""
     out = copy.deepcopy(obj)
-    for path in paths:
+
+    def order(path: FieldPath) -> list[tuple[int, Any]]:
+        # Items named by index go first, highest first, while every index still means what it meant.
+        return [(1, int(s[2:])) if s.startswith("i:") and s[2:].isdigit() else (0, s) for s in path]
+
+    for path in sorted(paths, key=order, reverse=True):
         parent = fieldsets.lookup(out, path[:-1])
         if parent is MISSING:
             continue
@@ -293,7 +338,13 @@ def diff_object(
         )
 
     live_view = normalize(live)
-    target_view = normalize(remove_fields(desired, [i.field_path for i in items if i.kind is DriftKind.ADDED]))
+    # What a sync removes, where Git's object has it too (a duplicate list item the dry-run merged away is not).
+    removed = [
+        i.field_path
+        for i in items
+        if i.kind is DriftKind.ADDED and fieldsets.lookup(desired, i.field_path) == fieldsets.lookup(live, i.field_path)
+    ]
+    target_view = normalize(remove_fields(desired, removed))
     _restore_ignored(target_view, live_view, ignored)
     live_masked, target_masked = masker.mask(live_view), masker.mask(target_view)
     patch = list(jsonpatch.make_patch(live_masked, target_masked)) if items else []
@@ -343,17 +394,15 @@ def diff_replaced(
             # Labels and annotations count only where Git's object has that key (at any depth).
             if jsonpatch.JsonPointer(pointer).resolve(target_view, MISSING) is MISSING:
                 continue
-        elif parts[1] == "metadata":
+        elif parts[1] == "metadata" and not (len(parts) > 2 and parts[2] == "ownerReferences"):
             continue
         have = jsonpatch.JsonPointer(pointer).resolve(live_view, None)
         if op["op"] == "remove":
+            manager = _owner(live, pointer) or "unknown"
+            if parts[1] == "metadata" and manager in policy.controller_managers:
+                continue  # an owner a controller named (an adoption): the cluster working
             items.append(
-                DriftItem(
-                    pointer,
-                    DriftKind.ADDED,
-                    live=masker.mask_value(live, pointer, have),
-                    manager=_owner(live, pointer) or "unknown",
-                )
+                DriftItem(pointer, DriftKind.ADDED, live=masker.mask_value(live, pointer, have), manager=manager)
             )
         else:
             want = jsonpatch.JsonPointer(pointer).resolve(target_view, None)

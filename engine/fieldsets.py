@@ -80,16 +80,45 @@ def _select(value: Any, segment: str) -> tuple[Any, Any]:
     except (ValueError, json.JSONDecodeError):
         return _MISSING, None
     for index, item in enumerate(value):
-        if kind == "v" and item == wanted:
-            return item, index
-        if (
-            kind == "k"
-            and isinstance(item, dict)
-            and isinstance(wanted, dict)
-            and all(item.get(k) == v for k, v in wanted.items())
-        ):
+        if _matches(item, kind, wanted):
             return item, index
     return _MISSING, None
+
+
+def _matches(item: Any, kind: str, wanted: Any) -> bool:
+    """Whether a list item is the one a `k:` (associative list) or `v:` (set) segment names."""
+    if kind == "v":
+        return bool(item == wanted)
+    return (
+        kind == "k"
+        and isinstance(item, dict)
+        and isinstance(wanted, dict)
+        and all(item.get(k) == v for k, v in wanted.items())
+    )
+
+
+def is_element(segment: str) -> bool:
+    """A segment that names a list item by its key (`k:`) or value (`v:`), not by index."""
+    return segment.startswith(("k:", "v:"))
+
+
+def duplicates(obj: Any, path: FieldPath) -> list[int]:
+    """Indices of the items after the first that the last (`k:`/`v:`) segment of `path` names as well.
+
+    The API server accepts a list with two items under one key (a second `env` entry named like the first, with a
+    warning), and at run time the last one wins: every item after the first is one Git does not have.
+    """
+    if not path or not is_element(path[-1]):
+        return []
+    items = lookup(obj, path[:-1])
+    kind, _, raw = path[-1].partition(":")
+    try:
+        wanted = json.loads(raw)
+    except ValueError:
+        return []
+    if not isinstance(items, list):
+        return []
+    return [i for i, item in enumerate(items) if _matches(item, kind, wanted)][1:]
 
 
 def lookup(obj: Any, path: FieldPath) -> Any:
@@ -147,6 +176,12 @@ def display(path: FieldPath) -> str:
 def is_metadata_label_or_annotation(path: FieldPath) -> bool:
     """Labels and annotations at any depth (the object's, a pod template's)."""
     return any(path[i] == "f:metadata" and path[i + 1] in ("f:labels", "f:annotations") for i in range(len(path) - 1))
+
+
+def is_owner_reference(path: FieldPath) -> bool:
+    """`metadata.ownerReferences` or under: server metadata in form, but who may delete the object (the garbage
+    collector deletes it with the owner named there)."""
+    return path[:2] == ("f:metadata", "f:ownerReferences")
 
 
 def is_content(path: FieldPath) -> bool:

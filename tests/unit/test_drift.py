@@ -15,21 +15,32 @@ from typing import Any
 import jsonpatch
 import pytest
 
+from engine import fieldsets
 from engine.drift import (
     UNKNOWN_SCALER,
+    UNRECORDED,
     DriftItem,
     DriftKind,
     DriftPolicy,
     IgnoreRule,
     ObjectDiff,
     ObjectState,
+    added,
     declared_fields,
     diff_object,
     diff_replaced,
     remove_fields,
 )
+from engine.fieldsets import FieldPath
 from engine.normalize import LAST_APPLIED, SecretMasker
-from engine.objects import FIELD_MANAGER, TRACKING_ANNOTATION, TRACKING_LABEL, KubeObject, ObjectKey
+from engine.objects import (
+    FIELD_MANAGER,
+    REVISION_ANNOTATION,
+    TRACKING_ANNOTATION,
+    TRACKING_LABEL,
+    KubeObject,
+    ObjectKey,
+)
 
 from .stored import container, k
 
@@ -1181,3 +1192,339 @@ def test_replaced_reports_a_renamed_key_as_changed_and_added() -> None:
         ("/spec/template/spec/nodeSelector/disk-type", "added", None, "ssd", "kubectl-edit"),
         ("/spec/template/spec/nodeSelector/disktype", "changed", "ssd", None, ""),
     ]
+
+
+# --- a second list item under a key Git declares --------------------------------------------------------------------
+# The API server accepts two items under one key (with a warning) where validation lets it (env names, container
+# ports), and at run time the last one wins. Its field sets then hold the duplicated key as one atomic path, owned
+# by whoever made it a duplicate (structured-merge-diff v4.4): Git's manager no longer owns the fields inside.
+ENV = ("f:spec", "f:template", "f:spec", "f:containers", APP, "f:env")
+PORTS = (*ENV[:-1], "f:ports")
+MOUNTS = (*ENV[:-1], "f:volumeMounts")
+CONTAINERS = ENV[:-2]
+VOLUMES = (*ENV[:-3], "f:volumes")
+
+
+def duplicate(at: FieldPath, key: str, item: Any, manager: str = "kubectl-patch") -> Callable[[KubeObject], None]:
+    """A change appending `item` to the list at `at`, named by `key` as an item Git declares is, by `manager`."""
+
+    def change(obj: KubeObject) -> None:
+        fieldsets.lookup(obj, at).append(item)
+        fields: dict[str, Any] = {key: {}}
+        for segment in reversed(at):
+            fields = {segment: fields}
+        own(obj, manager, fields)
+        ours = obj["metadata"]["managedFields"][0]["fieldsV1"]
+        for segment in at:
+            ours = ours.get(segment, {})
+        ours.pop(key, None)
+
+    return change
+
+
+def env_of(obj: KubeObject) -> list[Any]:
+    found: list[Any] = app_container(obj)["env"]
+    return found
+
+
+DATA = k(mountPath="/data")
+CACHE = k(name="cache")
+
+
+def with_volume(obj: KubeObject) -> KubeObject:
+    """Git's Deployment declaring a volume `cache` mounted at /data in the app container."""
+    pod_spec(obj)["volumes"] = [{"name": "cache", "emptyDir": {}}]
+    app_container(obj)["volumeMounts"] = [{"name": "cache", "mountPath": "/data"}]
+    ours = obj["metadata"]["managedFields"][0]["fieldsV1"]
+    pod = ours["f:spec"]["f:template"]["f:spec"]
+    pod["f:volumes"] = {CACHE: {".": {}, "f:name": {}, "f:emptyDir": {}}}
+    pod["f:containers"][APP]["f:volumeMounts"] = {DATA: {".": {}, "f:name": {}, "f:mountPath": {}}}
+    return obj
+
+
+DUPLICATES = [
+    pytest.param(
+        duplicate(ENV, MODE, {"name": "MODE", "value": "evil"}),
+        "/spec/template/spec/containers/0/env/2",
+        {"name": "MODE", "value": "evil"},
+        id="env-name",
+    ),
+    pytest.param(
+        duplicate(ENV, MODE, {"name": "MODE", "value": "prod"}),
+        "/spec/template/spec/containers/0/env/2",
+        {"name": "MODE", "value": "prod"},
+        id="env-name-same-value",
+    ),
+    pytest.param(
+        duplicate(PORTS, HTTP, {"containerPort": 80, "protocol": "TCP", "hostPort": 80}),
+        "/spec/template/spec/containers/0/ports/1",
+        {"containerPort": 80, "protocol": "TCP", "hostPort": 80},
+        id="container-port",
+    ),
+    pytest.param(
+        duplicate(CONTAINERS, PROXY, container("proxy", "evil/proxy:1")),
+        "/spec/template/spec/containers/2",
+        container("proxy", "evil/proxy:1"),
+        id="container-name",
+    ),
+    pytest.param(
+        duplicate(MOUNTS, DATA, {"name": "cache", "mountPath": "/data", "readOnly": False, "subPath": "x"}),
+        "/spec/template/spec/containers/0/volumeMounts/1",
+        {"name": "cache", "mountPath": "/data", "readOnly": False, "subPath": "x"},
+        id="volume-mount-path",
+    ),
+    pytest.param(
+        duplicate(VOLUMES, CACHE, {"name": "cache", "hostPath": {"path": "/"}}),
+        "/spec/template/spec/volumes/1",
+        {"name": "cache", "hostPath": {"path": "/"}},
+        id="volume-name",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "path", "value"), DUPLICATES)
+def test_a_second_item_under_a_key_git_declares_is_added_drift(
+    change: Callable[[KubeObject], None], path: str, value: Any
+) -> None:
+    git = with_volume(stored())
+    live = copy.deepcopy(git)
+    change(live)
+    # A dry-run apply of Git replaces every duplicate of a key it declares with Git's one item.
+    result = diff(git, live)
+    assert summary(result) == [(path, "added", None, value, "kubectl-patch")]
+    assert result.patch == [{"op": "remove", "path": path}]
+    assert result.target == diff(git, git).target
+    assert_patch_makes_target(result)
+
+
+def test_a_duplicate_put_first_makes_git_s_item_the_changed_one() -> None:
+    """Which item is Git's: the first under the key (the one every lookup finds). Both differences are drift."""
+    live = stored()
+    duplicate(ENV, MODE, {"name": "MODE", "value": "prod"})(live)
+    env = env_of(live)
+    env.insert(0, {"name": "MODE", "value": "evil"})
+    env.pop()
+    result = diff(stored(), live)
+    assert summary(result) == [
+        ("/spec/template/spec/containers/0/env/0/value", "changed", "prod", "evil", ""),
+        ("/spec/template/spec/containers/0/env/1", "added", None, {"name": "MODE", "value": "prod"}, "kubectl-patch"),
+    ]
+    assert result.target == diff(stored(), stored()).target
+    assert_patch_makes_target(result)
+
+
+def test_every_copy_of_an_item_git_does_not_have_is_added_drift() -> None:
+    live = stored()
+    pod_spec(live)["volumes"] = [{"name": "scratch", "emptyDir": {}}, {"name": "scratch", "hostPath": {"path": "/"}}]
+    own(live, "kubectl-edit", {"f:spec": {"f:template": {"f:spec": {"f:volumes": {k(name="scratch"): {}}}}}})
+    result = diff(copy.deepcopy(live), live)
+    assert sorted((i.path, i.kind.value, i.manager) for i in result.items) == [
+        ("/spec/template/spec/volumes/0", "added", "kubectl-edit"),
+        ("/spec/template/spec/volumes/1", "added", "kubectl-edit"),
+    ]
+    assert pod_spec(result.target or {}).get("volumes") == []
+    assert_patch_makes_target(result)
+
+
+def test_three_copies_of_a_declared_key_are_two_added_items() -> None:
+    live = stored()
+    duplicate(ENV, MODE, {"name": "MODE", "value": "a"})(live)
+    env_of(live).append({"name": "MODE", "value": "b"})
+    result = diff(stored(), live)
+    assert [(i.path, i.manager) for i in result.items] == [
+        ("/spec/template/spec/containers/0/env/2", "kubectl-patch"),
+        ("/spec/template/spec/containers/0/env/3", "kubectl-patch"),
+    ]
+    assert result.target == diff(stored(), stored()).target
+    assert_patch_makes_target(result)
+
+
+def test_a_duplicate_in_a_set_is_added_drift() -> None:
+    """A `v:` set (a list of values merged as a set) has duplicates too."""
+    tags = ("f:spec", "f:tags", 'v:"blue"')
+    fields: dict[str, Any] = {"f:spec": {"f:tags": {'v:"blue"': {}}}}
+    git: KubeObject = {
+        "apiVersion": "example.io/v1",
+        "kind": "Widget",
+        "metadata": {
+            "name": "w",
+            "namespace": "shop",
+            "managedFields": [entry(FIELD_MANAGER, fields, operation="Apply")],
+        },
+        "spec": {"tags": ["blue"]},
+    }
+    live = copy.deepcopy(git)
+    live["spec"]["tags"].append("blue")
+    live["metadata"]["managedFields"] = [entry("kubectl-edit", {"f:spec": {"f:tags": {tags[-1]: {}}}})]
+    result = diff(git, live, key=ObjectKey("example.io", "Widget", "shop", "w"))
+    assert summary(result) == [("/spec/tags/1", "added", None, "blue", "kubectl-edit")]
+
+
+def test_a_second_service_port_under_git_s_port_and_protocol_is_added_drift() -> None:
+    port = k(port=80, protocol="TCP")
+    fields: dict[str, Any] = {
+        "f:spec": {"f:ports": {port: {".": {}, "f:port": {}, "f:protocol": {}, "f:targetPort": {}}}}
+    }
+    git: KubeObject = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "managedFields": [entry(FIELD_MANAGER, fields, operation="Apply", api="v1")],
+        },
+        "spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}], "clusterIP": "10.0.0.7"},
+    }
+    live = copy.deepcopy(git)
+    live["spec"]["ports"].append({"port": 80, "protocol": "TCP", "targetPort": 22, "name": "b"})
+    live["metadata"]["managedFields"] = [entry("kubectl-edit", {"f:spec": {"f:ports": {port: {}}}}, api="v1")]
+    result = diff(git, live, key=ObjectKey("", "Service", "shop", "web"))
+    assert summary(result) == [("/spec/ports/1", "added", None, live["spec"]["ports"][1], "kubectl-edit")]
+
+
+def test_a_duplicate_nobody_owns_is_drift_by_an_unrecorded_manager() -> None:
+    live = stored()
+    env_of(live).append({"name": "MODE", "value": "evil"})
+    live["metadata"]["managedFields"] = []  # any client may send managedFields: [{}], which clears them
+    assert summary(diff(stored(), live)) == [
+        ("/spec/template/spec/containers/0/env/2", "added", None, {"name": "MODE", "value": "evil"}, UNRECORDED)
+    ]
+
+
+@pytest.mark.parametrize("manager", ["kube-controller-manager", FIELD_MANAGER])
+def test_a_duplicate_of_a_controller_or_of_ours_is_not_drift(manager: str) -> None:
+    live = stored()
+    duplicate(ENV, MODE, {"name": "MODE", "value": "injected"}, manager=manager)(live)
+    assert diff(copy.deepcopy(live), live).state is ObjectState.SYNCED
+
+
+# --- owner references ----------------------------------------------------------------------------------------------
+# An owner named in metadata.ownerReferences takes the object with it when it is deleted (the garbage collector):
+# one Git does not declare is drift, although it lives in metadata.
+DECOY_UID = "7d1c0c55-0000-4000-8000-00000000dec0"
+DECOY = {"apiVersion": "v1", "kind": "ConfigMap", "name": "decoy", "uid": DECOY_UID}
+DECOY_FIELDS = {".": {}, "f:apiVersion": {}, "f:kind": {}, "f:name": {}, "f:uid": {}}
+
+
+def add_owner(manager: str) -> Callable[[KubeObject], None]:
+    def change(obj: KubeObject) -> None:
+        obj["metadata"]["ownerReferences"] = [dict(DECOY)]
+        own(obj, manager, {"f:metadata": {"f:ownerReferences": {".": {}, k(uid=DECOY_UID): DECOY_FIELDS}}})
+
+    return change
+
+
+def test_an_owner_reference_git_does_not_declare_is_added_drift() -> None:
+    live = stored()
+    add_owner("kubectl-patch")(live)
+    result = diff(copy.deepcopy(live), live)  # a dry-run apply keeps what others own
+    # The patch made the list (`.` owned): the list as a whole is what was added.
+    assert summary(result) == [("/metadata/ownerReferences", "added", None, [DECOY], "kubectl-patch")]
+    assert result.patch == [{"op": "remove", "path": "/metadata/ownerReferences"}]
+    assert result.target is not None
+    assert "ownerReferences" not in result.target["metadata"]
+    assert_patch_makes_target(result)
+    # What a sync removes after its apply.
+    assert added(live, declared_fields(live), DriftPolicy()) == [(("f:metadata", "f:ownerReferences"), "kubectl-patch")]
+
+
+def test_an_owner_reference_added_to_a_controller_s_list_is_added_drift() -> None:
+    live = stored()
+    add_owner("kube-controller-manager")(live)
+    theirs = {"apiVersion": "v1", "kind": "ConfigMap", "name": "decoy-2", "uid": "u-2"}
+    live["metadata"]["ownerReferences"].append(theirs)
+    own(live, "kubectl-edit", {"f:metadata": {"f:ownerReferences": {k(uid="u-2"): DECOY_FIELDS}}})
+    result = diff(copy.deepcopy(live), live)
+    assert summary(result) == [("/metadata/ownerReferences/1", "added", None, theirs, "kubectl-edit")]
+    assert result.target is not None
+    assert result.target["metadata"]["ownerReferences"] == [DECOY]
+
+
+def test_an_owner_reference_nobody_owns_is_drift_by_an_unrecorded_manager() -> None:
+    live = stored()
+    live["metadata"]["ownerReferences"] = [dict(DECOY)]
+    assert summary(diff(copy.deepcopy(live), live)) == [
+        ("/metadata/ownerReferences/0", "added", None, DECOY, UNRECORDED)
+    ]
+
+
+def test_an_owner_reference_a_controller_set_is_not_drift() -> None:
+    live = stored()
+    add_owner("kube-controller-manager")(live)
+    assert diff(copy.deepcopy(live), live).state is ObjectState.SYNCED
+
+
+def test_an_owner_reference_git_declares_is_compared() -> None:
+    git = stored()
+    git["metadata"]["ownerReferences"] = [dict(DECOY)]
+    ours = git["metadata"]["managedFields"][0]["fieldsV1"]
+    ours["f:metadata"]["f:ownerReferences"] = {k(uid=DECOY_UID): DECOY_FIELDS}
+    assert diff(git, copy.deepcopy(git)).state is ObjectState.SYNCED
+    live = copy.deepcopy(git)
+    live["metadata"]["ownerReferences"][0]["name"] = "other"
+    assert summary(diff(git, live)) == [("/metadata/ownerReferences/0/name", "changed", "decoy", "other", "")]
+
+
+def test_replaced_reports_an_owner_reference_git_does_not_declare_unless_a_controller_set_it() -> None:
+    live = stored()
+    add_owner("kubectl-patch")(live)
+    assert summary(replaced(live)) == [("/metadata/ownerReferences", "added", None, [DECOY], "kubectl-patch")]
+    adopted = stored()
+    add_owner("kube-controller-manager")(adopted)
+    assert replaced(adopted).state is ObjectState.SYNCED
+
+
+# --- our tracking marks --------------------------------------------------------------------------------------------
+TRACKED_ID = "gitops-system/shop:apps/Deployment:shop/web"
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "want", "have"),
+    [
+        pytest.param(
+            lambda o: o["metadata"]["labels"].pop(TRACKING_LABEL),
+            f"/metadata/labels/{TRACKING_LABEL.replace('/', '~1')}",
+            "shop",
+            None,
+            id="label-removed",
+        ),
+        pytest.param(
+            lambda o: o["metadata"]["labels"].__setitem__(TRACKING_LABEL, "other"),
+            f"/metadata/labels/{TRACKING_LABEL.replace('/', '~1')}",
+            "shop",
+            "other",
+            id="label-changed",
+        ),
+        pytest.param(
+            lambda o: o["metadata"]["annotations"].pop(TRACKING_ANNOTATION),
+            f"/metadata/annotations/{TRACKING_ANNOTATION.replace('/', '~1')}",
+            TRACKED_ID,
+            None,
+            id="annotation-removed",
+        ),
+        pytest.param(
+            lambda o: o["metadata"]["annotations"].__setitem__(TRACKING_ANNOTATION, "x/y:/ConfigMap:x/y"),
+            f"/metadata/annotations/{TRACKING_ANNOTATION.replace('/', '~1')}",
+            TRACKED_ID,
+            "x/y:/ConfigMap:x/y",
+            id="annotation-changed",
+        ),
+    ],
+)
+def test_our_tracking_marks_are_declared_fields(
+    change: Callable[[KubeObject], None], path: str, want: Any, have: Any
+) -> None:
+    live = stored()
+    change(live)
+    result = diff(stored(), live)
+    assert summary(result) == [(path, "changed", want, have, "")]
+    assert_patch_makes_target(result)
+
+
+def test_the_revision_mark_is_operational() -> None:
+    git = stored()
+    git["metadata"]["annotations"][REVISION_ANNOTATION] = "a" * 40
+    git["metadata"]["managedFields"][0]["fieldsV1"]["f:metadata"]["f:annotations"][f"f:{REVISION_ANNOTATION}"] = {}
+    live = copy.deepcopy(git)
+    live["metadata"]["annotations"][REVISION_ANNOTATION] = "b" * 40
+    assert diff(git, live).state is ObjectState.SYNCED

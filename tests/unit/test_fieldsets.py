@@ -353,3 +353,56 @@ def test_secret_declared_maps_string_data_to_data(fields: dict[str, Any], expect
     before = json.dumps(fields, sort_keys=True)
     assert fieldsets.secret_declared(fields) == expected
     assert json.dumps(fields, sort_keys=True) == before  # the entry itself is left alone
+
+
+DUPLICATED = {
+    "spec": {
+        "env": [{"name": "A", "value": "1"}, {"name": "B"}, {"name": "A", "value": "2"}, {"name": "A"}],
+        "ports": [{"containerPort": 80, "protocol": "TCP"}, {"containerPort": 80, "protocol": "UDP"}],
+        "tags": ["x", "y", "x"],
+        "one": [{"name": "A"}],
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (("f:spec", "f:env", k(name="A")), [2, 3]),
+        (("f:spec", "f:env", k(name="B")), []),
+        (("f:spec", "f:env", k(name="C")), []),
+        (("f:spec", "f:ports", k(containerPort=80, protocol="TCP")), []),
+        (("f:spec", "f:ports", k(containerPort=80)), [1]),  # a key names every item that has its fields
+        (("f:spec", "f:tags", 'v:"x"'), [2]),
+        (("f:spec", "f:one", k(name="A")), []),
+        (("f:spec", "f:env", "i:0"), []),  # an index names one item
+        (("f:spec", "f:env"), []),
+        (("f:spec", "f:nothing", k(name="A")), []),
+        (("f:spec", "f:env", "k:{not json"), []),
+        ((), []),
+    ],
+)
+def test_duplicates_are_the_items_after_the_first_under_one_key(path: FieldPath, expected: list[int]) -> None:
+    assert fieldsets.duplicates(DUPLICATED, path) == expected
+
+
+@pytest.mark.parametrize(
+    ("segment", "expected"),
+    [(k(name="a"), True), ('v:"x"', True), ("i:0", False), ("f:name", False), (".", False)],
+)
+def test_is_element(segment: str, expected: bool) -> None:
+    assert fieldsets.is_element(segment) is expected
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (("f:metadata", "f:ownerReferences"), True),
+        (("f:metadata", "f:ownerReferences", k(uid="u")), True),
+        (("f:metadata", "f:finalizers"), False),
+        (("f:spec", "f:ownerReferences"), False),
+        (("f:metadata",), False),
+    ],
+)
+def test_is_owner_reference(path: FieldPath, expected: bool) -> None:
+    assert fieldsets.is_owner_reference(path) is expected
