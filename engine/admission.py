@@ -235,9 +235,15 @@ def changed_paths(before: Any, after: Any, prefix: Path = ()) -> Iterator[Path]:
     whole."""
     if before == after:
         return
-    if isinstance(before, dict) and isinstance(after, dict):
-        for key in before.keys() | after.keys():
-            yield from changed_paths(before.get(key, _ABSENT), after.get(key, _ABSENT), (*prefix, key))
+    # Labels or annotations that appear or go as a whole are compared key by key: each key is its own business (a
+    # request that adds one annotation where there were none does not take Git's annotations away).
+    b, a = before, after
+    if len(prefix) >= 2 and prefix[-2] == "metadata" and prefix[-1] in ("labels", "annotations"):
+        b = {} if before is _ABSENT and isinstance(after, dict) and after else before
+        a = {} if after is _ABSENT and isinstance(before, dict) and before else after
+    if isinstance(b, dict) and isinstance(a, dict):
+        for key in b.keys() | a.keys():
+            yield from changed_paths(b.get(key, _ABSENT), a.get(key, _ABSENT), (*prefix, key))
         return
     if isinstance(before, list) and isinstance(after, list) and _named(before) and _named(after):
         b, a = _selectors(before), _selectors(after)
@@ -370,25 +376,13 @@ def new_drift(git: GitObject, before: KubeObject | None, after: KubeObject, mask
     ignored = git.ignored
     items: list[DriftItem] = []
 
-    def expand(path: Path) -> list[Path]:
-        """A labels or annotations map gone as a whole: one item per key Git declares in it (the other keys in it
-        are nobody's business)."""
-        labelled = len(path) >= 2 and path[-2] == "metadata" and path[-1] in ("labels", "annotations")
-        if labelled and isinstance(get(stored, path), dict) and not isinstance(get(after, path), dict):
-            deeper = sorted((d for d in declared if len(d) > len(path) and d[: len(path)] == path), key=str)
-            if deeper:
-                return deeper
-        return [path]
-
-    for path in (p for candidate in candidates for p in expand(candidate)):
+    for path in candidates:
         ptr = pointer(after if get(after, path) is not _ABSENT else (before if before is not None else stored), path)
         if not _counts(path, declared) or _is_ignored(ptr, ignored):
             continue
         want, now = get(stored, path), get(after, path)
         if now == want:
             continue  # the request brings this path back to Git (or leaves it there)
-        if before is not None and get(before, path) == now:
-            continue  # the request leaves this path as it was (an expanded labels map)
         kind = DriftKind.CHANGED if _is_declared(path, declared) else DriftKind.ADDED
         if kind is DriftKind.ADDED and now is _ABSENT:
             continue  # removing a field Git does not declare removes drift, never adds it

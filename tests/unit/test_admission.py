@@ -1290,3 +1290,17 @@ def test_break_glass_works_when_git_cannot_be_judged() -> None:
     assert decision.verdict is Verdict.BREAK_GLASS
     assert decision.record
     assert decision.reason == "INC-7: Git is down"
+
+
+def test_adding_one_annotation_where_there_were_none_takes_nothing_of_gits_away() -> None:
+    """Found by the rule model: before the request the object had no annotations at all (drift, judged when it was
+    made); adding an operational one now is no new drift, whereas the map as a whole compared with Git's was."""
+    before = edited(stored(), lambda o: o["metadata"].pop("annotations"))
+    after = edited(before, lambda o: o["metadata"].__setitem__("annotations", {REVISION_ANNOTATION: "f" * 40}))
+    assert judged(update(after, before), git()) == Decision(True, Verdict.ALLOWED, reason="adds no drift")
+    # Taking them all away is drift at each key Git declares.
+    decision = judged(update(before), git())
+    assert {i.path for i in decision.items} == {
+        "/metadata/annotations/owner",
+        "/metadata/annotations/" + TRACKING_ANNOTATION.replace("/", "~1"),
+    }

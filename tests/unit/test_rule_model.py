@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, note, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from engine.admission import AdmissionRequest, Exemptions, GitObject, decide
@@ -365,14 +365,6 @@ def update_property(
     return rule(given(gits(), st.data())(prop))
 
 
-# A property today's engine.admission.decide fails (issue 10): expected to fail, and its counterexample found without
-# shrinking it (which takes a while). Remove `known_hole(...)` and `rule=QUICK` once decide closes the hole.
-QUICK = settings(RULE, phases=[Phase.explicit, Phase.reuse, Phase.generate])
-known_hole = pytest.mark.xfail(
-    strict=False, reason="a hole of engine.admission.decide on main that the rewrite of decide closes (issue 10)"
-)
-
-
 # Changes to fields, on an object that did not drift before: the rule's plain core.
 test_changes_to_an_object_in_sync = update_property("test_changes_to_an_object_in_sync", (), (*FIELDS, harmless))
 
@@ -382,30 +374,25 @@ test_syncing_a_drifted_object_back = update_property(
 )
 
 # A further change at a path that already drifted is a new attempt (nobody rides on earlier drift).
-test_changes_to_an_object_that_already_drifted = known_hole(
-    update_property(
-        "test_changes_to_an_object_that_already_drifted", (*FIELDS, harmless), (*FIELDS, harmless), rule=QUICK
-    )
+test_changes_to_an_object_that_already_drifted = update_property(
+    "test_changes_to_an_object_that_already_drifted", (*FIELDS, harmless), (*FIELDS, harmless)
 )
 
 # Our tracking label and annotation are declared fields.
 test_tracking_marks = update_property("test_tracking_marks", (), (tracking, harmless))
 
 # Every list entry Git does not have is drift, also under a key that collides with one Git declares.
-test_duplicate_keys = known_hole(update_property("test_duplicate_keys", (), (duplicate, set_env, harmless), rule=QUICK))
+test_duplicate_keys = update_property("test_duplicate_keys", (), (duplicate, set_env, harmless))
 
 # Owner references Git does not declare are drift.
-test_owner_references = known_hole(
-    update_property("test_owner_references", (owner_reference,), (owner_reference, harmless), rule=QUICK)
-)
+test_owner_references = update_property("test_owner_references", (owner_reference,), (owner_reference, harmless))
 
 # Everything together, with drift of every kind before the request.
 ALL = (*FIELDS, harmless, tracking, duplicate, owner_reference)
-test_any_change = known_hole(update_property("test_any_change", ALL, ALL, rule=QUICK))
+test_any_change = update_property("test_any_change", ALL, ALL)
 
 
-@known_hole
-@QUICK
+@RULE
 @given(gits(), st.data())
 def test_create(git: tuple[KubeObject, dict[str, Any]], data: st.DataObject) -> None:
     """A CREATE: drift wherever the new object strays from Git (before is empty)."""
