@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -147,3 +148,21 @@ def test_the_kube_client_takes_the_values_of_what_it_sends(path: str, body: Any,
 def test_the_kube_client_ignores_what_is_no_secret() -> None:
     assert _secret_forms("/api/v1/namespaces/a/configmaps/c", {"kind": "ConfigMap", "data": {"k": "v-1"}}) == set()
     assert _secret_forms("/apis/apps/v1/namespaces/a/deployments/d", [{"op": "remove", "path": "/x"}]) == set()
+
+
+def test_the_webhooks_log_lines_are_scrubbed() -> None:
+    from webhook.cli import ScrubSecrets
+
+    value = "logged-only-here-77e1"
+    redact.SEEN.remember(secret(stringData={"k": value}))
+    try:
+        raise ValueError(f"bad {value}")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed on %s", (value,), sys.exc_info())
+    assert ScrubSecrets().filter(record)
+    line = logging.Formatter().format(record)
+    assert value not in line
+    assert "failed on <redacted>" in line
+    assert "ValueError: bad <redacted>" in line
