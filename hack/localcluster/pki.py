@@ -31,6 +31,8 @@ IDENTITIES = (
     Identity("breakglass", "oncall", ("developers", "gitops:break-glass")),
     Identity("controller-manager", "system:kube-controller-manager", ()),
 )
+# What the API server presents to admission webhooks (its admission config's kubeconfig): no user of the cluster.
+WEBHOOK_CLIENT = Identity("apiserver-webhook-client", "kube-apiserver-webhook-client", ())
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import sys
 from typing import Any
 
 import pytest
@@ -158,8 +159,6 @@ def test_the_webhooks_log_lines_are_scrubbed() -> None:
     try:
         raise ValueError(f"bad {value}")
     except ValueError:
-        import sys
-
         record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed on %s", (value,), sys.exc_info())
     assert ScrubSecrets().filter(record)
     line = logging.Formatter().format(record)
