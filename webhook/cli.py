@@ -96,6 +96,8 @@ def _client_auth(ca_file: Path | None, names: tuple[str, ...], no_client_auth: b
             "admits only the API server is the only guard"
         )
         return tls.ClientAuth(None, ())
+    if not ca_file.is_file():
+        raise click.BadParameter(f"{ca_file} is not a file", param_hint="--client-ca-file")
     names = tuple(n.strip() for name in names for n in name.split(",") if n.strip())
     return tls.ClientAuth(ca_file, names)
 
@@ -148,7 +150,7 @@ def _renewer(cert_dir: Path, hosts: list[str], shared: Callable[[], tls.CertFile
 @click.option("--workers", default=1, show_default=True, help="gunicorn worker processes.")
 @click.option(
     "--client-ca-file",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    type=click.Path(path_type=Path, dir_okay=False),
     help="CA of the client certificate the API server presents (its admission config's kubeconfig): "
     "/validate answers only clients it signed. Required unless --no-client-auth.",
 )
