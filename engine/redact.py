@@ -103,7 +103,7 @@ def _cut_go_values(text: str) -> str:
 
 
 def _pattern(forms: Iterable[str]) -> re.Pattern[str] | None:
-    """One regular expression for all forms, longest first (a form inside another is cut with it)."""
+    """One regular expression for the forms, longest first (a form inside another is cut with it)."""
     parts = []
     for form in sorted(set(forms), key=lambda f: (-len(f), f)):
         escaped = re.escape(form)
@@ -111,14 +111,13 @@ def _pattern(forms: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(parts)) if parts else None
 
 
-def _scrub_with(text: str, pattern: re.Pattern[str] | None) -> str:
-    text = _cut_go_values(text)
-    return pattern.sub(REDACTED, text) if pattern is not None else text
-
-
 def scrub(text: str, forms: Iterable[str] = ()) -> str:
     """`text` with Go's renderings of wrongly typed values cut, and every one of `forms` replaced by <redacted>."""
-    return _scrub_with(text, _pattern(forms))
+    text = _cut_go_values(text)
+    # Only the forms that occur go into the expression: a substring test per form is fast even for many thousands
+    # of forms, an alternation of all of them would not be.
+    pattern = _pattern(f for f in forms if f in text)
+    return pattern.sub(REDACTED, text) if pattern is not None else text
 
 
 def scrub_for(text: str, obj: Any) -> str:
@@ -126,26 +125,36 @@ def scrub_for(text: str, obj: Any) -> str:
     return scrub(text, secret_forms(obj))
 
 
+GRAM = 4  # SeenSecrets indexes its forms by their first GRAM characters
+
+
 class SeenSecrets:
-    """The forms of every Secret value this process has sent to the API server (thread-safe; the regular expression
-    is rebuilt only when a new value arrives)."""
+    """The forms of every Secret value this process has sent to the API server (thread-safe). Indexed by their
+    first characters, so that scrubbing a text costs about its length, not the number of values seen."""
 
     def __init__(self) -> None:
         self._forms: set[str] = set()
+        self._by_prefix: dict[str, list[str]] = {}
+        self._short: list[str] = []
         self._lock = threading.Lock()
-        self._compiled: re.Pattern[str] | None = None
 
     def remember(self, obj: Any) -> set[str]:
         """Keeps the forms of `obj`'s values (when it is a Secret) and returns them."""
         forms = secret_forms(obj)
-        if forms and not forms <= self._forms:
-            with self._lock:
-                self._forms = self._forms | forms
-                self._compiled = _pattern(self._forms)
+        with self._lock:
+            for form in forms - self._forms:
+                self._forms.add(form)
+                if len(form) < GRAM:
+                    self._short.append(form)
+                else:
+                    self._by_prefix.setdefault(form[:GRAM], []).append(form)
         return forms
 
     def scrub(self, text: str) -> str:
-        return _scrub_with(text, self._compiled)
+        with self._lock:
+            grams = {text[i : i + GRAM] for i in range(len(text) - GRAM + 1)}
+            candidates = [f for gram in grams for f in self._by_prefix.get(gram, ())] + self._short
+        return scrub(text, candidates)
 
 
 SEEN = SeenSecrets()

@@ -121,6 +121,15 @@ def test_seen_secrets_scrub_every_later_text() -> None:
     assert seen.scrub("73918 s3cr3t-x visible-value") == f"{REDACTED} {REDACTED} visible-value"
 
 
+def test_seen_secrets_find_short_and_long_values_among_many() -> None:
+    seen = SeenSecrets()
+    for n in range(500):
+        seen.remember(secret(stringData={"k": f"value-number-{n:04d}"}))
+    seen.remember(secret(data={"pin": 42, "word": "abc"}))
+    text = "at value-number-0321 and value-number-9999, pin 42, word abc, not 420 nor abcd"
+    assert seen.scrub(text) == f"at {REDACTED} and value-number-9999, pin {REDACTED}, word {REDACTED}, not 420 nor abcd"
+
+
 def test_every_gitops_error_is_scrubbed_with_what_the_process_has_sent() -> None:
     value = "only-in-this-test-9c1f"
     redact.SEEN.remember(secret(stringData={"k": value}))
