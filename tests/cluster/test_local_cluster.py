@@ -159,11 +159,14 @@ def test_alice_edits_her_namespace_only_and_never_reads_the_platforms_secrets(ku
     kubectl.run("-n", "kube-system", "wait", "--for=create", "serviceaccount/default", "--timeout=60s")
     token = kubectl.run("-n", "kube-system", "create", "token", "default", user="alice", check=False)
     assert token.returncode != 0
-    assert "Forbidden" in token.stderr
+    assert 'cannot create resource "serviceaccounts/token"' in token.stderr, token.stderr
     impersonate = kubectl.run(
         "--as=system:serviceaccount:kube-system:default", "-n", "kube-system", "get", "pods", user="alice", check=False
     )
     assert impersonate.returncode != 0
-    assert 'cannot impersonate resource "serviceaccounts"' in impersonate.stderr, impersonate.stderr
+    assert "Forbidden" in impersonate.stderr, impersonate.stderr
+    assert 'User "alice" cannot impersonate' in impersonate.stderr, impersonate.stderr
+    assert not can("-n", "kube-system", "impersonate", "serviceaccounts")
+    assert can("-n", namespace, "impersonate", "serviceaccounts")  # `edit` does, in her namespace: not beyond
     oncall = kubectl.run("-n", "gitops-system", "get", "secrets", user="breakglass", check=False)
-    assert "Forbidden" in oncall.stderr
+    assert "Forbidden" in oncall.stderr, oncall.stderr
