@@ -152,10 +152,13 @@ def test_alice_edits_her_namespace_only_and_never_reads_the_platforms_secrets(ku
         assert not can("-n", ns, "list", "secrets"), ns
         assert not can("-n", ns, "create", "serviceaccounts/token"), ns
     # really, not only as can-i says
-    for args in (("get", "secret", "probe"), ("get", "secrets"), ("get", "secret", "gitops-webhook-tls")):
-        denied = kubectl.run("-n", "gitops-system", *args, user="alice", check=False)
-        assert denied.returncode != 0
-        assert "Forbidden" in denied.stderr, denied.stderr
+    try:
+        for args in (("get", "secret", "probe"), ("get", "secrets"), ("get", "secret", "gitops-webhook-tls")):
+            denied = kubectl.run("-n", "gitops-system", *args, user="alice", check=False)
+            assert denied.returncode != 0
+            assert "Forbidden" in denied.stderr, denied.stderr
+    finally:
+        kubectl.run("-n", "gitops-system", "delete", "secret", "probe", check=False)
     kubectl.run("-n", "kube-system", "wait", "--for=create", "serviceaccount/default", "--timeout=60s")
     token = kubectl.run("-n", "kube-system", "create", "token", "default", user="alice", check=False)
     assert token.returncode != 0
