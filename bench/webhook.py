@@ -114,8 +114,17 @@ def bench_decision(git: GitObject, live: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def bench_throughput(url: str, ca: Path, body: bytes, seconds: float, clients: int = 8) -> dict[str, float]:
-    http = urllib3.PoolManager(maxsize=clients, cert_reqs=ssl.CERT_REQUIRED, ca_certs=str(ca))
+def bench_throughput(
+    url: str, ca: Path, client: tuple[Path, Path], body: bytes, seconds: float, clients: int = 8
+) -> dict[str, float]:
+    """POST /validate as the API server does it: with its client certificate (`client`: cert and key)."""
+    http = urllib3.PoolManager(
+        maxsize=clients,
+        cert_reqs=ssl.CERT_REQUIRED,
+        ca_certs=str(ca),
+        cert_file=str(client[0]),
+        key_file=str(client[1]),
+    )
     done = 0
     latencies: list[float] = []
     lock = threading.Lock()
@@ -350,6 +359,8 @@ def main() -> None:
                     str(certs),
                     "--workers",
                     str(args.workers),
+                    "--client-ca-file",
+                    str(cluster.webhook_client_ca),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
@@ -417,8 +428,9 @@ def main() -> None:
                     live,
                 )
             ).encode()
+            client = (cluster.webhook_client.cert, cluster.webhook_client.key)
             results["throughput"] = bench_throughput(
-                f"https://127.0.0.1:{port}/validate", certs / "ca.crt", body, args.seconds
+                f"https://127.0.0.1:{port}/validate", certs / "ca.crt", client, body, args.seconds
             )
             print("throughput", json.dumps(results["throughput"]), flush=True)
 

@@ -16,6 +16,7 @@ from .kube import ResourceInfo
 from .manifests import MANIFEST_SUFFIXES, Manifest, check_unique
 from .normalize import SecretMasker
 from .objects import TRACKING_LABEL, AppRef, KubeObject, ObjectKey, is_tracked_by, key_of, with_tracking
+from .redact import scrub_for
 from .render import detect_from_names, parse_files, render_directory
 from .source import Commit, GitSource
 
@@ -224,7 +225,9 @@ def compare(
         except ApiError as e:
             if e.status != 422:
                 raise ApiError(
-                    f"{d.key} ({d.manifest.where}): the API server rejects it: {e}", e.status, e.reason
+                    f"{d.key} ({d.manifest.where}): the API server rejects it: {scrub_for(str(e), d.obj)}",
+                    e.status,
+                    e.reason,
                 ) from e
             # Merged with what others changed, Git's object is invalid (say, a list element re-keyed by hand):
             # compare with Git's object stored whole instead.
@@ -236,7 +239,9 @@ def compare(
                 stored = cluster.replace(d.info, replacement, dry_run=True)
             except ApiError as again:
                 raise ApiError(
-                    f"{d.key} ({d.manifest.where}): the API server rejects it: {e}", e.status, e.reason
+                    f"{d.key} ({d.manifest.where}): the API server rejects it: {scrub_for(str(e), d.obj)}",
+                    e.status,
+                    e.reason,
                 ) from again
             return diff_replaced(d.key, stored, current, policy, masker), current
         return diff_object(d.key, would_be, current, policy, masker), current

@@ -1,8 +1,14 @@
 """Domain errors: each says what happened and what to do next, and keeps the underlying library's message."""
 
+from .redact import SEEN
+
 
 class GitOpsError(Exception):
-    """Base of every error the engine raises on purpose."""
+    """Base of every error the engine raises on purpose. Its text never holds a Secret value this process has sent
+    (engine.redact): the CLI, /readyz, the logs and an Application's status all show an error through str()."""
+
+    def __str__(self) -> str:
+        return SEEN.scrub(super().__str__())
 
 
 class KubeConfigError(GitOpsError):
@@ -26,7 +32,8 @@ class RenderError(GitOpsError):
 
 
 class ApiError(GitOpsError):
-    """The API server refused a request; the message keeps the server's own reason."""
+    """The API server refused a request; the message keeps the server's own reason (without the values of the
+    Secret it was about: engine.kube scrubs it where it is formed)."""
 
     def __init__(self, message: str, status: int = 0, reason: str = "") -> None:
         super().__init__(message)

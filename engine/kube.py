@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 
 import urllib3
 
-from . import kubeconfig
+from . import kubeconfig, redact
 from .errors import ApiError, ClusterUnreachable, KubeConfigError
 from .objects import FIELD_MANAGER, KubeObject, ObjectKey, key_of, split_api_version
 
@@ -111,6 +111,17 @@ def _status_message(status: int, body: bytes) -> tuple[str, str]:
     return f"HTTP {status}", ""
 
 
+def _secret_forms(path: str, body: Any) -> set[str]:
+    """The forms of the Secret values in a request's body (a whole Secret, or a patch sent to one), remembered for
+    every later error of this process (engine.redact.SEEN)."""
+    to_secret = "/secrets/" in path + "/"
+    if isinstance(body, list) and to_secret:  # a JSON patch: the values it sets
+        body = {"data": [op.get("value") for op in body if isinstance(op, dict)]}
+    elif not (isinstance(body, dict) and (to_secret or redact.is_secret_like(body))):
+        return set()
+    return redact.SEEN.remember({**body, "kind": "Secret"})
+
+
 class KubeClient:
     """A thin, thread-safe client for the engine's requests."""
 
@@ -171,9 +182,11 @@ class KubeClient:
         if accept:
             headers["Accept"] = accept
         data = None
+        secret: set[str] = set()
         if body is not None:
             data = json.dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = content_type
+            secret = _secret_forms(path, body)
         try:
             response = self._http.request(method, url, body=data, headers=headers, preload_content=True)
         except urllib3.exceptions.HTTPError as e:
@@ -183,7 +196,8 @@ class KubeClient:
             ) from e
         if response.status >= 400:
             message, reason = _status_message(response.status, response.data)
-            raise ApiError(message, response.status, reason)
+            # The API server may quote the values of the Secret it was sent: none of them stays in the message.
+            raise ApiError(redact.scrub(message, secret), response.status, reason)
         if not response.data:
             return response.status, None
         return response.status, json.loads(response.data)

@@ -15,6 +15,7 @@ from .drift import added, declared_fields
 from .errors import ApiError, GitOpsError
 from .normalize import normalize
 from .objects import KubeObject, ObjectKey, key_of
+from .redact import scrub_for
 
 # Applied first, one wave each: what other objects live in or are instances of.
 FIRST_WAVES = (frozenset({"Namespace"}), frozenset({"CustomResourceDefinition"}))
@@ -149,7 +150,7 @@ class Syncer:
             if extra and not self.dry_run:
                 result = self.cluster.json_patch(d.info, d.key, _removal_ops(result, extra))
         except ApiError as e:
-            return SyncResult(d.key, Action.FAILED, str(e))
+            return SyncResult(d.key, Action.FAILED, scrub_for(str(e), d.obj))
         if created:
             action = Action.CREATED
         elif extra or live is None or normalize(result) != normalize(live):

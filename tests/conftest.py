@@ -6,13 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from localcluster.cluster import LocalCluster
+from localcluster.cluster import LocalCluster, developers_edit
 from localcluster.errors import ClusterError
 
 
@@ -66,11 +67,23 @@ def kubectl(local_cluster: LocalCluster) -> Kubectl:
     return Kubectl(Path(state.bin_dir) / "kubectl", local_cluster)
 
 
+def grant_developers_edit(kubectl: Kubectl, namespace: str) -> None:
+    """alice and oncall (group developers) may edit `namespace`, and only it; returns once RBAC says so."""
+    kubectl.run("apply", "-f", "-", stdin=developers_edit(namespace))
+    deadline = time.monotonic() + 30
+    while kubectl.run("-n", namespace, "auth", "can-i", "patch", "configmaps", user="alice", check=False).returncode:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"alice cannot edit {namespace} 30 s after her RoleBinding was made")
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def namespace(kubectl: Kubectl) -> Iterator[str]:
-    """A fresh namespace for one test, deleted (without waiting) afterwards."""
+    """A fresh namespace for one test, where the developers (alice, oncall) have `edit`; deleted (without waiting)
+    afterwards."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     kubectl.run("create", "namespace", name)
+    grant_developers_edit(kubectl, name)
     yield name
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 

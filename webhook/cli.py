@@ -16,6 +16,7 @@ from gunicorn.app.base import BaseApplication
 
 from engine.errors import GitOpsError
 from engine.kube import KubeClient, KubeTarget
+from engine.redact import SEEN
 
 from . import tls
 from .app import create_app
@@ -28,8 +29,9 @@ RENEW_CHECK_SECONDS = 3600.0
 class Server(BaseApplication):  # type: ignore[misc]
     """gunicorn, configured in code, serving what `load` makes in each worker."""
 
-    def __init__(self, options: dict[str, Any], load: Callable[[], Any]) -> None:
-        self.options = options
+    def __init__(self, options: dict[str, Any], load: Callable[[], Any], client_auth: tls.ClientAuth) -> None:
+        self.options = {**options, **client_auth.gunicorn_options()}
+        self.client_auth = client_auth  # webhook.worker asks it who may call /validate
         self._load = load
         super().__init__()
 
@@ -64,6 +66,40 @@ def _split_listen(listen: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise click.BadParameter(f"{listen!r} is not HOST:PORT", param_hint="--listen")
     return host.strip("[]"), int(port)
+
+
+class ScrubSecrets(logging.Filter):
+    """No Secret value this process has sent reaches a log line, in the message or in a traceback (engine.redact)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = SEEN.scrub(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = SEEN.scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def _client_auth(ca_file: Path | None, names: tuple[str, ...], no_client_auth: bool) -> tls.ClientAuth:
+    if ca_file is not None and no_client_auth:
+        raise click.UsageError("--client-ca-file and --no-client-auth contradict each other: choose one")
+    if ca_file is None and not no_client_auth:
+        raise click.UsageError(
+            "--client-ca-file is required: the CA that signed the API server's client certificate, so that only the "
+            "API server may call /validate (see the README, 'Deploying in a cluster'); pass --no-client-auth "
+            "to serve anyone who reaches the port (then a NetworkPolicy is the only guard)"
+        )
+    if ca_file is None:
+        log.warning(
+            "CLIENT AUTHENTICATION IS OFF (--no-client-auth): anyone who reaches this port can call /validate, write "
+            "audit records in any user's name and probe Git's Secret values with dry-runs; a NetworkPolicy that "
+            "admits only the API server is the only guard"
+        )
+        return tls.ClientAuth(None, ())
+    if not ca_file.is_file():
+        raise click.BadParameter(f"{ca_file} is not a file", param_hint="--client-ca-file")
+    names = tuple(n.strip() for name in names for n in name.split(",") if n.strip())
+    return tls.ClientAuth(ca_file, names)
 
 
 def _renewer(cert_dir: Path, hosts: list[str], shared: Callable[[], tls.CertFiles] | None) -> Any:
@@ -113,6 +149,25 @@ def _renewer(cert_dir: Path, hosts: list[str], shared: Callable[[], tls.CertFile
 @click.option("--namespace", default="gitops-system", show_default=True, help="The webhook's own namespace.")
 @click.option("--workers", default=1, show_default=True, help="gunicorn worker processes.")
 @click.option(
+    "--client-ca-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="CA of the client certificate the API server presents (its admission config's kubeconfig): "
+    "/validate answers only clients it signed. Required unless --no-client-auth.",
+)
+@click.option(
+    "--client-cn",
+    "client_names",
+    multiple=True,
+    default=[tls.API_SERVER_CLIENT],
+    show_default=True,
+    help="Subject CN that /validate accepts from that CA (repeat, or comma-separate, for several).",
+)
+@click.option(
+    "--no-client-auth",
+    is_flag=True,
+    help="Answer /validate without a client certificate: only a NetworkPolicy then keeps others out.",
+)
+@click.option(
     "--threads",
     default=16,
     show_default=True,
@@ -128,9 +183,16 @@ def main(
     threads: int,
     cert_secret: str,
     namespace: str,
+    client_ca_file: Path | None,
+    client_names: tuple[str, ...],
+    no_client_auth: bool,
 ) -> None:
     """Serve the drift admission webhook (POST /validate, /healthz, /readyz, /metrics)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ScrubSecrets())
+    logging.getLogger("gunicorn.error").addFilter(ScrubSecrets())
+    client_auth = _client_auth(client_ca_file, client_names, no_client_auth)
     host, port = _split_listen(listen)
     names = [h for h in (host, *hosts) if h not in ("0.0.0.0", "::")] or ["localhost"]
     names += [n for n in ("localhost", "127.0.0.1") if n not in names]
@@ -157,4 +219,4 @@ def main(
     def load() -> Front:
         return Front(create_app(kube=KubeClient(target)))
 
-    Server(options, load).run()
+    Server(options, load, client_auth).run()

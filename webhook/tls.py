@@ -1,10 +1,13 @@
-"""Serving certificates the webhook makes for itself (a CA and a leaf for its hosts) and renews before expiry."""
+"""Serving certificates the webhook makes for itself (a CA and a leaf for its hosts) and renews before expiry; and
+who may call /validate: the API server, known by the client certificate it presents (ClientAuth)."""
 
 from __future__ import annotations
 
 import base64
 import datetime
 import ipaddress
+import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from engine.errors import ApiError
 
+API_SERVER_CLIENT = "kube-apiserver-webhook-client"  # the CN of the client certificate the local cluster gives it
 CA_VALIDITY = datetime.timedelta(days=3650)
 LEAF_VALIDITY = datetime.timedelta(days=90)
 RENEW_BEFORE = datetime.timedelta(days=30)
@@ -160,3 +164,46 @@ def sync_with_secret(cluster: Any, namespace: str, name: str, directory: Path, h
                 raise
             # another replica stored its certificate first: the next round takes that one
     raise OSError(f"could not agree on a serving certificate through Secret {namespace}/{name}")
+
+
+@dataclass(frozen=True)
+class ClientAuth:
+    """Who may POST /validate: a client whose certificate verifies against `ca_file` and whose subject CN is one of
+    `names` (no names: any certificate that CA signed). `ca_file` None: anyone who reaches the port (--no-client-auth).
+
+    TLS asks for a certificate without requiring one (CERT_OPTIONAL), because the kubelet's probes of /healthz and
+    /readyz present none; a certificate that is presented must verify, or the handshake fails. /validate itself
+    refuses a connection without a verified certificate of an allowed name (`refusal`)."""
+
+    ca_file: Path | None
+    names: tuple[str, ...] = (API_SERVER_CLIENT,)
+
+    @property
+    def required(self) -> bool:
+        return self.ca_file is not None
+
+    def gunicorn_options(self) -> dict[str, Any]:
+        if self.ca_file is None:
+            return {"cert_reqs": ssl.CERT_NONE}
+        return {"cert_reqs": ssl.CERT_OPTIONAL, "ca_certs": str(self.ca_file)}
+
+    def refusal(self, peercert: Mapping[str, Any] | None) -> tuple[int, str] | None:
+        """None when the connection may call /validate; else the HTTP status and the reason to answer with.
+        `peercert` is what the TLS layer verified (ssl's getpeercert(): empty or None when nothing was presented)."""
+        if not self.required:
+            return None
+        if not peercert:
+            return 401, "a client certificate is required: only the API server may call /validate"
+        name = common_name(peercert)
+        if self.names and name not in self.names:
+            return 403, f"client certificate {name!r} is not one of the allowed API server identities"
+        return None
+
+
+def common_name(peercert: Mapping[str, Any]) -> str:
+    """The subject's CN as ssl.getpeercert() gives it: (("commonName", "x"),) among the subject's RDNs."""
+    for rdn in peercert.get("subject") or ():
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return ""

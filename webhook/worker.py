@@ -14,6 +14,9 @@ so answers keep their order. A client that sends faster than it reads its answer
 caught up (the transport's write buffer is the bound). Beyond `worker_connections` open connections, a new one is
 closed at once. An idle connection closes after `keepalive` seconds (0: one request per connection); a request must
 arrive whole within REQUEST_SECONDS of its first byte.
+Who may call /validate is webhook.tls.ClientAuth's to say: a connection without a verified client certificate of an
+allowed name gets 401 or 403 for it, and is closed; its request is never judged nor recorded. Other paths need no
+certificate (the kubelet's probes present none).
 On SIGTERM the worker stops accepting, closes idle connections, answers requests in flight with `Connection: close`,
 and gives them, and the sending of their answers, at most `graceful_timeout` seconds.
 """
@@ -37,6 +40,7 @@ from gunicorn_h1c import H1CProtocol, LimitRequestHeaders, LimitRequestLine
 
 from .admission import PATH
 from .front import Answer, Front, Raw, environ_of
+from .tls import ClientAuth
 
 REQUEST_SECONDS = 30.0  # from a request's first byte to its last
 TICK_SECONDS = 1.0  # the worker tells the arbiter it lives this often
@@ -44,6 +48,7 @@ REASONS = {
     100: "Continue",
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
@@ -59,6 +64,10 @@ class WebhookWorker(base.Worker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        client_auth = getattr(self.app, "client_auth", None)
+        if not isinstance(client_auth, ClientAuth):  # fail closed: never serve /validate without knowing who may call
+            raise RuntimeError("WebhookWorker serves a webhook.cli.Server, which says who may call /validate")
+        self.client_auth: ClientAuth = client_auth
         self.connections: set[Connection] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pool: ThreadPoolExecutor | None = None
@@ -179,6 +188,7 @@ class Connection(asyncio.Protocol):
         self.blocked = False  # the client does not read its answers: the transport's buffer is full
         self.pending = b""  # bytes that arrived while busy or blocked, to be parsed once neither
         self.timer: asyncio.TimerHandle | None = None
+        self.unauthorized: tuple[int, str] | None = None  # why this client may not call /validate (webhook.tls)
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------------------
 
@@ -190,6 +200,7 @@ class Connection(asyncio.Protocol):
             self.transport = None
             return
         self.worker.connections.add(self)
+        self.unauthorized = self.worker.client_auth.refusal(transport.get_extra_info("peercert"))
         self._arm(float(self.worker.cfg.keepalive) or REQUEST_SECONDS)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -294,6 +305,9 @@ class Connection(asyncio.Protocol):
         path = target.partition("?")[0]
         result: Answer | Raw | Callable[[], Answer | Raw]
         if path == PATH:
+            if self.unauthorized is not None:  # not the API server: never judged, never recorded
+                self._refuse(*self.unauthorized)
+                return
             if method != "POST":
                 result = (405, {"error": "method not allowed", "allowed": "POST"})
             else:

@@ -1,4 +1,4 @@
-"""Command line of hack/local-cluster: build, up, down, status, gomod."""
+"""Command line of hack/local-cluster: build, up, down, status, env, gomod, developers-edit."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from . import build
-from .cluster import DEFAULT_DIR, LocalCluster
+from .cluster import DEFAULT_DIR, LocalCluster, developers_edit
 from .errors import ClusterError
 
 
@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory (default: .local-cluster)")
         if name == "up":
             sub.add_argument("--port", type=int, help="kube-apiserver's port on 127.0.0.1 (default: a free one)")
+    grant = commands.add_parser(
+        "developers-edit",
+        help="print the RoleBinding that gives alice and oncall (group developers) `edit` in NAMESPACE, "
+        "for `kubectl apply -f -`",
+    )
+    grant.add_argument("namespace")
     gomod = commands.add_parser(
         "gomod", help="regenerate the Go wrapper modules for other releases (only those whose version is given)"
     )
@@ -52,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             print(state.server)
         elif args.command == "down":
             LocalCluster(args.dir).down(log=_say)
+        elif args.command == "developers-edit":
+            print(developers_edit(args.namespace), end="")
         elif args.command == "env":
             print(LocalCluster(args.dir).dir / "env")
         else:

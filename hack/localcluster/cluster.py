@@ -42,16 +42,13 @@ CONTROLLERS = (
     "root-ca-certificate-publisher-controller",
 )
 
+# People (alice, oncall: group developers) get `edit` only in the namespaces they work in, through a RoleBinding
+# there (`developers_edit`; the tests' `namespace` fixture and the demo create it), never cluster-wide, never in
+# gitops-system or kube-system: `edit` reads Secrets, and gitops-system holds the audit signing key and the webhook's
+# CA key; it also impersonates ServiceAccounts and makes tokens for them.
+DEVELOPERS = "developers"
+DEVELOPERS_EDIT = "local-cluster:developers-edit"
 RBAC = """\
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: local-cluster:developers-edit
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
-- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: developers}
----
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata:
@@ -60,6 +57,25 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-
 subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "gitops:sync"}
 """
+
+
+PRIVILEGED_NAMESPACES = ("gitops-system", "kube-system", "kube-public", "kube-node-lease", "default")
+
+
+def developers_edit(namespace: str) -> str:
+    """The RoleBinding that lets alice and oncall (group developers) edit one namespace, for `kubectl apply -f -`."""
+    if namespace in PRIVILEGED_NAMESPACES:
+        raise ClusterError(f"developers never get `edit` in {namespace}: it holds what only the platform may read")
+    return yaml.safe_dump(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": DEVELOPERS_EDIT, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": DEVELOPERS}],
+        }
+    )
+
 
 Log = Callable[[str], None]
 
@@ -245,6 +261,7 @@ class LocalCluster:
         server = f"https://127.0.0.1:{api_port}"
         state = State(version=version, bin_dir=str(binaries), server=server, ports=ports)
         self._write_pki(server)
+        admission = self._write_admission_config()
         deadline = time.monotonic() + timeout
 
         etcd_url = f"http://127.0.0.1:{ports['etcd-client']}"
@@ -280,6 +297,7 @@ class LocalCluster:
                 f"--tls-private-key-file={p / 'apiserver.key'}",
                 f"--client-ca-file={p / 'ca.crt'}",
                 "--authorization-mode=RBAC",
+                f"--admission-control-config-file={admission}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={p / 'sa.pub'}",
                 f"--service-account-signing-key-file={p / 'sa.key'}",
@@ -333,9 +351,54 @@ class LocalCluster:
             ],
             ["127.0.0.1", "::1", str(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE)[1])],
         )
-        for identity in pki.IDENTITIES:
+        for identity in (*pki.IDENTITIES, pki.WEBHOOK_CLIENT):
             ca.issue_client(self.pki_dir, identity)
         pki.write_signing_key(self.pki_dir / "sa.key", self.pki_dir / "sa.pub")
+
+    @property
+    def webhook_client_ca(self) -> Path:
+        """The CA of the client certificate the API server presents to admission webhooks (gitops-webhook's
+        --client-ca-file); its CN is pki.WEBHOOK_CLIENT.user."""
+        return self.pki_dir / "ca.crt"
+
+    @property
+    def webhook_client(self) -> pki.KeyPair:
+        """The client certificate and key the API server presents to admission webhooks."""
+        return pki.KeyPair(
+            self.pki_dir / f"{pki.WEBHOOK_CLIENT.name}.crt", self.pki_dir / f"{pki.WEBHOOK_CLIENT.name}.key"
+        )
+
+    def _write_admission_config(self) -> Path:
+        """The API server's admission config: its webhook calls present pki.WEBHOOK_CLIENT's certificate.
+
+        The kubeconfig's users are matched by the webhook's host: `name.namespace.svc:port` for a Service, then
+        `*.namespace.svc:port`, `*.svc:port` (and the same without `:443`), else `host:port` of a URL; wildcards stand
+        only for leading DNS labels, so a URL on 127.0.0.1 with any port is matched only by `*`, the default."""
+        user = {"client-certificate": str(self.webhook_client.cert), "client-key": str(self.webhook_client.key)}
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "users": [{"name": "*.svc", "user": user}, {"name": "*", "user": user}],
+        }
+        kubeconfig_path = self.dir / "admission-webhooks.kubeconfig"
+        kubeconfig_path.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
+        kubeconfig_path.chmod(0o600)
+        webhook = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(kubeconfig_path),
+        }
+        config = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [
+                {"name": name, "configuration": webhook}
+                for name in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+            ],
+        }
+        path = self.dir / "admission.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
 
     def _write_kubeconfigs(self, server: str) -> None:
         ca = _b64(self.pki_dir / "ca.crt")

@@ -31,6 +31,8 @@ IDENTITIES = (
     Identity("breakglass", "oncall", ("developers", "gitops:break-glass")),
     Identity("controller-manager", "system:kube-controller-manager", ()),
 )
+# What the API server presents to admission webhooks (its admission config's kubeconfig): no user of the cluster.
+WEBHOOK_CLIENT = Identity("apiserver-webhook-client", "kube-apiserver-webhook-client", ())
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,18 @@ class CertificateAuthority:
         self.pair = KeyPair(directory / "ca.crt", directory / "ca.key")
         _write_cert(self.cert, self.pair.cert)
         _write_key(self.key, self.pair.key)
+
+    @classmethod
+    def load(cls, directory: Path) -> CertificateAuthority:
+        """The CA an earlier run wrote to `directory` (ca.crt, ca.key), to sign more with it."""
+        ca = cls.__new__(cls)
+        key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        ca.key = key
+        ca.cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+        ca.name = ca.cert.subject
+        ca.pair = KeyPair(directory / "ca.crt", directory / "ca.key")
+        return ca
 
     def _issue(
         self,

@@ -136,3 +136,40 @@ def test_kubectl_finds_the_plugin(local_cluster: LocalCluster) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Client Version: kubectl-gitops" in proc.stdout
     assert f"Server Version: {build.read_pins().kubernetes}" in proc.stdout
+
+
+def test_alice_edits_her_namespace_only_and_never_reads_the_platforms_secrets(kubectl: Kubectl, namespace: str) -> None:
+    def can(*args: str) -> bool:
+        proc = kubectl.run("auth", "can-i", *args, user="alice", check=False)
+        return proc.stdout.strip() == "yes"
+
+    assert can("-n", namespace, "patch", "deployments")
+    assert can("-n", namespace, "get", "secrets")  # `edit` in her own namespace, as before
+    kubectl.run("create", "namespace", "gitops-system", check=False)  # there in every real install
+    kubectl.run("-n", "gitops-system", "create", "secret", "generic", "probe", "--from-literal=k=v", check=False)
+    for ns in ("gitops-system", "kube-system", "default"):
+        assert not can("-n", ns, "get", "secrets"), ns
+        assert not can("-n", ns, "list", "secrets"), ns
+        assert not can("-n", ns, "create", "serviceaccounts/token"), ns
+    # really, not only as can-i says
+    try:
+        for args in (("get", "secret", "probe"), ("get", "secrets"), ("get", "secret", "gitops-webhook-tls")):
+            denied = kubectl.run("-n", "gitops-system", *args, user="alice", check=False)
+            assert denied.returncode != 0
+            assert "Forbidden" in denied.stderr, denied.stderr
+    finally:
+        kubectl.run("-n", "gitops-system", "delete", "secret", "probe", check=False)
+    kubectl.run("-n", "kube-system", "wait", "--for=create", "serviceaccount/default", "--timeout=60s")
+    token = kubectl.run("-n", "kube-system", "create", "token", "default", user="alice", check=False)
+    assert token.returncode != 0
+    assert 'cannot create resource "serviceaccounts/token"' in token.stderr, token.stderr
+    impersonate = kubectl.run(
+        "--as=system:serviceaccount:kube-system:default", "-n", "kube-system", "get", "pods", user="alice", check=False
+    )
+    assert impersonate.returncode != 0
+    assert "Forbidden" in impersonate.stderr, impersonate.stderr
+    assert 'User "alice" cannot impersonate' in impersonate.stderr, impersonate.stderr
+    assert not can("-n", "kube-system", "impersonate", "serviceaccounts")
+    assert can("-n", namespace, "impersonate", "serviceaccounts")  # `edit` does, in her namespace: not beyond
+    oncall = kubectl.run("-n", "gitops-system", "get", "secrets", user="breakglass", check=False)
+    assert "Forbidden" in oncall.stderr, oncall.stderr

@@ -37,6 +37,7 @@ class WebhookProcess:
     port: int
     kubeconfig: Path
     log: Path
+    client_ca: Path  # what signed the API server's client certificate: only it may call /validate
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -56,6 +57,8 @@ class WebhookProcess:
                     str(self.cert_dir),
                     "--cert-secret",
                     "gitops-webhook-tls",
+                    "--client-ca-file",
+                    str(self.client_ca),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -127,7 +130,9 @@ def webhook(gitops: Gitops, kubectl: Kubectl, tmp_path_factory: pytest.TempPathF
     module's tests; its certificate is shared through a Secret, as replicas in a cluster share it."""
     work = tmp_path_factory.mktemp("webhook")
     identity = service_account_kubeconfig(kubectl, work / "webhook.kubeconfig")
-    hook = WebhookProcess(work / "certs", _free_port(), identity, work / "webhook.log")
+    hook = WebhookProcess(
+        work / "certs", _free_port(), identity, work / "webhook.log", kubectl.cluster.webhook_client_ca
+    )
     hook.start()
     gitops.run("install", "--webhook-url", f"{hook.url}/validate", "--ca-file", str(hook.cert_dir / "ca.crt"))
     yield hook
@@ -443,7 +448,9 @@ def test_replicas_share_one_certificate_and_one_audit_chain(
     tmp_path: Path,
 ) -> None:
     app("enforce")
-    second = WebhookProcess(tmp_path / "certs", _free_port(), webhook.kubeconfig, tmp_path / "second.log")
+    second = WebhookProcess(
+        tmp_path / "certs", _free_port(), webhook.kubeconfig, tmp_path / "second.log", webhook.client_ca
+    )
     second.start()
     try:
         stored = kubectl.run(
@@ -475,6 +482,8 @@ def test_replicas_share_one_certificate_and_one_audit_chain(
                 },
             }
             context = ssl.create_default_context(cafile=str(webhook.cert_dir / "ca.crt"))
+            client = kubectl.cluster.webhook_client  # posting as the API server does
+            context.load_cert_chain(str(client.cert), str(client.key))
             request = urllib.request.Request(
                 f"{replica.url}/validate", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
             )

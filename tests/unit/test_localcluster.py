@@ -9,11 +9,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from localcluster import build, pki
 from localcluster.__main__ import main
-from localcluster.cluster import LocalCluster, ProcessRecord, State, process_alive
+from localcluster.cluster import RBAC, LocalCluster, ProcessRecord, State, developers_edit, process_alive
 from localcluster.errors import ClusterError
 
 UPSTREAM_GO_MOD = """\
@@ -212,3 +213,38 @@ def test_up_reports_a_port_in_use(tmp_path: Path) -> None:
 def test_status_of_an_empty_directory(tmp_path: Path) -> None:
     assert LocalCluster(tmp_path).status() == (None, [])
     assert not LocalCluster(tmp_path).is_up()
+
+
+def test_the_api_server_presents_its_webhook_client_certificate_to_every_webhook(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path)
+    cluster._write_pki("https://127.0.0.1:1")
+    config = yaml.safe_load(cluster._write_admission_config().read_text())
+    plugins = {p["name"]: p["configuration"] for p in config["plugins"]}
+    assert config["kind"] == "AdmissionConfiguration"
+    webhook = plugins["ValidatingAdmissionWebhook"]
+    assert webhook["kind"] == "WebhookAdmissionConfiguration"
+    kubeconfig = yaml.safe_load(Path(webhook["kubeConfigFile"]).read_text())
+    users = {u["name"]: u["user"] for u in kubeconfig["users"]}
+    # `*` for URLs on 127.0.0.1 with any port (wildcards stand only for leading DNS labels), `*.svc` for Services
+    assert set(users) == {"*", "*.svc"}
+    for user in users.values():
+        cert = x509.load_pem_x509_certificate(Path(user["client-certificate"]).read_bytes())
+        assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "kube-apiserver-webhook-client"
+        assert Path(user["client-key"]).exists()
+    assert cluster.webhook_client_ca == tmp_path.resolve() / "pki" / "ca.crt"
+
+
+@pytest.mark.parametrize("namespace", ["gitops-system", "kube-system", "default"])
+def test_developers_never_edit_the_platforms_namespaces(namespace: str) -> None:
+    with pytest.raises(ClusterError, match="never get `edit`"):
+        developers_edit(namespace)
+
+
+def test_developers_edit_one_namespace_through_a_role_binding() -> None:
+    binding = yaml.safe_load(developers_edit("shop"))
+    assert binding["kind"] == "RoleBinding"
+    assert binding["metadata"]["namespace"] == "shop"
+    assert binding["roleRef"]["name"] == "edit"
+    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "developers"}]
+    assert "ClusterRoleBinding\nmetadata:\n  name: local-cluster:developers-edit" not in RBAC
+    assert "developers" not in RBAC

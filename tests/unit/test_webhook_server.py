@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from localcluster import pki
 
 from engine.objects import REVISION_ANNOTATION
 from webhook import tls
@@ -52,6 +53,20 @@ class Running:
             raise
 
 
+@dataclass(frozen=True)
+class ClientPki:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def api_server_client(directory: Path, name: str = tls.API_SERVER_CLIENT) -> ClientPki:
+    """A CA and a client certificate it signed for `name`, as the local cluster makes the API server's."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pair = pki.CertificateAuthority(directory).issue_client(directory, pki.Identity(name, name, ()))
+    return ClientPki(directory / "ca.crt", pair.cert, pair.key)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -63,12 +78,14 @@ def server(
     tmp: Path, keepalive: int = 30, request_seconds: float | None = None, connections: int = 1000
 ) -> Iterator[Running]:
     files, _ = tls.ensure(tmp / "certs", ["127.0.0.1"])
+    client = api_server_client(tmp / "client-pki")  # the webhook answers /validate only to "the API server"
     port = free_port()
     argv = [sys.executable, "-m", "tests.unit.webhook_server", str(port), str(tmp / "certs"), str(keepalive)]
     argv += [str(request_seconds)] if request_seconds is not None else []
-    env = {**os.environ, "TEST_WORKER_CONNECTIONS": str(connections)}
+    env = {**os.environ, "TEST_WORKER_CONNECTIONS": str(connections), "TEST_CLIENT_CA": str(client.ca)}
     proc = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE, env=env)
     running = Running(proc, port, ssl.create_default_context(cafile=str(files.ca)))
+    running.context.load_cert_chain(str(client.cert), str(client.key))
     try:
         deadline = time.monotonic() + 30
         while True:

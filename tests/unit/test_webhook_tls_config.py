@@ -277,6 +277,33 @@ def test_the_deployment_runs_gitops_webhook_with_options_it_has() -> None:
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
 
 
+def test_the_deployment_answers_only_the_api_server() -> None:
+    from webhook.cli import main
+
+    spec = _manifest("deployment.yaml")["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    params = main.make_context("gitops-webhook", list(container["args"])).params
+    assert not params["no_client_auth"]
+    ca = params["client_ca_file"]
+    mount = next(m for m in container["volumeMounts"] if str(ca).startswith(m["mountPath"] + "/"))
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == "gitops-webhook-client-ca"
+    assert not volume["configMap"].get("optional"), "without the CA the pod must not start"
+    assert params["client_names"] == ("kube-apiserver-webhook-client",)
+
+
+def test_the_network_policy_admits_only_the_api_servers_block_to_the_webhook_port() -> None:
+    policy = _manifest("networkpolicy.yaml")
+    deployment = _manifest("deployment.yaml")
+    assert "networkpolicy.yaml" in _manifest("kustomization.yaml")["resources"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "https"}]
+    assert [list(source) for source in rule["from"]] == [["ipBlock"]]  # no pod or namespace selector: no pods
+    assert "0.0.0.0/0" not in str(rule)
+
+
 def test_the_service_is_what_the_registration_calls() -> None:
     service = _manifest("service.yaml")
     deployment = _manifest("deployment.yaml")

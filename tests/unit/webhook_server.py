@@ -5,7 +5,8 @@ Run as `python -m tests.unit.webhook_server PORT CERT_DIR KEEPALIVE_SECONDS [REQ
 SLOW_REVISION waits SLOW_SECONDS for "Git", in the pool. A body containing BUG_NOW makes the front fail on the event
 loop, one containing BUG_LATER makes it fail in the pool, one containing BUG_ANSWER makes the pool give an answer
 that cannot be sent. TEST_WORKER_CONNECTIONS in the environment sets gunicorn's
-worker_connections.
+worker_connections; TEST_CLIENT_CA is the CA whose client certificates (CN kube-apiserver-webhook-client) may
+call /validate.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def main(port: int, cert_dir: Path, keepalive: int, request_seconds: float | Non
         )
         return BuggyFront(app)
 
-    Server(options, load).run()
+    Server(options, load, tls.ClientAuth(Path(os.environ["TEST_CLIENT_CA"]))).run()
 
 
 if __name__ == "__main__":
