@@ -103,7 +103,9 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
     assert state is not None
     kubectl = Kubectl(Path(state.bin_dir) / "kubectl", cluster)
     gitops = Gitops(kubectl, work / "cache")
-    hook = WebhookProcess(work / "certs", _free_port(), cluster.kubeconfig("gitops"), work / "webhook.log")
+    hook = WebhookProcess(
+        work / "certs", _free_port(), cluster.kubeconfig("gitops"), work / "webhook.log", cluster.webhook_client_ca
+    )
     try:
         yield Gate(kubectl, gitops, hook, work)
     finally:
