@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from . import redact
 from .application import ApplicationSpec
 from .drift import ObjectDiff, diff_object, diff_replaced
 from .errors import ApiError, ManifestError
@@ -108,6 +109,9 @@ def prepare(
     pending_crds = _crd_kinds(manifests)
     prepared: list[DesiredObject] = []
     for manifest in manifests:
+        # A Secret's values are known to the scrubber from the moment they are read from Git: an error about the
+        # object (a kind the cluster lacks, a duplicate) must not quote them either.
+        redact.SEEN.remember(manifest.obj)
         obj = dict(manifest.obj)
         metadata = dict(obj.get("metadata") or {})
         api_version, kind = str(obj["apiVersion"]), str(obj["kind"])

@@ -1017,3 +1017,16 @@ def test_audit_retention_comes_from_the_settings() -> None:
     )
     assert policy is not None
     assert (policy.records, policy.max_age, policy.max_bytes) == (5000, datetime.timedelta(days=30), 0)
+
+
+def test_servingz_says_whether_a_replica_should_take_requests_and_readyz_whether_all_is_loaded() -> None:
+    class Loading(FakeSource):
+        def status(self) -> dict[str, Any]:
+            return {**super().status(), "ready": False, "serving": self.serving}
+
+    source = Loading(git_objects())
+    source.serving = False
+    client = make_app(source)[0].test_client()
+    assert (client.get("/servingz").status_code, client.get("/readyz").status_code) == (503, 503)
+    source.serving = True  # a first load was tried; one Application is not loaded: it answers, failing closed
+    assert (client.get("/servingz").status_code, client.get("/readyz").status_code) == (200, 503)

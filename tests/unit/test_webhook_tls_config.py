@@ -273,7 +273,8 @@ def test_the_deployment_runs_gitops_webhook_with_options_it_has() -> None:
         assert host in params["hosts"], "the serving certificate must name the Service the API server calls"
     port = int(params["listen"].rpartition(":")[2])
     assert {"name": "https", "containerPort": port} in container["ports"]
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
+    # Traffic once a first load was tried (a replica that cannot judge still fails closed): /servingz, not /readyz.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/servingz", "port": "https", "scheme": "HTTPS"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
 
 
