@@ -23,7 +23,7 @@ def install_manifests() -> list[KubeObject]:
     """The objects `kubectl gitops install` applies: the gitops-system namespace and the Application CRD."""
     folder = resources.files("kubectl_gitops_manifests")
     out: list[KubeObject] = []
-    for name in ("namespace.yaml", "crd-application.yaml", "crd-auditrecord.yaml"):
+    for name in ("namespace.yaml", "crd-application.yaml", "crd-auditrecord.yaml", "crd-auditcheckpoint.yaml"):
         out.extend(doc for doc in yaml.safe_load_all(folder.joinpath(name).read_text()) if doc)
     return out
 

@@ -120,6 +120,96 @@ def print_checkpoint(cp: Checkpoint) -> None:
     sys.stdout.flush()
 
 
+CHECKPOINT_KIND = "AuditCheckpoint"
+
+
+class ClusterWitness:
+    """The newest checkpoint, kept in a cluster-scoped AuditCheckpoint: a high-water mark inside the cluster that no
+    namespace role can write, so that whoever may delete records in the log's namespace cannot make a restarted
+    writer reuse their numbers, nor a plain `audit verify` miss the truncation. (Cluster administrators can write
+    it: against them, a witness outside the cluster, GitWitness or the stdout lines, is the anchor.)"""
+
+    def __init__(self, cluster: Any, namespace: str) -> None:
+        self.cluster = cluster
+        self.name = namespace  # one mark per log, named after the namespace the log lives in
+
+    def _info(self) -> Any:
+        info = self.cluster.resource_for(RECORD_API_VERSION, CHECKPOINT_KIND)
+        if info is None:
+            self.cluster.refresh_discovery()
+            info = self.cluster.resource_for(RECORD_API_VERSION, CHECKPOINT_KIND)
+        if info is None:
+            raise GitOpsError(f"the cluster does not serve {CHECKPOINT_KIND}s; run `kubectl gitops install` again")
+        return info
+
+    def read(self) -> list[Checkpoint]:
+        """The mark, if there is one (none while the cluster lacks the CRD: an installation from before it)."""
+        try:
+            info = self._info()
+        except GitOpsError as e:
+            log.warning("no high-water mark of the audit log: %s", e)
+            return []
+        found = self.cluster.get(info, "", self.name)
+        if not found or not isinstance(found.get("checkpoint"), dict):
+            return []
+        return [Checkpoint.of(found["checkpoint"])]
+
+    def add(self, checkpoints: list[Checkpoint]) -> None:
+        """Raises the mark to the newest of `checkpoints`; never lowers it (a conflict re-reads and tries again)."""
+        if not checkpoints:
+            return
+        newest = max(checkpoints, key=lambda c: (c.sequence, c.count))
+        info = self._info()
+        for _ in range(5):
+            found = self.cluster.get(info, "", self.name)
+            if found is not None:
+                current = found.get("checkpoint") or {}
+                if (int(current.get("sequence", 0)), int(current.get("count", 0))) >= (newest.sequence, newest.count):
+                    return
+            metadata: dict[str, Any] = {"name": self.name}
+            if found is not None:
+                metadata["resourceVersion"] = found["metadata"]["resourceVersion"]
+            body = {
+                "apiVersion": RECORD_API_VERSION,
+                "kind": CHECKPOINT_KIND,
+                "metadata": metadata,
+                "checkpoint": newest.as_dict(),
+            }
+            try:
+                if found is None:
+                    self.cluster.create(info, body)
+                else:
+                    self.cluster.replace(info, body)
+                return
+            except ApiError as e:
+                if e.status != 409:
+                    raise
+        raise GitOpsError("could not raise the audit log's high-water mark: too much contention")
+
+
+class Witnesses:
+    """Several witnesses as one: a checkpoint goes to each, and each tells what it holds."""
+
+    def __init__(self, *witnesses: Witness) -> None:
+        self.witnesses = witnesses
+
+    def add(self, checkpoints: list[Checkpoint]) -> None:
+        failed = []
+        for witness in self.witnesses:
+            try:
+                witness.add(checkpoints)
+            except GitOpsError as e:
+                failed.append(str(e))
+        if failed:
+            raise GitOpsError("; ".join(failed))
+
+    def read(self) -> list[Checkpoint]:
+        out: list[Checkpoint] = []
+        for witness in self.witnesses:
+            out.extend(witness.read())
+        return out
+
+
 class AuditStore:
     """Appends sealed records to the API server; safe across threads and across replicas."""
 

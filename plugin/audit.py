@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from engine.audit import filter_records, load_public_key, read_public_key, read_records, verify
+from engine.audit import ClusterWitness, filter_records, load_public_key, read_public_key, read_records, verify
 from engine.auditwitness import read_witness
 
 from .context import CliContext, CommandError, domain_errors, pass_cli
@@ -120,8 +120,11 @@ def _verify(cli: CliContext, public_key: Path | None, witness: str, output: str)
         key = load_public_key(public_key.read_bytes()) if public_key else read_public_key(cli.client, cli.app_namespace)
         records = read_records(cli.client, cli.app_namespace)
         checkpoints = read_witness(witness) if witness else []
-    if witness and not checkpoints:
-        raise CommandError(f"the witness {witness} holds no audit checkpoints; check the path or repository")
+        if witness and not checkpoints:
+            raise CommandError(f"the witness {witness} holds no audit checkpoints; check the path or repository")
+        # The cluster-scoped high-water mark, always: no namespace role can lower it, so a tail deleted by one
+        # shows without a witness outside the cluster.
+        checkpoints += ClusterWitness(cli.client, cli.app_namespace).read()
     problems = verify(records, key, witness=checkpoints)
     if output == "json":
         summary = {"records": len(records), "witnessed": len(checkpoints), "problems": [str(p) for p in problems]}

@@ -149,13 +149,18 @@ def create_app(
             probe_namespace=str(conf["NAMESPACE"]),
         )
         if audit is None:
+            from engine.audit import ClusterWitness, Witness, Witnesses
             from engine.auditwitness import GitWitness
 
+            # The cluster-scoped mark always; a Git repository outside the cluster when configured.
+            witnesses: list[Witness] = [ClusterWitness(kube, conf["NAMESPACE"])]
+            if conf["WITNESS"]:
+                witnesses.append(GitWitness(str(conf["WITNESS"])))
             audit = AuditStore(
                 kube,
                 conf["NAMESPACE"],
                 answer_timeout=float(conf["ANSWER_TIMEOUT_SECONDS"]),
-                witness=GitWitness(str(conf["WITNESS"])) if conf["WITNESS"] else None,
+                witness=Witnesses(*witnesses),
             )
     app = Flask("gitops-webhook")
     app.config.update(conf)

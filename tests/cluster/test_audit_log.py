@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from engine.audit import SIGNING_SECRET, AuditStore, read_public_key, read_records
+from engine.audit import SIGNING_SECRET, AuditStore, ClusterWitness, Witnesses, read_public_key, read_records
 from engine.auditchain import GENESIS, Checkpoint, RetentionPolicy, record_name, seal, verify
 from engine.auditwitness import GitWitness, read_witness
 from engine.kube import KubeClient, KubeTarget
@@ -134,6 +134,35 @@ def test_a_deleted_tail_is_never_written_over_and_the_witness_catches_it(
     caught = gitops.run(*cli, "--witness", witness_repo, expect=1).stdout
     assert "records 9 to 11 are missing (deleted?)" in caught
     assert "record 11: the witness saw it, the log no longer has it (deleted?)" in caught
+
+
+def test_the_cluster_scoped_mark_keeps_numbers_from_being_reused_and_shows_a_cut_tail(
+    client: KubeClient, namespace: str, kubectl: Kubectl, gitops: Gitops
+) -> None:
+    """Whoever may delete records in the log's namespace cannot lower its high-water mark: it is cluster-scoped."""
+    mark = ClusterWitness(client, namespace)
+    store = AuditStore(client, namespace, publish=lambda cp: None, checkpoint_every=5, witness=Witnesses(mark))
+    for i in range(1, 13):
+        store.append(attempt(i))
+    store.flush()
+    assert [c.sequence for c in mark.read()] == [11]
+    mark.add([Checkpoint(3, "0" * 64, 1, "", "k")])  # a writer that lags behind never lowers it
+    assert [c.sequence for c in mark.read()] == [11]
+    for sequence in range(9, 13):  # the tail deleted
+        delete_record(kubectl, namespace, sequence)
+    cli = ("-n", namespace, "audit", "verify")
+    caught = gitops.run(*cli, expect=1).stdout  # no witness outside the cluster needed
+    assert "the log ends at 8 but the witness saw record 11 (truncated?)" in caught
+    restarted = AuditStore(client, namespace, publish=lambda cp: None, witness=Witnesses(mark))
+    assert restarted.append(attempt(13))["sequence"] == 12  # never 9: numbers the log reached are not used again
+    # A namespace role cannot write it, not even `admin` of the log's namespace.
+    kubectl.run("-n", namespace, "create", "rolebinding", "mallory-admin", "--clusterrole=admin", "--user=mallory")
+    for verb in ("update", "delete", "patch"):
+        proc = kubectl.run(
+            "auth", "can-i", verb, f"auditcheckpoints.gitops.kubectl-gitops.io/{namespace}", "--as=mallory", check=False
+        )
+        assert proc.stdout.strip() == "no", (verb, proc.stdout)
+    kubectl.run("delete", "auditcheckpoint", namespace)
 
 
 def test_resigning_with_the_stolen_key_passes_verify_but_not_the_witness(
