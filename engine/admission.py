@@ -233,8 +233,8 @@ def get(obj: Any, path: Path) -> Any:
 def changed_paths(before: Any, after: Any, prefix: Path = ()) -> Iterator[Path]:
     """Leaf paths where two values differ: maps by key, lists of named items by name and occurrence, other lists
     whole."""
-    if before == after:
-        return
+    if before == after or (_empty(before) and _empty(after)):
+        return  # an empty list or map is no value: the API server stores neither (found by the rule model)
     # Labels or annotations that appear or go as a whole are compared key by key: each key is its own business (a
     # request that adds one annotation where there were none does not take Git's annotations away).
     b, a = before, after
@@ -251,6 +251,10 @@ def changed_paths(before: Any, after: Any, prefix: Path = ()) -> Iterator[Path]:
             yield from changed_paths(b.get(selector, _ABSENT), a.get(selector, _ABSENT), (*prefix, selector))
         return
     yield prefix
+
+
+def _empty(value: Any) -> bool:
+    return value is _ABSENT or (isinstance(value, list | dict) and not value)
 
 
 def pointer(obj: Any, path: Path) -> str:

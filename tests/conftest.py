@@ -175,3 +175,17 @@ def git_repo(tmp_path: Path) -> Callable[[str | None], GitRepo]:
         return repo
 
     return make
+
+
+@pytest.fixture
+def collect_git_processes() -> Iterator[None]:
+    """GitPython keeps `git cat-file` processes per repository object. A test's repositories are collected when it
+    ends, so that their processes end with it, not in the middle of a later test (where `filterwarnings = error` would
+    turn the ResourceWarning of a still-running process into that test's failure)."""
+    yield
+    import gc
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()

@@ -140,6 +140,16 @@ def _walk(have: Any, want: Any, fields: Mapping[str, Any], path: Path, out: dict
             _undeclared(h, w, (*path, key), out, create)
 
 
+def _pruned(value: Any) -> Any:
+    """`value` without empty lists and maps as values of maps, at any depth."""
+    if isinstance(value, dict):
+        kept = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if not (isinstance(v, list | dict) and not v)}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
 def strays(
     stored: Mapping[str, Any], declared: Mapping[str, Any], obj: Mapping[str, Any] | None, *, create: bool = False
 ) -> dict[Path, Any]:
@@ -147,6 +157,8 @@ def strays(
     out: dict[Path, Any] = {}
     if obj is None:
         return out
+    # An empty list or map is no value: the API server stores neither, so `env: []` and no env are one object.
+    obj, stored = _pruned(obj), _pruned(stored)
     for key in obj.keys() | stored.keys():
         if key in ("status", "apiVersion", "kind"):
             continue

@@ -1304,3 +1304,11 @@ def test_adding_one_annotation_where_there_were_none_takes_nothing_of_gits_away(
         "/metadata/annotations/owner",
         "/metadata/annotations/" + TRACKING_ANNOTATION.replace("/", "~1"),
     }
+
+
+def test_an_empty_list_where_there_was_none_is_no_change() -> None:
+    """Found by the rule model: `env: []` and no env at all are the same object to the API server (it stores
+    neither), so a request that turns one into the other changes nothing."""
+    before = edited(stored(), lambda o: app_container(o).pop("env"))
+    after = edited(before, lambda o: app_container(o).__setitem__("env", []))
+    assert judged(update(after, before), git()) == Decision(True, Verdict.ALLOWED, reason="adds no drift")

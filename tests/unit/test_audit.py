@@ -61,6 +61,8 @@ from engine.errors import GitOpsError
 from engine.normalize import SecretMasker
 from engine.objects import API_GROUP, TRACKING_LABEL, ObjectKey
 
+pytestmark = pytest.mark.usefixtures("collect_git_processes")  # see tests/conftest.py
+
 SIGNER = Ed25519PrivateKey.generate()
 OTHER = Ed25519PrivateKey.generate()
 KEY = ObjectKey("apps", "Deployment", "shop", "web")

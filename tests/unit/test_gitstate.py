@@ -22,6 +22,8 @@ from engine.objects import TRACKING_ANNOTATION, TRACKING_LABEL, Claim, ObjectKey
 from engine.source import GitSource
 from engine.webhookconfig import ManagedResource
 
+pytestmark = pytest.mark.usefixtures("collect_git_processes")  # see tests/conftest.py
+
 CONFIGMAP = ResourceInfo("", "v1", "ConfigMap", "configmaps", True)
 DEPLOYMENT = ResourceInfo("apps", "v1", "Deployment", "deployments", True, frozenset({"scale", "status"}))
 SERVED = {(r.api_version, r.kind): r for r in (CONFIGMAP, DEPLOYMENT)}

@@ -16,6 +16,8 @@ from engine.manifests import MANIFEST_SUFFIXES
 from engine.render import detect, parse_files, render_plain
 from engine.source import Commit, GitSource, redact_url
 
+pytestmark = pytest.mark.usefixtures("collect_git_processes")  # see tests/conftest.py
+
 # --- detect -------------------------------------------------------------------------------------------------------
 
 
