@@ -88,7 +88,10 @@ def _undeclared(have: Any, want: Any, path: Path, out: dict[Path, Any], create: 
             _undeclared(have[key], want.get(key, MISSING), (*path, key), out, create)
     elif isinstance(have, list) and isinstance(want, list) and path[-1] in LIST_KEYS:
         _list(have, want, {}, path, out, create)
-    elif have != want and not create:
+    elif have != want:
+        # Also on CREATE: a value other than the server's default in a field Git leaves to it is the requester's
+        # (only what the server allocates anew on every creation, a Service's cluster IP, differs by nature; this
+        # model's objects have none).
         out[path] = have
 
 

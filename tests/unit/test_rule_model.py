@@ -526,9 +526,12 @@ def test_the_model(
     assert rule_model.new_drift(stored, declared, "UPDATE", old, new) == expected
 
 
-def test_the_model_on_create_leaves_what_the_server_fills_in_alone() -> None:
+def test_the_model_on_create_counts_a_server_default_set_otherwise() -> None:
+    """A CREATE that keeps the server's defaults adds no drift; one that sets another value where Git leaves the
+    field to the server does (a Pod with another serviceAccountName, a Deployment with another strategy)."""
     stored, declared = worked()
+    assert rule_model.new_drift(stored, declared, "CREATE", None, stored) == {}
     created = edit(stored, lambda o: o["spec"].update(revisionHistoryLimit=5))
-    assert rule_model.new_drift(stored, declared, "CREATE", None, created) == {}
+    assert rule_model.new_drift(stored, declared, "CREATE", None, created) == {("spec", "revisionHistoryLimit"): 5}
     assert rule_model.new_drift(stored, declared, "CREATE", None, edit(stored, lambda o: o["spec"].update(paused=True)))
     assert rule_model.new_drift(stored, declared, "DELETE", stored, None) == {(): "deleted"}
