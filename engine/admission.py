@@ -627,23 +627,36 @@ def _scale_as_parent(
     return parent(replicas(new)), parent(before) if old is not None else None
 
 
-def _break_glass(request: AdmissionRequest, exemptions: Exemptions) -> str:
-    """The break-glass reason, when the requester may use it ("" otherwise)."""
-    obj = object_of(request)
+def _break_glass_reason(obj: Any) -> Any:
     annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
-    reason = annotations.get(BREAK_GLASS_ANNOTATION) if isinstance(annotations, dict) else None
+    return annotations.get(BREAK_GLASS_ANNOTATION) if isinstance(annotations, dict) else None
+
+
+def _break_glass(request: AdmissionRequest, exemptions: Exemptions) -> str:
+    """The break-glass reason, when the requester may use it ("" otherwise). The reason must come with the request
+    itself: a reason someone else left on the object (alice may annotate it; that is no drift) is not the
+    requester's. So a CREATE carries it, an UPDATE sets it anew; a DELETE takes the object's."""
     groups = set((request.get("userInfo") or {}).get("groups") or [])
-    return str(reason) if reason and exemptions.break_glass_group in groups else ""
+    if exemptions.break_glass_group not in groups:
+        return ""
+    obj = object_of(request)
+    reason = _break_glass_reason(obj)
+    if not reason:
+        return ""
+    if request.get("operation") == "UPDATE" and _break_glass_reason(request.get("oldObject")) == reason:
+        return ""  # left there before: not this request's reason
+    return str(reason)
 
 
 def _break_glass_hint(request: AdmissionRequest, exemptions: Exemptions) -> str:
-    obj = object_of(request)
-    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
-    if isinstance(annotations, dict) and annotations.get(BREAK_GLASS_ANNOTATION):
-        return f"; the break-glass annotation is honoured only for members of {exemptions.break_glass_group}."
+    if _break_glass_reason(object_of(request)):
+        return (
+            f"; the break-glass annotation is honoured only for members of {exemptions.break_glass_group}, and only "
+            "with a reason the request itself sets (in the same request as the change)."
+        )
     return (
-        f", or, in an emergency, annotate the object with {BREAK_GLASS_ANNOTATION}=<reason> "
-        f"as a member of {exemptions.break_glass_group}."
+        f", or, in an emergency, annotate the object with {BREAK_GLASS_ANNOTATION}=<reason> in the same request as "
+        f"the change, as a member of {exemptions.break_glass_group}."
     )
 
 

@@ -285,27 +285,37 @@ def test_sync_to_a_new_commit_passes_in_enforce_mode(
 
 
 def test_break_glass_only_for_its_group(app: Callable[..., GitRepo], kubectl: Kubectl, namespace: str) -> None:
+    """The reason comes with the change, in one request: a reason left on the object earlier (by anyone: an
+    annotation alone adds no drift) is not the requester's."""
     app("enforce")
     reason = "INC-42 hotfix"
     for user, allowed in (("alice", False), ("breakglass", True)):
-        proc = kubectl.run(
-            "-n",
-            namespace,
-            "annotate",
-            "configmap",
-            "guestbook-settings",
-            f"{BREAK_GLASS}={reason} by {user}",
-            "--overwrite",
-            user=user,
-            check=False,
+        patch = json.dumps(
+            {
+                "metadata": {"annotations": {BREAK_GLASS: f"{reason} by {user}"}},
+                "data": {"message": f"hotfix by {user}"},
+            }
         )
-        assert proc.returncode == 0  # an annotation alone adds no drift
-        patch = set_message(kubectl, namespace, f"hotfix by {user}", user=user)
-        assert (patch.returncode == 0) is allowed, patch.stderr
+        proc = kubectl.run(
+            "-n", namespace, "patch", "configmap", "guestbook-settings", "-p", patch, user=user, check=False
+        )
+        assert (proc.returncode == 0) is allowed, proc.stderr
         if not allowed:
-            assert "honoured only for members of gitops:break-glass" in patch.stderr
+            assert "honoured only for members of gitops:break-glass" in proc.stderr
     decisions = [(r["user"], r["decision"], r["reason"]) for r in records(kubectl, namespace)]
     assert decisions == [("alice", "denied", ""), ("oncall", "break-glass", f"{reason} by breakglass")]
+    # A reason left on the object earlier, by alice, lends nothing to oncall's next change.
+    kubectl.run(
+        "-n",
+        namespace,
+        "annotate",
+        "configmap",
+        "guestbook-settings",
+        f"{BREAK_GLASS}=planted",
+        "--overwrite",
+        user="alice",
+    )
+    assert set_message(kubectl, namespace, "riding on a planted reason", user="breakglass").returncode != 0
 
 
 def test_secret_values_stay_out_of_records_and_messages(

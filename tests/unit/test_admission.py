@@ -1362,3 +1362,15 @@ def test_a_request_with_thousands_of_list_items_is_judged_at_once() -> None:
     decision = judged(update(after), git())
     assert decision.verdict is Verdict.DENIED
     assert len(decision.items) == 257  # judging stops once the verdict is known
+
+
+def test_a_break_glass_reason_left_on_the_object_is_not_the_requesters() -> None:
+    """Found red-teaming: alice annotated the object with a reason (no drift), then oncall's ordinary change was let
+    through as break-glass, with alice's words as its reason."""
+    planted = edited(stored(), set_annotation(BREAK_GLASS_ANNOTATION, "INC-4711 approved by the CISO"))
+    oncall = ("developers", "gitops:break-glass")
+    change = edited(planted, set_image("hotfix"))
+    assert judged(update(change, planted, user="oncall", groups=oncall), git()).verdict is Verdict.DENIED
+    fresh = edited(change, set_annotation(BREAK_GLASS_ANNOTATION, "INC-9: the hotfix"))
+    decision = judged(update(fresh, planted, user="oncall", groups=oncall), git())
+    assert (decision.verdict, decision.reason) == (Verdict.BREAK_GLASS, "INC-9: the hotfix")
