@@ -19,7 +19,7 @@ from typing import Any, NotRequired, TypedDict
 from . import fieldsets
 from .drift import DriftItem, DriftKind, DriftPolicy, _is_ignored
 from .normalize import SecretMasker
-from .objects import API_GROUP, REVISION_ANNOTATION, KubeObject, ObjectKey
+from .objects import API_GROUP, REVISION_ANNOTATION, TRACKING_LABEL, KubeObject, ObjectKey
 
 BREAK_GLASS_ANNOTATION = f"{API_GROUP}/break-glass"
 
@@ -542,13 +542,21 @@ def decide(
                 git,
             )
     assert new is not None
-    items = new_drift(git, old if operation != "CREATE" else None, new, masker)
+    # An object that takes on our tracking label now becomes managed: all of it is judged, as at a creation (else
+    # content made while it was unlabelled, unseen by the webhook, would ride in on the label).
+    adopted = subresource != "scale" and _labelled(new) and not _labelled(old)
+    items = new_drift(git, old if operation != "CREATE" and not adopted else None, new, masker)
     if not items:
         return Decision(True, Verdict.ALLOWED, reason="adds no drift")
     grant = _machinery_changes(user, request, git, items)
     if grant:
         return Decision(True, Verdict.ALLOWED, reason=grant)
     return _judge(request, git.mode, items, f"changes {git.key} away from Git", exemptions, git)
+
+
+def _labelled(obj: Any) -> bool:
+    labels = ((obj or {}).get("metadata") or {}).get("labels") if isinstance(obj, dict) else None
+    return isinstance(labels, dict) and TRACKING_LABEL in labels
 
 
 def _controller(user: Mapping[str, Any]) -> str:

@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from engine.objects import API_GROUP, REVISION_ANNOTATION
+from engine.objects import API_GROUP, REVISION_ANNOTATION, TRACKING_LABEL
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 Path = tuple[str, ...]
@@ -190,6 +190,10 @@ def strays(
     return out
 
 
+def _label(obj: Mapping[str, Any] | None) -> bool:
+    return TRACKING_LABEL in (((obj or {}).get("metadata") or {}).get("labels") or {})
+
+
 def new_drift(
     stored: Mapping[str, Any],
     declared: Mapping[str, Any],
@@ -200,6 +204,8 @@ def new_drift(
     """The paths a request adds or alters drift at, with the request's value there ({} for no drift)."""
     if operation == "DELETE":
         return {(): "deleted"}
-    before = strays(stored, declared, old) if operation != "CREATE" else {}
-    after = strays(stored, declared, new, create=operation == "CREATE")
+    # An object that takes on our tracking label becomes managed now: all of it counts, as at a creation.
+    adopted = operation == "UPDATE" and _label(new) and not _label(old)
+    before = strays(stored, declared, old) if operation != "CREATE" and not adopted else {}
+    after = strays(stored, declared, new, create=operation == "CREATE" or adopted)
     return {path: value for path, value in after.items() if path not in before or before[path] != value}

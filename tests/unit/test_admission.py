@@ -1374,3 +1374,16 @@ def test_a_break_glass_reason_left_on_the_object_is_not_the_requesters() -> None
     fresh = edited(change, set_annotation(BREAK_GLASS_ANNOTATION, "INC-9: the hotfix"))
     decision = judged(update(fresh, planted, user="oncall", groups=oncall), git())
     assert (decision.verdict, decision.reason) == (Verdict.BREAK_GLASS, "INC-9: the hotfix")
+
+
+def test_taking_on_our_label_makes_the_whole_object_judged() -> None:
+    """Found red-teaming: a missing object created without our label never reaches the webhook; labelling it then
+    changed only the marks, which match Git, and its content rode in. Taking on the label is judged as a creation."""
+    unlabelled = edited(stored(), set_image("evil"), lambda o: o["metadata"]["labels"].pop(TRACKING_LABEL))
+    labelled = edited(unlabelled, set_label(TRACKING_LABEL, "shop"))
+    decision = judged(update(labelled, unlabelled), git())
+    assert decision.verdict is Verdict.DENIED
+    assert [i.path for i in decision.items] == [f"{CONTAINERS}/0/image"]
+    # The same object as Git has it may take the label on.
+    plain = edited(stored(), lambda o: o["metadata"]["labels"].pop(TRACKING_LABEL))
+    assert judged(update(stored(), plain), git()).allowed
