@@ -97,18 +97,30 @@ def bounded_text(text: str, limit: int = TEXT_BYTES) -> str:
     return f"{whole[:limit].decode(errors='ignore')}…[cut: {len(whole)} bytes, sha256 {sha256(whole)}]"
 
 
+OMITTED_PATHS = 64  # paths of field changes beyond MAX_FIELDS, listed by name alone
+
+
 def bounded_fields(fields: list[dict[str, Any]]) -> dict[str, Any]:
-    """At most MAX_FIELDS field changes, each with bounded values; beyond that a count and a digest of them all."""
+    """At most MAX_FIELDS field changes, each with bounded values, changes of what Git declares first; beyond that
+    the paths of the next OMITTED_PATHS, a count and a digest of them all. (Sixteen decoy fields must not push the
+    one change that matters out of the record: found red-teaming.)"""
+    fields = sorted(fields, key=lambda f: (f.get("kind") != "changed", str(f.get("path", ""))))
     out: dict[str, Any] = {"fields": fields[:MAX_FIELDS]}
     if len(fields) > MAX_FIELDS:
         out["fieldsOmitted"] = len(fields) - MAX_FIELDS
+        out["omittedPaths"] = [bounded_text(str(f.get("path", "")), 128) for f in fields[MAX_FIELDS:][:OMITTED_PATHS]]
         out["fieldsSHA256"] = sha256(canonical(fields))
     return out
 
 
 def bound_record(body: dict[str, Any]) -> dict[str, Any]:
-    """Drops listed fields (counting them as omitted) until the whole record is below RECORD_BYTES."""
+    """Below RECORD_BYTES: drops omitted paths from the last, then listed fields from the last (counting them as
+    omitted; the digest still covers them all)."""
     body = dict(body)
+    omitted = list(body.get("omittedPaths") or [])
+    while len(canonical(body)) > RECORD_BYTES and omitted:
+        omitted.pop()
+        body["omittedPaths"] = omitted
     fields = list(body.get("fields") or [])
     while len(canonical(body)) > RECORD_BYTES and fields:
         fields.pop()

@@ -822,3 +822,13 @@ def test_checkpoints_committed_to_a_git_witness_read_back(tmp_path: Path, bare: 
 def test_a_witness_that_is_no_repository_is_a_domain_error(tmp_path: Path) -> None:
     with pytest.raises(GitOpsError, match="neither a file of checkpoint lines nor a Git repository"):
         read_witness(str(tmp_path / "nothing-here"))
+
+
+def test_the_change_that_matters_is_listed_before_decoys() -> None:
+    """Found red-teaming: sixteen decoy keys sorted before the one real change pushed it out of the record; removing
+    the decoys afterwards was no drift, so no record named the change that stayed."""
+    decoys = [DriftItem(f"/data/a{i:02d}", DriftKind.ADDED, None, "x") for i in range(MAX_FIELDS + 3)]
+    real = DriftItem("/data/message", DriftKind.CHANGED, "hello", "evil")
+    record = build_record(admission_request(), decision_of(*decoys, real), GIT, KEY)
+    assert record["fields"][0]["path"] == "/data/message"
+    assert record["omittedPaths"] == [f"/data/a{i:02d}" for i in range(MAX_FIELDS - 1, MAX_FIELDS + 3)]
