@@ -322,9 +322,9 @@ def _counts(path: Path, declared: set[Path]) -> bool:
         return False
     strs = [p for p in path if isinstance(p, str)]
     if path[0] == "metadata":
-        if len(path) >= 2 and path[1] == "ownerReferences":
+        if len(path) >= 2 and path[1] in ("ownerReferences", "finalizers"):
             # An owner Git does not declare hands the object to the garbage collector: delete the owner and the
-            # object goes with it.
+            # object goes with it. A finalizer keeps it alive (Terminating, still served) after a sync prunes it.
             return True
         # Only labels and annotations that Git declares (our tracking marks among them); everything else there is
         # the server's.
@@ -428,6 +428,14 @@ def new_drift(git: GitObject, before: KubeObject | None, after: KubeObject, mask
             continue
         want, now = get(stored, path, lists), get(after, path, lists)
         want, now = (_ABSENT if _empty(want) else want), (_ABSENT if _empty(now) else now)  # [] and {} are no value
+        if path == ("metadata", "finalizers"):
+            # A set, not a value: only a finalizer neither Git's object nor the object before had counts.
+            added = (
+                _strings(now) - _strings(want) - (_strings(get(before, path, lists)) if before is not None else set())
+            )
+            if not added:
+                continue
+            now = sorted(added)
         if now == want:
             continue  # the request brings this path back to Git (or leaves it there)
         if before is not None:
@@ -554,6 +562,10 @@ def decide(
     return _judge(request, git.mode, items, f"changes {git.key} away from Git", exemptions, git)
 
 
+def _strings(value: Any) -> set[str]:
+    return {str(v) for v in value} if isinstance(value, list) else set()
+
+
 def _labelled(obj: Any) -> bool:
     labels = ((obj or {}).get("metadata") or {}).get("labels") if isinstance(obj, dict) else None
     return isinstance(labels, dict) and TRACKING_LABEL in labels
@@ -604,6 +616,8 @@ def _machinery_changes(
         return ""
     if controller == "horizontal-pod-autoscaler" and request.get("subResource") == "scale" and git.policy.autoscaled:
         return "an HPA in Git scales this object"
+    if all(i.path == "/metadata/finalizers" for i in items):
+        return f"{controller} sets a finalizer"  # protection controllers, the garbage collector's foreground deletion
     allowed = _CONTROLLER_FIELDS.get((controller, git.key.group, git.key.kind), ())
     if allowed and all(any(i.path == p or i.path.startswith(p + "/") for p in allowed) for i in items):
         if controller == "clusterrole-aggregation-controller" and not git.stored.get("aggregationRule"):

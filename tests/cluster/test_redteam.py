@@ -194,11 +194,6 @@ def test_creating_a_missing_managed_pod_with_another_service_account_is_judged(t
     assert account != "powerful"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=LIMITATION + "_counts() counts nothing under metadata but declared labels/annotations and ownerReferences: "
-    "a finalizer passes unrecorded, and keeps the object alive (Terminating, still served) after a sync prunes it",
-)
 def test_a_finalizer_on_a_managed_object_is_judged(team: Team) -> None:
     namespace, repo = team.app("finalizer", {"settings.yaml": SETTINGS, "pod.yaml": POD})
     patch = json.dumps({"metadata": {"finalizers": ["example.com/keep"]}})

@@ -17,6 +17,7 @@ import pytest
 
 from engine.admission import (
     BREAK_GLASS_ANNOTATION,
+    CONTROLLER_PREFIX,
     AdmissionRequest,
     ClusterFacts,
     Decision,
@@ -1387,3 +1388,24 @@ def test_taking_on_our_label_makes_the_whole_object_judged() -> None:
     # The same object as Git has it may take the label on.
     plain = edited(stored(), lambda o: o["metadata"]["labels"].pop(TRACKING_LABEL))
     assert judged(update(stored(), plain), git()).allowed
+
+
+def finalizers(*names: str) -> Callable[[KubeObject], None]:
+    return lambda o: o["metadata"].__setitem__("finalizers", list(names))
+
+
+def test_a_finalizer_git_does_not_declare_is_drift_and_taking_one_off_is_not() -> None:
+    """Found red-teaming: a finalizer keeps a managed object alive (Terminating, still served) after a sync prunes
+    it."""
+    decision = judged(update(edited(stored(), finalizers("example.com/keep"))), git())
+    assert decision.verdict is Verdict.DENIED
+    assert [(i.path, i.live) for i in decision.items] == [("/metadata/finalizers", ["example.com/keep"])]
+    two = edited(stored(), finalizers("example.com/keep", "example.com/other"))
+    assert judged(update(edited(stored(), finalizers("example.com/keep")), two), git()).allowed  # one taken off
+    controller = update(edited(stored(), finalizers("kubernetes.io/pvc-protection")), user=CONTROLLER_PREFIX + "pvc-x")
+    assert judged(controller, git()).allowed  # kube-system's controllers set finalizers as their job
+
+
+def test_a_finalizer_a_controller_sets_with_another_change_earns_nothing() -> None:
+    change = edited(stored(), finalizers("kubernetes.io/pvc-protection"), set_image("evil"))
+    assert judged(update(change, user=CONTROLLER_PREFIX + "pvc-protection-controller"), git()).verdict is Verdict.DENIED
