@@ -455,7 +455,56 @@ def new_drift(git: GitObject, before: KubeObject | None, after: KubeObject, mask
                 live=None if now is _ABSENT else masker.mask_value(after, ptr, now),
             )
         )
+    items.extend(_reordered(git, stored, before, after, declared, lists))
     return sorted(items, key=lambda i: i.path)
+
+
+# Lists whose order is part of what they mean: init containers run in order, and an env entry's $(VAR) sees only
+# the entries before it.
+_ORDERED = ("initContainers", "env")
+
+
+def _ordered_lists(obj: Any, path: Path = ()) -> Iterator[Path]:
+    """The paths of the ordered named lists in `obj` (Git's object), through named list items."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key in _ORDERED and isinstance(value, list) and _named(value):
+                yield (*path, key)
+            if key not in ("status", "metadata"):
+                yield from _ordered_lists(value, (*path, key))
+    elif isinstance(obj, list) and _named(obj):
+        for selector, item in _selectors(obj).items():
+            yield from _ordered_lists(item, (*path, selector))
+
+
+def _order(value: Any, among: Sequence[Any]) -> list[Any]:
+    """The names of `among` in the order `value` (a named list) has them, first occurrences only."""
+    wanted, seen, out = set(among), set(), []
+    for v in value if isinstance(value, list) else []:
+        name = _hashable(v.get("name")) if isinstance(v, dict) else None
+        if name in wanted and name not in seen:
+            seen.add(name)
+            out.append(name)
+    return out
+
+
+def _reordered(
+    git: GitObject, stored: Any, before: Any, after: Any, declared: set[Path], lists: Lists
+) -> Iterator[DriftItem]:
+    """Where the request puts items Git declares in an ordered list in another order than Git's (and than before)."""
+    for path in _ordered_lists(stored):
+        if not _counts(path, declared) or not _is_declared(path, declared):
+            continue
+        git_order = _order(get(stored, path, lists), [_hashable(v.get("name")) for v in get(stored, path, lists)])
+        now = _order(get(after, path, lists), git_order)
+        if now == [n for n in git_order if n in now]:
+            continue  # Git's order (some items may be gone: that is judged item by item)
+        if before is not None and _order(get(before, path, lists), git_order) == now:
+            continue  # reordered as before: not a new attempt
+        ptr = pointer(after, path, lists) + "/(order)"
+        if _is_ignored(ptr, git.ignored):
+            continue
+        yield DriftItem(path=ptr, kind=DriftKind.CHANGED, desired=git_order, live=now)
 
 
 # --- the decision --------------------------------------------------------------------------------------------------

@@ -211,11 +211,6 @@ def test_a_finalizer_on_a_managed_object_is_judged(team: Team) -> None:
     assert refused(proc), proc.stdout + proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=LIMITATION + "changed_paths() compares lists of named items by name, never by position: reordering "
-    "initContainers (which run in order) or env (whose $(VAR) references expand in order) is no drift",
-)
 def test_reordering_init_containers_is_judged(team: Team) -> None:
     namespace, _ = team.app("order", {"web.yaml": WEB})
     move = [

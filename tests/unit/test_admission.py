@@ -1409,3 +1409,19 @@ def test_a_finalizer_git_does_not_declare_is_drift_and_taking_one_off_is_not() -
 def test_a_finalizer_a_controller_sets_with_another_change_earns_nothing() -> None:
     change = edited(stored(), finalizers("kubernetes.io/pvc-protection"), set_image("evil"))
     assert judged(update(change, user=CONTROLLER_PREFIX + "pvc-protection-controller"), git()).verdict is Verdict.DENIED
+
+
+def test_putting_env_entries_git_declares_in_another_order_is_drift() -> None:
+    """Found red-teaming: a $(VAR) in an env entry sees only the entries before it, and init containers run in
+    order, so the order of what Git declares there is Git's."""
+    swapped = edited(stored(), lambda o: app_container(o)["env"].reverse())
+    decision = judged(update(swapped), git())
+    assert decision.verdict is Verdict.DENIED
+    assert [(i.path, i.desired, i.live) for i in decision.items] == [
+        (f"{CONTAINERS}/0/env/(order)", ["MODE", "LEVEL"], ["LEVEL", "MODE"])
+    ]
+    # Back to Git's order: allowed; an entry added at the end keeps Git's order.
+    assert judged(update(stored(), swapped), git()).allowed
+    assert [i.path for i in judged(update(edited(stored(), set_env("EXTRA", "1"))), git()).items] == [
+        f"{CONTAINERS}/0/env/2"
+    ]
