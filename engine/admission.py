@@ -136,6 +136,11 @@ class GitObject:
     def ignored(self) -> tuple[str, ...]:
         return self.policy.ignored_pointers(self.key)
 
+    @cached_property
+    def ordered_lists(self) -> tuple[Path, ...]:
+        """Where Git's object has lists whose order counts: found once per object, not once per request."""
+        return tuple(_ordered_lists(self.stored))
+
     @property
     def api_version(self) -> str:
         """The API version Git declares the object in: a request in another one cannot be compared with it."""
@@ -492,7 +497,7 @@ def _reordered(
     git: GitObject, stored: Any, before: Any, after: Any, declared: set[Path], lists: Lists
 ) -> Iterator[DriftItem]:
     """Where the request puts items Git declares in an ordered list in another order than Git's (and than before)."""
-    for path in _ordered_lists(stored):
+    for path in git.ordered_lists:
         if not _counts(path, declared) or not _is_declared(path, declared):
             continue
         git_order = _order(get(stored, path, lists), [_hashable(v.get("name")) for v in get(stored, path, lists)])

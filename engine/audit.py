@@ -123,6 +123,18 @@ def print_checkpoint(cp: Checkpoint) -> None:
 CHECKPOINT_KIND = "AuditCheckpoint"
 
 
+def served(cluster: Any, api_version: str, kind: str) -> Any:
+    """How the cluster serves `kind`, reading discovery again once when it seems not to (installed after this
+    process started?)."""
+    info = cluster.resource_for(api_version, kind)
+    if info is None:
+        cluster.refresh_discovery()
+        info = cluster.resource_for(api_version, kind)
+    if info is None:
+        raise GitOpsError(f"the cluster does not serve {kind}; run `kubectl gitops install` first")
+    return info
+
+
 class ClusterWitness:
     """The newest checkpoint, kept in a cluster-scoped AuditCheckpoint: a high-water mark inside the cluster that no
     namespace role can write, so that whoever may delete records in the log's namespace cannot make a restarted
@@ -134,13 +146,7 @@ class ClusterWitness:
         self.name = namespace  # one mark per log, named after the namespace the log lives in
 
     def _info(self) -> Any:
-        info = self.cluster.resource_for(RECORD_API_VERSION, CHECKPOINT_KIND)
-        if info is None:
-            self.cluster.refresh_discovery()
-            info = self.cluster.resource_for(RECORD_API_VERSION, CHECKPOINT_KIND)
-        if info is None:
-            raise GitOpsError(f"the cluster does not serve {CHECKPOINT_KIND}s; run `kubectl gitops install` again")
-        return info
+        return served(self.cluster, RECORD_API_VERSION, CHECKPOINT_KIND)
 
     def read(self) -> list[Checkpoint]:
         """The mark, if there is one (none while the cluster lacks the CRD: an installation from before it)."""
@@ -250,13 +256,7 @@ class AuditStore:
 
     # --- plumbing ----------------------------------------------------------------------------------------------
     def _info(self, api_version: str, kind: str) -> Any:
-        info = self.cluster.resource_for(api_version, kind)
-        if info is None:  # installed after this process started?
-            self.cluster.refresh_discovery()
-            info = self.cluster.resource_for(api_version, kind)
-        if info is None:
-            raise GitOpsError(f"the cluster does not serve {kind}; run `kubectl gitops install` first")
-        return info
+        return served(self.cluster, api_version, kind)
 
     def _records(self) -> Any:
         return self._info(RECORD_API_VERSION, RECORD_KIND)

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from localcluster.cluster import LocalCluster
 
 from ..conftest import Gitops, GitRepo, Kubectl
-from .test_webhook import WebhookProcess, _free_port
+from .test_webhook import WebhookProcess, records
+from .test_webhook_gate import private_control_plane, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -68,32 +68,18 @@ class Team:
         return str(self.webhook.get("/readyz")["applications"][f"gitops-system/{name}"]["revision"])
 
     def records(self, namespace: str) -> list[dict[str, Any]]:
-        out = json.loads(self.kubectl.run("-n", "gitops-system", "get", "auditrecords", "-o", "json").stdout)
-        found = [i["record"] for i in out["items"] if i["record"]["object"].get("namespace") == namespace]
-        return sorted(found, key=lambda r: r["sequence"])
+        return records(self.kubectl, namespace)
 
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
     work = tmp_path_factory.mktemp("redteam")
-    cluster = LocalCluster(work / "state")
-    cluster.up()
-    state = cluster.load_state()
-    assert state is not None
-    kubectl = Kubectl(Path(state.bin_dir) / "kubectl", cluster)
-    gitops = Gitops(kubectl, work / "cache")
-    hook = WebhookProcess(
-        work / "certs", _free_port(), cluster.kubeconfig("gitops"), work / "webhook.log", cluster.webhook_client_ca
-    )
-    try:
+    with private_control_plane(work) as (kubectl, gitops, hook):
         kubectl.run("create", "namespace", "gitops-system")
         hook.start()
         gitops.run("install", "--webhook-url", f"{hook.url}/validate", "--ca-file", str(hook.cert_dir / "ca.crt"))
         wait_for(lambda: (hook.get("/readyz") or {}).get("listed"), "the webhook to list Applications")
         yield Team(kubectl, gitops, hook, work)
-    finally:
-        hook.stop()
-        cluster.down()
 
 
 LIMITATION = "a known limitation, in the README's threat model: "
@@ -101,15 +87,6 @@ LIMITATION = "a known limitation, in the README's threat model: "
 
 def refused(proc: subprocess.CompletedProcess[str]) -> bool:
     return proc.returncode != 0 and "denied the request" in proc.stderr and "kubectl-gitops:" in proc.stderr
-
-
-def wait_for(condition: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 SETTINGS = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: safe}\n"

@@ -4,6 +4,7 @@ that it starts without the CRDs and no other module's Applications are in the wa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 from localcluster.cluster import LocalCluster
 
 from ..conftest import REPO_ROOT, Gitops, GitRepo, Kubectl
-from .test_webhook import BREAK_GLASS, WebhookProcess, _free_port
+from .test_webhook import BREAK_GLASS, WebhookProcess, _free_port, records
 
 pytestmark = pytest.mark.cluster
 
@@ -89,28 +90,32 @@ class Gate:
         ).stdout
 
     def records(self, namespace: str) -> list[dict[str, Any]]:
-        out = json.loads(self.kubectl.run("-n", "gitops-system", "get", "auditrecords", "-o", "json").stdout)
-        found = [i["record"] for i in out["items"] if i["record"]["object"].get("namespace") == namespace]
-        return sorted(found, key=lambda r: r["sequence"])
+        return records(self.kubectl, namespace)
 
 
-@pytest.fixture(scope="module")
-def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
-    work = tmp_path_factory.mktemp("gate")
+@contextlib.contextmanager
+def private_control_plane(work: Path) -> Iterator[tuple[Kubectl, Gitops, WebhookProcess]]:
+    """A control plane of its own in `work`, without the CRDs, and a webhook process for it (not started)."""
     cluster = LocalCluster(work / "state")
     cluster.up()
     state = cluster.load_state()
     assert state is not None
     kubectl = Kubectl(Path(state.bin_dir) / "kubectl", cluster)
-    gitops = Gitops(kubectl, work / "cache")
     hook = WebhookProcess(
         work / "certs", _free_port(), cluster.kubeconfig("gitops"), work / "webhook.log", cluster.webhook_client_ca
     )
     try:
-        yield Gate(kubectl, gitops, hook, work)
+        yield kubectl, Gitops(kubectl, work / "cache"), hook
     finally:
         hook.stop()
         cluster.down()
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
+    work = tmp_path_factory.mktemp("gate")
+    with private_control_plane(work) as (kubectl, gitops, hook):
+        yield Gate(kubectl, gitops, hook, work)
 
 
 def refused(proc: subprocess.CompletedProcess[str]) -> bool:
