@@ -1,8 +1,8 @@
 """Benchmark: how much etcd grows under a flood of drift attempts, through the real AuditStore and API server.
 
 A flood is N denied attempts carrying a 1 MB value (what an attacker with `edit` can send as fast as the API server
-takes them), written through engine.audit.AuditStore to a real kube-apiserver and etcd on a local control plane, in
-three configurations:
+takes them), written through engine.adapters.audit.AuditStore to a real kube-apiserver and etcd on a local control
+plane, in three configurations:
 
 1. unbounded: the whole value in every record, one record per attempt (how main recorded them);
 2. bounded: values cut to 256 bytes with a digest, one record per attempt (folding off);
@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from localcluster.cluster import LocalCluster  # noqa: E402
 
-from engine.audit import AuditStore, read_records  # noqa: E402
-from engine.auditchain import bounded_value, canonical  # noqa: E402
-from engine.kube import KubeClient, KubeTarget  # noqa: E402
+from engine.adapters.audit import AuditStore, read_records  # noqa: E402
+from engine.adapters.kube import KubeClient, KubeTarget  # noqa: E402
+from engine.core.auditchain import bounded_value, canonical  # noqa: E402
 
 VALUE = "x" * 1_000_000
 

@@ -1,6 +1,6 @@
 """Benchmark of the drift admission webhook, on its own local control plane.
 
-1. decision: `engine.admission.decide` in process, for a typical Deployment (Git's object as the API server stores
+1. decision: `engine.core.admission.decide` in process, for a typical Deployment (Git's object as the API server stores
    it): p50/p99 of an allowed request (an undeclared label) and of a denied one (a changed image).
 2. throughput: requests/s of POST /validate over HTTPS (gunicorn, 1 worker), from a client on the same 2 cores.
 3. API server: latency of writes to managed objects with 20 concurrent writers, with the webhook registered vs not
@@ -43,14 +43,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 from diff_sync import objects, tool_env  # noqa: E402
 from localcluster.cluster import LocalCluster  # noqa: E402
 
-from engine.admission import Exemptions, GitObject, decide  # noqa: E402
+from engine.adapters.kube import KubeClient, KubeTarget  # noqa: E402
 from engine.compare import DesiredObject  # noqa: E402
+from engine.core.admission import Exemptions, GitObject, decide  # noqa: E402
+from engine.core.manifests import Manifest  # noqa: E402
+from engine.core.normalize import SecretMasker  # noqa: E402
+from engine.core.objects import AppRef, key_of, with_tracking  # noqa: E402
+from engine.core.webhookconfig import NAME  # noqa: E402
 from engine.gitstate import stored_form  # noqa: E402
-from engine.kube import KubeClient, KubeTarget  # noqa: E402
-from engine.manifests import Manifest  # noqa: E402
-from engine.normalize import SecretMasker  # noqa: E402
-from engine.objects import AppRef, key_of, with_tracking  # noqa: E402
-from engine.webhookconfig import NAME  # noqa: E402
 
 
 def percentile(samples: list[float], p: float) -> float:

@@ -9,13 +9,14 @@ from typing import Any
 
 import yaml
 
-from .application import API_VERSION, KIND, ApplicationSpec, application_manifest, parse_application, with_history
+from .adapters.kube import KubeClient
+from .adapters.source import Commit
 from .compare import Comparison
-from .drift import ObjectState
-from .errors import ApplicationNotFound, GitOpsError
-from .kube import KubeClient, ResourceInfo
-from .objects import API_GROUP, AppRef, KubeObject, ObjectKey
-from .source import Commit
+from .core.application import API_VERSION, KIND, ApplicationSpec, application_manifest, parse_application, with_history
+from .core.drift import ObjectState
+from .core.errors import ApplicationNotFound, GitOpsError
+from .core.objects import API_GROUP, AppRef, KubeObject, ObjectKey
+from .core.resources import ResourceInfo
 from .sync import Action, SyncResult
 
 

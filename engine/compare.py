@@ -9,17 +9,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from . import redact
-from .application import ApplicationSpec
-from .drift import ObjectDiff, diff_object, diff_replaced
-from .errors import ApiError, ManifestError
-from .kube import ResourceInfo
-from .manifests import MANIFEST_SUFFIXES, Manifest, check_unique
-from .normalize import SecretMasker
-from .objects import TRACKING_LABEL, AppRef, KubeObject, ObjectKey, is_tracked_by, key_of, with_tracking
-from .redact import scrub_for
-from .render import detect_from_names, parse_files, render_directory
-from .source import Commit, GitSource
+from .adapters.render import detect_from_names, parse_files, render_directory
+from .adapters.source import Commit, GitSource
+from .core import redact
+from .core.application import ApplicationSpec
+from .core.drift import ObjectDiff, diff_object, diff_replaced
+from .core.errors import ApiError, ManifestError
+from .core.manifests import MANIFEST_SUFFIXES, Manifest, check_unique
+from .core.normalize import SecretMasker
+from .core.objects import TRACKING_LABEL, AppRef, KubeObject, ObjectKey, is_tracked_by, key_of, with_tracking
+from .core.redact import scrub_for
+from .core.resources import ResourceInfo
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -27,7 +27,7 @@ WORKERS = int(os.environ.get("KUBECTL_GITOPS_WORKERS", "16"))
 
 
 class Cluster(Protocol):
-    """What the engine needs of the API server (engine.kube.KubeClient implements it)."""
+    """What the engine needs of the API server (engine.adapters.kube.KubeClient implements it)."""
 
     def resource_for(self, api_version: str, kind: str) -> ResourceInfo | None: ...
     def preferred(self, group: str, kind: str) -> ResourceInfo | None: ...

@@ -20,15 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .admission import Found, GitObject, Unjudged
-from .application import ApplicationSpec, parse_application
+from .adapters.source import GitSource
 from .compare import Cluster, DesiredObject, autoscaled_targets, concurrently, load_desired
-from .drift import declared_fields
-from .errors import ApiError, GitOpsError
-from .kube import ResourceInfo
-from .objects import FIELD_MANAGER, TRACKING_ANNOTATION, TRACKING_LABEL, AppRef, Claim, KubeObject, ObjectKey
-from .source import GitSource
-from .webhookconfig import ManagedResource, managed_resources
+from .core.admission import Found, GitObject, Unjudged
+from .core.application import ApplicationSpec, parse_application
+from .core.drift import declared_fields
+from .core.errors import ApiError, GitOpsError
+from .core.objects import FIELD_MANAGER, TRACKING_ANNOTATION, TRACKING_LABEL, AppRef, Claim, KubeObject, ObjectKey
+from .core.resources import ResourceInfo
+from .core.webhookconfig import ManagedResource, managed_resources
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 5.0

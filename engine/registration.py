@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from .adapters.kube import KubeClient
 from .apps import list_applications
-from .errors import ApiError, GitOpsError
-from .kube import KubeClient, ResourceInfo
-from .objects import KubeObject
-from .webhookconfig import (
+from .core.errors import ApiError, GitOpsError
+from .core.objects import KubeObject
+from .core.resources import ResourceInfo
+from .core.webhookconfig import (
     NAME,
     ManagedResource,
     managed_resources,
@@ -34,7 +35,7 @@ CONFLICT_ATTEMPTS = 5
 
 
 class RegistrationStore(Protocol):
-    """What covering needs of the API server (engine.kube.KubeClient has it)."""
+    """What covering needs of the API server (engine.adapters.kube.KubeClient has it)."""
 
     def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None: ...
     def replace(self, info: ResourceInfo, obj: KubeObject, *, dry_run: bool = False) -> KubeObject: ...
@@ -122,7 +123,7 @@ def cover(store: RegistrationStore, resources: Collection[ManagedResource], *, n
 
 
 class Discovery(Protocol):
-    """How the cluster serves a kind (engine.kube.KubeClient has it)."""
+    """How the cluster serves a kind (engine.adapters.kube.KubeClient has it)."""
 
     def preferred(self, group: str, kind: str) -> ResourceInfo | None: ...
     def preferred_resource(self, group: str, plural: str) -> ResourceInfo | None: ...

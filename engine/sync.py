@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from . import fieldsets
-from .application import ApplicationSpec
 from .compare import Cluster, Desired, DesiredObject, autoscaled_targets, concurrently, inventory_kinds, tracked_live
-from .drift import added, declared_fields
-from .errors import ApiError, GitOpsError
-from .normalize import normalize
-from .objects import KubeObject, ObjectKey, key_of
-from .redact import scrub_for
+from .core import fieldsets
+from .core.application import ApplicationSpec
+from .core.drift import added, declared_fields
+from .core.errors import ApiError, GitOpsError
+from .core.normalize import normalize
+from .core.objects import KubeObject, ObjectKey, key_of
+from .core.redact import scrub_for
 
 # Applied first, one wave each: what other objects live in or are instances of.
 FIRST_WAVES = (frozenset({"Namespace"}), frozenset({"CustomResourceDefinition"}))

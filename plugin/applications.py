@@ -7,12 +7,11 @@ from pathlib import Path
 
 import click
 
-from engine.application import DRIFT_MODES, ApplicationSpec, parse_application, validate_name
+from engine.adapters.source import GitSource, redact_url
 from engine.apps import application_resource, create_application, list_applications
-from engine.errors import ApiError, GitOpsError
-from engine.objects import API_GROUP, ObjectKey
-from engine.render import HelmOptions
-from engine.source import GitSource, redact_url
+from engine.core.application import DRIFT_MODES, ApplicationSpec, HelmOptions, parse_application, validate_name
+from engine.core.errors import ApiError, GitOpsError
+from engine.core.objects import API_GROUP, ObjectKey
 
 from .context import CliContext, CommandError, domain_errors, output_option, pass_cli
 from .render import print_table

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from engine.audit import ClusterWitness, filter_records, load_public_key, read_public_key, read_records, verify
-from engine.auditwitness import read_witness
+from engine.adapters.audit import ClusterWitness, filter_records, load_public_key, read_public_key, read_records, verify
+from engine.adapters.auditwitness import read_witness
 
 from .context import CliContext, CommandError, domain_errors, pass_cli
 from .render import print_table

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import click
 
-from engine.kube import KubeTarget
+from engine.adapters.kube import KubeTarget
 
 from .applications import create, delete, list_
 from .audit import audit

@@ -10,10 +10,10 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from engine.application import DEFAULT_NAMESPACE
-from engine.errors import GitOpsError
-from engine.kube import KubeClient, KubeTarget
-from engine.objects import AppRef
+from engine.adapters.kube import KubeClient, KubeTarget
+from engine.core.application import DEFAULT_NAMESPACE
+from engine.core.errors import GitOpsError
+from engine.core.objects import AppRef
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -9,10 +9,10 @@ import click
 import yaml
 
 from engine.apps import install_manifests
-from engine.errors import GitOpsError
-from engine.objects import KubeObject
+from engine.core.errors import GitOpsError
+from engine.core.objects import KubeObject
+from engine.core.webhookconfig import webhook_configuration
 from engine.registration import install_registration, planned_registration
-from engine.webhookconfig import webhook_configuration
 
 from .context import CliContext, CommandError, domain_errors, pass_cli
 

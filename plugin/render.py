@@ -17,8 +17,8 @@ import click
 import yaml
 from rich.console import Console
 
-from engine.drift import DriftKind, ObjectDiff
-from engine.objects import KubeObject, ObjectKey
+from engine.core.drift import DriftKind, ObjectDiff
+from engine.core.objects import KubeObject, ObjectKey
 
 
 def to_yaml(obj: KubeObject | None) -> str:

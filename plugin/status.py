@@ -6,9 +6,9 @@ import json
 
 import click
 
+from engine.adapters.source import redact_url
 from engine.apps import comparison_status, get_application, patch_status
 from engine.compare import compare, load_desired, new_masker
-from engine.source import redact_url
 
 from .context import CliContext, domain_errors, output_option, pass_cli
 from .render import print_table

@@ -8,13 +8,13 @@ import sys
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from engine.adapters.kube import KubeClient
 from engine.apps import get_application, patch_status, sync_status
 from engine.compare import DesiredObject, load_desired
-from engine.errors import GitOpsError
-from engine.kube import KubeClient
+from engine.core.errors import GitOpsError
+from engine.core.webhookconfig import managed_resources
 from engine.registration import Coverage, cover
 from engine.sync import Action, BeforeApply, Syncer, SyncResult
-from engine.webhookconfig import managed_resources
 
 from .context import CliContext, CommandError, domain_errors, output_option, pass_cli
 from .render import console, print_table

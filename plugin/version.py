@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from engine import __version__
-from engine.errors import GitOpsError
-from engine.kube import server_version
+from engine.adapters.kube import server_version
+from engine.core.errors import GitOpsError
 
 from .context import CliContext, pass_cli
 

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.admission import AdmissionRequest, Decision, Found, GitObject, Unjudged, Verdict, decide, object_of
-from engine.audit import build_record
-from engine.errors import GitOpsError
-from engine.objects import REVISION_ANNOTATION, AppRef, Claim, ObjectKey, claims_of
+from engine.adapters.audit import build_record
+from engine.core.admission import AdmissionRequest, Decision, Found, GitObject, Unjudged, Verdict, decide, object_of
+from engine.core.errors import GitOpsError
+from engine.core.objects import REVISION_ANNOTATION, AppRef, Claim, ObjectKey, claims_of
 
 from .app import Webhook
 from .review import ReviewError, parse_review, response

@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 from flask import Flask
 
-from engine.admission import Exemptions, Found
-from engine.auditchain import RetentionPolicy
-from engine.normalize import SecretMasker
-from engine.objects import Claim, ObjectKey
+from engine.core.admission import Exemptions, Found
+from engine.core.auditchain import RetentionPolicy
+from engine.core.normalize import SecretMasker
+from engine.core.objects import Claim, ObjectKey
 
 from . import config as settings
 from .lookups import ApiLookups, ClusterLookups, NoLookups
@@ -130,13 +130,13 @@ def create_app(
     lookups: ClusterLookups | None = None,
 ) -> Flask:
     """The WSGI app. `source`, `audit` and `lookups` default to the real ones built on `kube` (an
-    engine.kube.KubeClient); without a cluster, `lookups` grants nothing that needs the cluster's word."""
+    engine.adapters.kube.KubeClient); without a cluster, `lookups` grants nothing that needs the cluster's word."""
     conf = settings.load(config)
     if source is None or audit is None:
         if kube is None:
             raise ValueError("create_app needs `kube` (a cluster client) unless both `source` and `audit` are given")
+        from engine.adapters.audit import AuditStore
         from engine.apps import list_applications
-        from engine.audit import AuditStore
         from engine.gitstate import DesiredState
 
         def applications() -> list[Any]:
@@ -149,8 +149,8 @@ def create_app(
             probe_namespace=str(conf["NAMESPACE"]),
         )
         if audit is None:
-            from engine.audit import ClusterWitness, Witness, Witnesses
-            from engine.auditwitness import GitWitness
+            from engine.adapters.audit import ClusterWitness, Witness, Witnesses
+            from engine.adapters.auditwitness import GitWitness
 
             # The cluster-scoped mark always; a Git repository outside the cluster when configured.
             witnesses: list[Witness] = [ClusterWitness(kube, conf["NAMESPACE"])]

@@ -14,9 +14,9 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
-from engine.errors import GitOpsError
-from engine.kube import KubeClient, KubeTarget
-from engine.redact import SEEN
+from engine.adapters.kube import KubeClient, KubeTarget
+from engine.core.errors import GitOpsError
+from engine.core.redact import SEEN
 
 from . import tls
 from .app import create_app
@@ -69,7 +69,7 @@ def _split_listen(listen: str) -> tuple[str, int]:
 
 
 class ScrubSecrets(logging.Filter):
-    """No Secret value this process has sent reaches a log line, in the message or in a traceback (engine.redact)."""
+    """No Secret value this process has sent reaches a log line, in the message or a traceback (engine.core.redact)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = SEEN.scrub(record.getMessage())

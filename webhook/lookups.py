@@ -7,10 +7,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from engine.admission import CONTROLLER_PREFIX, AdmissionRequest, ClusterFacts
-from engine.errors import GitOpsError
-from engine.kube import ResourceInfo
-from engine.objects import KubeObject
+from engine.core.admission import CONTROLLER_PREFIX, AdmissionRequest, ClusterFacts
+from engine.core.errors import GitOpsError
+from engine.core.objects import KubeObject
+from engine.core.resources import ResourceInfo
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ NAMESPACE_CONTROLLER = f"{CONTROLLER_PREFIX}namespace-controller"
 
 
 class Reader(Protocol):
-    """What the lookups need of the API server (engine.kube.KubeClient has it)."""
+    """What the lookups need of the API server (engine.adapters.kube.KubeClient has it)."""
 
     def resource_for(self, api_version: str, kind: str) -> ResourceInfo | None: ...
     def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None: ...

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from engine.errors import GitOpsError
+from engine.core.errors import GitOpsError
+from engine.core.webhookconfig import ManagedResource
 from engine.registration import Coverage, Outcome, RegistrationStore, cover
-from engine.webhookconfig import ManagedResource
 
 log = logging.getLogger(__name__)
 # Worth a line in the log when it starts; repeating it after every refresh would only be noise.

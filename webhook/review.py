@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from engine.admission import AdmissionRequest, Decision
+from engine.core.admission import AdmissionRequest, Decision
 
 API_VERSION = "admission.k8s.io/v1"
 MAX_DEPTH = 100  # Kubernetes objects nest a few dozen levels at most; deeper is an attack on the stack

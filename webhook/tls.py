@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from engine.errors import ApiError
+from engine.core.errors import ApiError
 
 API_SERVER_CLIENT = "kube-apiserver-webhook-client"  # the CN of the client certificate the local cluster gives it
 CA_VALIDITY = datetime.timedelta(days=3650)

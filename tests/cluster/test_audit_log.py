@@ -21,10 +21,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from engine.audit import SIGNING_SECRET, AuditStore, ClusterWitness, Witnesses, read_public_key, read_records
-from engine.auditchain import GENESIS, Checkpoint, RetentionPolicy, record_name, seal, verify
-from engine.auditwitness import GitWitness, read_witness
-from engine.kube import KubeClient, KubeTarget
+from engine.adapters.audit import SIGNING_SECRET, AuditStore, ClusterWitness, Witnesses, read_public_key, read_records
+from engine.adapters.auditwitness import GitWitness, read_witness
+from engine.adapters.kube import KubeClient, KubeTarget
+from engine.core.auditchain import GENESIS, Checkpoint, RetentionPolicy, record_name, seal, verify
 
 from ..conftest import Gitops, Kubectl
 

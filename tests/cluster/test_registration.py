@@ -1,6 +1,6 @@
 """The webhook's registration against the real API server: what it stores, and which requests it sends where.
 
-Most tests register the pure configuration (engine.webhookconfig) for a small recording webhook of their own (an
+Most tests register the pure configuration (engine.core.webhookconfig) for a small recording webhook of their own (an
 https server on 127.0.0.1 that keeps every AdmissionReview and allows it), each entry at its own path, limited to the
 test's namespace; the last ones run the real gitops-webhook and `kubectl gitops install`."""
 
@@ -19,9 +19,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from engine.kube import KubeClient, KubeTarget, ResourceInfo
-from engine.objects import TRACKING_LABEL
-from engine.webhookconfig import (
+from engine.adapters.kube import KubeClient, KubeTarget
+from engine.core.objects import TRACKING_LABEL
+from engine.core.resources import ResourceInfo
+from engine.core.webhookconfig import (
     EVICTION_ENTRY,
     MACHINERY,
     MACHINERY_CONDITION,

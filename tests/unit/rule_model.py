@@ -1,6 +1,6 @@
 """A reference model of the webhook's rule (product.md, "The webhook's rule"), over plain dicts, for property tests.
 
-Written apart from engine.admission on purpose, from the rule's words only: a request is drift when, after it, the
+Written apart from engine.core.admission on purpose, from the rule's words only: a request is drift when, after it, the
 object strays from Git at a path where before it did not, or strays there with another value than before (for a
 CREATE before is empty; deleting an object Git has is drift). Where an object "strays from Git":
 
@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from engine.objects import API_GROUP, REVISION_ANNOTATION, TRACKING_LABEL
+from engine.core.objects import API_GROUP, REVISION_ANNOTATION, TRACKING_LABEL
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 Path = tuple[str, ...]

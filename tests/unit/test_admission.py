@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from engine.admission import (
+from engine.core.admission import (
     BREAK_GLASS_ANNOTATION,
     CONTROLLER_PREFIX,
     AdmissionRequest,
@@ -28,9 +28,9 @@ from engine.admission import (
     decide,
     new_drift,
 )
-from engine.drift import DriftKind, DriftPolicy, IgnoreRule
-from engine.normalize import SecretMasker
-from engine.objects import (
+from engine.core.drift import DriftKind, DriftPolicy, IgnoreRule
+from engine.core.normalize import SecretMasker
+from engine.core.objects import (
     FIELD_MANAGER,
     REVISION_ANNOTATION,
     TRACKING_ANNOTATION,

@@ -7,23 +7,23 @@ from typing import Any
 
 import pytest
 
-from engine.application import (
+from engine.adapters.source import Commit
+from engine.apps import sync_status
+from engine.core.application import (
     API_VERSION,
     DEFAULT_NAMESPACE,
     HISTORY_LIMIT,
     KIND,
     ApplicationSpec,
+    HelmOptions,
     InvalidApplication,
     application_manifest,
     parse_application,
     validate_name,
     with_history,
 )
-from engine.apps import sync_status
-from engine.drift import DEFAULT_IGNORES, IgnoreRule
-from engine.objects import AppRef, ObjectKey
-from engine.render import HelmOptions
-from engine.source import Commit
+from engine.core.drift import DEFAULT_IGNORES, IgnoreRule
+from engine.core.objects import AppRef, ObjectKey
 from engine.sync import Action, SyncResult
 
 REPO = "https://git.example.com/shop.git"

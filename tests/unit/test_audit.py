@@ -21,8 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from engine.admission import BREAK_GLASS_ANNOTATION, AdmissionRequest, Decision, Exemptions, GitObject, Verdict, decide
-from engine.audit import (
+from engine.adapters.audit import (
     GENESIS,
     POSITION,
     RECORD_API_VERSION,
@@ -39,7 +38,17 @@ from engine.audit import (
     seal,
     verify,
 )
-from engine.auditchain import (
+from engine.adapters.auditwitness import GitWitness, read_witness
+from engine.core.admission import (
+    BREAK_GLASS_ANNOTATION,
+    AdmissionRequest,
+    Decision,
+    Exemptions,
+    GitObject,
+    Verdict,
+    decide,
+)
+from engine.core.auditchain import (
     MAX_FIELDS,
     RECORD_BYTES,
     VALUE_BYTES,
@@ -55,11 +64,10 @@ from engine.auditchain import (
     retention_body,
     retire_through,
 )
-from engine.auditwitness import GitWitness, read_witness
-from engine.drift import DriftItem, DriftKind
-from engine.errors import GitOpsError
-from engine.normalize import SecretMasker
-from engine.objects import API_GROUP, TRACKING_LABEL, ObjectKey
+from engine.core.drift import DriftItem, DriftKind
+from engine.core.errors import GitOpsError
+from engine.core.normalize import SecretMasker
+from engine.core.objects import API_GROUP, TRACKING_LABEL, ObjectKey
 
 pytestmark = pytest.mark.usefixtures("collect_git_processes")  # see tests/conftest.py
 

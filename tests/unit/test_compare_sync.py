@@ -12,12 +12,12 @@ import jsonpatch
 import pytest
 
 from engine import sync
-from engine.application import ApplicationSpec
+from engine.adapters.source import Commit
 from engine.compare import Desired, DesiredObject, autoscaled_targets, concurrently, prepare
-from engine.errors import ManifestError
-from engine.kube import ResourceInfo
-from engine.manifests import Manifest, parse
-from engine.objects import (
+from engine.core.application import ApplicationSpec
+from engine.core.errors import ManifestError
+from engine.core.manifests import Manifest, parse
+from engine.core.objects import (
     TRACKING_ANNOTATION,
     TRACKING_LABEL,
     AppRef,
@@ -26,7 +26,7 @@ from engine.objects import (
     is_tracked_by,
     tracking_id,
 )
-from engine.source import Commit
+from engine.core.resources import ResourceInfo
 
 from .stored import k
 

@@ -15,8 +15,8 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from engine import fieldsets
-from engine.drift import (
+from engine.core import fieldsets
+from engine.core.drift import (
     UNKNOWN_SCALER,
     UNRECORDED,
     DriftItem,
@@ -31,9 +31,9 @@ from engine.drift import (
     diff_replaced,
     remove_fields,
 )
-from engine.fieldsets import FieldPath
-from engine.normalize import LAST_APPLIED, SecretMasker
-from engine.objects import (
+from engine.core.fieldsets import FieldPath
+from engine.core.normalize import LAST_APPLIED, SecretMasker
+from engine.core.objects import (
     FIELD_MANAGER,
     REVISION_ANNOTATION,
     TRACKING_ANNOTATION,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from engine import fieldsets
-from engine.fieldsets import MISSING, FieldPath
+from engine.core import fieldsets
+from engine.core.fieldsets import MISSING, FieldPath
 
 from .stored import k
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from engine.admission import Found, GitObject
-from engine.errors import ApiError, GitOpsError, SourceError
+from engine.adapters.source import GitSource
+from engine.core.admission import Found, GitObject
+from engine.core.errors import ApiError, GitOpsError, SourceError
+from engine.core.objects import TRACKING_ANNOTATION, TRACKING_LABEL, Claim, ObjectKey
+from engine.core.resources import ResourceInfo
+from engine.core.webhookconfig import ManagedResource
 from engine.gitstate import CHECKS_AT_ONCE, EXTRA_REVISIONS, DesiredState
-from engine.kube import ResourceInfo
-from engine.objects import TRACKING_ANNOTATION, TRACKING_LABEL, Claim, ObjectKey
-from engine.source import GitSource
-from engine.webhookconfig import ManagedResource
 
 pytestmark = pytest.mark.usefixtures("collect_git_processes")  # see tests/conftest.py
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import kubeconfig
-from engine.errors import KubeConfigError
+from engine.adapters import kubeconfig
+from engine.core.errors import KubeConfigError
 
 
 def write(path: Path, **doc: object) -> Path:

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from engine.errors import ManifestError
-from engine.manifests import Manifest, check_unique, parse
-from engine.objects import ObjectKey
+from engine.core.errors import ManifestError
+from engine.core.manifests import Manifest, check_unique, parse
+from engine.core.objects import ObjectKey
 
 CONFIGMAP_A = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n"
 CONFIGMAP_B = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\n"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from engine.normalize import LAST_APPLIED, SecretMasker, is_secret, normalize
-from engine.objects import KubeObject
+from engine.core.normalize import LAST_APPLIED, SecretMasker, is_secret, normalize
+from engine.core.objects import KubeObject
 
 BOOKKEEPING = {
     "managedFields": [{"manager": "kubectl-gitops", "operation": "Apply", "fieldsV1": {}}],

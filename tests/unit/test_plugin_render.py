@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from engine.drift import DriftItem, DriftKind, ObjectDiff, ObjectState
-from engine.objects import ObjectKey
+from engine.core.drift import DriftItem, DriftKind, ObjectDiff, ObjectState
+from engine.core.objects import ObjectKey
 from plugin.render import file_name, print_text_diff, summary_lines, to_yaml, unified
 
 WEB = ObjectKey("apps", "Deployment", "shop", "web")

@@ -1,4 +1,5 @@
-"""engine.redact: no form of a Secret's value survives in error text; engine.errors and engine.kube use it."""
+"""engine.core.redact: no form of a Secret's value survives in error text; engine.core.errors and
+engine.adapters.kube use it."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from engine import redact
-from engine.errors import ApiError, GitOpsError
-from engine.kube import _secret_forms
-from engine.redact import REDACTED, VALUE_REDACTED, SeenSecrets, scrub, scrub_for, secret_forms
+from engine.adapters.kube import _secret_forms
+from engine.core import redact
+from engine.core.errors import ApiError, GitOpsError
+from engine.core.redact import REDACTED, VALUE_REDACTED, SeenSecrets, scrub, scrub_for, secret_forms
 
 
 def secret(**fields: Any) -> dict[str, Any]:

@@ -9,12 +9,11 @@ from typing import Any, ClassVar
 import pytest
 
 from engine.compare import DesiredObject
-from engine.errors import ApiError, GitOpsError
-from engine.kube import ResourceInfo
-from engine.manifests import Manifest
-from engine.objects import KubeObject
-from engine.registration import CONFLICT_ATTEMPTS, REGISTRATION, Coverage, cover, exact_versions, inventory_resources
-from engine.webhookconfig import (
+from engine.core.errors import ApiError, GitOpsError
+from engine.core.manifests import Manifest
+from engine.core.objects import KubeObject
+from engine.core.resources import ResourceInfo
+from engine.core.webhookconfig import (
     EVICTION_ENTRY,
     MACHINERY,
     MACHINERY_CONDITION,
@@ -25,6 +24,7 @@ from engine.webhookconfig import (
     registered_resources,
     webhook_configuration,
 )
+from engine.registration import CONFLICT_ATTEMPTS, REGISTRATION, Coverage, cover, exact_versions, inventory_resources
 from plugin.sync import registration_guard
 from webhook.registration import RegistrationKeeper
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import git
 import pytest
 
-from engine.errors import ManifestError, SourceError
-from engine.manifests import MANIFEST_SUFFIXES
-from engine.render import detect, parse_files, render_plain
-from engine.source import Commit, GitSource, redact_url
+from engine.adapters.render import detect, parse_files, render_plain
+from engine.adapters.source import Commit, GitSource, redact_url
+from engine.core.errors import ManifestError, SourceError
+from engine.core.manifests import MANIFEST_SUFFIXES
 
 pytestmark = pytest.mark.usefixtures("collect_git_processes")  # see tests/conftest.py
 

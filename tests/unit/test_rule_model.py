@@ -1,4 +1,4 @@
-"""engine.admission.decide against a reference model of the webhook's rule (tests/unit/rule_model.py), on random
+"""engine.core.admission.decide against a reference model of the webhook's rule (tests/unit/rule_model.py), on random
 Git objects and random requests derived from them.
 
 Each property draws a Git Deployment (its manifest, the stored object a dry-run apply answers, the fieldsV1 our
@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from engine.admission import AdmissionRequest, Exemptions, GitObject, decide
-from engine.normalize import SecretMasker
-from engine.objects import (
+from engine.core.admission import AdmissionRequest, Exemptions, GitObject, decide
+from engine.core.normalize import SecretMasker
+from engine.core.objects import (
     FIELD_MANAGER,
     REVISION_ANNOTATION,
     TRACKING_ANNOTATION,

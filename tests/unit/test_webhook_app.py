@@ -1,7 +1,7 @@
 """The webhook over HTTP: app.test_client() against fakes of Git's state and of the audit log.
 
 FakeSource and FakeAudit implement webhook.app.DesiredSource and AuditSink; FakeAudit seals what it is given with
-engine.audit.seal, as the real store does, and keeps it in memory.
+engine.adapters.audit.seal, as the real store does, and keeps it in memory.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.admission import BREAK_GLASS_ANNOTATION, ClusterFacts, Found, GitObject, Unjudged
-from engine.audit import GENESIS, seal, verify
-from engine.errors import GitOpsError
-from engine.objects import (
+from engine.adapters.audit import GENESIS, seal, verify
+from engine.core.admission import BREAK_GLASS_ANNOTATION, ClusterFacts, Found, GitObject, Unjudged
+from engine.core.errors import GitOpsError
+from engine.core.objects import (
     REVISION_ANNOTATION,
     TRACKING_ANNOTATION,
     TRACKING_LABEL,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from engine.objects import REVISION_ANNOTATION
+from engine.core.objects import REVISION_ANNOTATION
 from webhook.front import INLINE_BYTES, Front, environ_of
 
 from .test_webhook_app import FakeAudit, FakeSource, assert_well_formed, deployment, make_app, review, with_image

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from localcluster import pki
 
-from engine.objects import REVISION_ANNOTATION
+from engine.core.objects import REVISION_ANNOTATION
 from webhook import tls
 
 from .test_webhook_app import assert_well_formed, deployment, review, with_image

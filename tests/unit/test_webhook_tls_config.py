@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from engine.webhookconfig import OBJECTS_ENTRY, SERVICE_NAME, webhook_configuration
+from engine.core.webhookconfig import OBJECTS_ENTRY, SERVICE_NAME, webhook_configuration
 from webhook import config, tls
 
 HOSTS = ["gitops-webhook.gitops-system.svc", "gitops-webhook.gitops-system.svc.cluster.local", "127.0.0.1"]

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from engine.kube import ResourceInfo
-from engine.objects import TRACKING_LABEL
-from engine.webhookconfig import (
+from engine.core.objects import TRACKING_LABEL
+from engine.core.resources import ResourceInfo
+from engine.core.webhookconfig import (
     EVICTION_ENTRY,
     MACHINERY,
     MACHINERY_CONDITION,

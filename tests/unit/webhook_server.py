@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from engine.admission import Found
-from engine.objects import Claim, ObjectKey
+from engine.core.admission import Found
+from engine.core.objects import Claim, ObjectKey
 from webhook import tls, worker
 from webhook.app import create_app
 from webhook.cli import Server, gunicorn_options

@@ -4,7 +4,7 @@ An error about a Secret can quote its values: server-side apply answers a value 
 `expected string, got &value.valueUnstructured{Value:12345}`, a decoding error may quote the decoded bytes, a
 message may JSON-quote or base64-encode them. `scrub` is a pure function over the text and the forms of the values
 (`secret_forms`); `SEEN` keeps the forms of every Secret this process has sent to the API server, and every
-GitOpsError's text goes through it (engine.errors), so that no error leaves through the CLI, /readyz, a log line or
+GitOpsError's text goes through it (engine.core.errors), so that no error leaves through the CLI, /readyz, a log line or
 an Application's status with a value in it.
 """
 

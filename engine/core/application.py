@@ -10,7 +10,6 @@ from typing import Any
 from .drift import DEFAULT_IGNORES, DriftPolicy, IgnoreRule
 from .errors import GitOpsError
 from .objects import API_GROUP, AppRef, KubeObject
-from .render import HelmOptions
 
 API_VERSION = f"{API_GROUP}/v1alpha1"
 KIND = "Application"
@@ -23,6 +22,12 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 class InvalidApplication(GitOpsError):
     """An Application whose spec cannot be used; the message names the field."""
+
+
+@dataclass(frozen=True)
+class HelmOptions:
+    release_name: str = ""
+    values_files: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)

@@ -6,19 +6,13 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ManifestError, RenderError
-from .manifests import MANIFEST_SUFFIXES, Manifest, parse
+from ..core.application import HelmOptions
+from ..core.errors import ManifestError, RenderError
+from ..core.manifests import MANIFEST_SUFFIXES, Manifest, parse
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-
-
-@dataclass(frozen=True)
-class HelmOptions:
-    release_name: str = ""
-    values_files: tuple[str, ...] = field(default_factory=tuple)
 
 
 def detect_from_names(names: set[str]) -> str:

@@ -14,13 +14,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import urllib3
 
-from . import kubeconfig, redact
-from .errors import ApiError, ClusterUnreachable, KubeConfigError
-from .objects import FIELD_MANAGER, KubeObject, ObjectKey, key_of, split_api_version
+from ..core import redact
+from ..core.errors import ApiError, ClusterUnreachable, KubeConfigError
+from ..core.objects import FIELD_MANAGER, KubeObject, ObjectKey, key_of, split_api_version
+from ..core.resources import ResourceInfo
+from . import kubeconfig
 
 TOKEN_REREAD_SECONDS = 60.0
 DISCOVERY_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
@@ -33,36 +35,6 @@ class KubeTarget:
     kubeconfig: str | None = None
     context: str | None = None
     in_cluster: bool = False
-
-
-@dataclass(frozen=True)
-class ResourceInfo:
-    group: str
-    version: str
-    kind: str
-    plural: str
-    namespaced: bool
-    subresources: frozenset[str] = frozenset()  # `scale`, `status`, ... as discovery lists them
-    # Those of them that write the object itself: their body is the whole object (labels included) and they take an
-    # update or a patch (`status`; for pods `ephemeralcontainers`, `resize`; for namespaces `finalize`).
-    object_subresources: frozenset[str] = frozenset()
-
-    @property
-    def has_scale(self) -> bool:
-        return "scale" in self.subresources
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(self, namespace: str = "", name: str = "") -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{quote(namespace, safe='')}"
-        base += f"/{self.plural}"
-        if name:
-            base += f"/{quote(name, safe='')}"
-        return base
 
 
 def credentials(target: KubeTarget) -> kubeconfig.Credentials:
@@ -113,7 +85,7 @@ def _status_message(status: int, body: bytes) -> tuple[str, str]:
 
 def _secret_forms(path: str, body: Any) -> set[str]:
     """The forms of the Secret values in a request's body (a whole Secret, or a patch sent to one), remembered for
-    every later error of this process (engine.redact.SEEN)."""
+    every later error of this process (engine.core.redact.SEEN)."""
     to_secret = "/secrets/" in path + "/"
     if isinstance(body, list) and to_secret:  # a JSON patch: the values it sets
         body = {"data": [op.get("value") for op in body if isinstance(op, dict)]}

@@ -1,6 +1,7 @@
 """The audit log's pure core: bounded records, their hash chain, tallies of folded repeats, checkpoints, retention.
 
-No I/O here: engine.audit stores what this module builds, engine.auditwitness keeps checkpoints outside the cluster.
+No I/O here: engine.adapters.audit stores what this module builds, engine.adapters.auditwitness keeps checkpoints
+outside the cluster.
 
 A record has an immutable core (the facts of the attempt, its sequence number, the previous record's hash, its own
 hash and an Ed25519 signature of that hash) and, once repeats of the same attempt are folded into it, a tally (count,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import git
 
-from .errors import SourceError
+from ..core.errors import SourceError
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from .redact import SEEN
 
 class GitOpsError(Exception):
     """Base of every error the engine raises on purpose. Its text never holds a Secret value this process has sent
-    (engine.redact): the CLI, /readyz, the logs and an Application's status all show an error through str()."""
+    (engine.core.redact): the CLI, /readyz, the logs and an Application's status all show an error through str()."""
 
     def __str__(self) -> str:
         return SEEN.scrub(super().__str__())
@@ -33,7 +33,7 @@ class RenderError(GitOpsError):
 
 class ApiError(GitOpsError):
     """The API server refused a request; the message keeps the server's own reason (without the values of the
-    Secret it was about: engine.kube scrubs it where it is formed)."""
+    Secret it was about: engine.adapters.kube scrubs it where it is formed)."""
 
     def __init__(self, message: str, status: int = 0, reason: str = "") -> None:
         super().__init__(message)

@@ -1,6 +1,6 @@
 """Where the audit log is kept: AuditRecord objects in the API server, appended to by every webhook replica.
 
-Records (engine.auditchain builds and checks them) are named by sequence number, so that every replica appends to
+Records (engine.core.auditchain builds and checks them) are named by sequence number, so that every replica appends to
 one log (a name already taken means another replica got that number: find the head again and retry), a record exists
 in etcd before the webhook answers, and anyone with RBAC to read them can. The head is found in O(log n) GETs,
 never from a hint the cluster could bend; a writer never goes below the highest number it or a witness has seen, so
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .auditchain import (
+from ..core.auditchain import (
     GENESIS,
     POSITION,
     RECORD_API_VERSION,
@@ -55,8 +55,8 @@ from .auditchain import (
     sequence_of_name,
     verify,
 )
-from .errors import ApiError, GitOpsError
-from .objects import KubeObject, ObjectKey
+from ..core.errors import ApiError, GitOpsError
+from ..core.objects import KubeObject, ObjectKey
 
 __all__ = [
     "GENESIS",
@@ -86,7 +86,7 @@ log = logging.getLogger(__name__)
 
 SIGNING_SECRET = "gitops-audit-signing-key"
 PUBLIC_KEY_CONFIGMAP = "gitops-audit-public-key"
-ANSWER_TIMEOUT_SECONDS = 10.0  # the registration's timeoutSeconds (engine.webhookconfig)
+ANSWER_TIMEOUT_SECONDS = 10.0  # the registration's timeoutSeconds (engine.core.webhookconfig)
 FOLD_SECONDS = 300.0  # repeats of an attempt within this long of its first fold into one record
 CHECKPOINT_EVERY = 100  # records between checkpoints
 CHECKPOINT_SECONDS = 60.0  # and at most this long between checkpoints while records come
@@ -108,7 +108,7 @@ class SystemClock:
 
 
 class Witness(Protocol):
-    """Somewhere outside the cluster that keeps checkpoints (engine.auditwitness.GitWitness)."""
+    """Somewhere outside the cluster that keeps checkpoints (engine.adapters.auditwitness.GitWitness)."""
 
     def add(self, checkpoints: list[Checkpoint]) -> None: ...
     def read(self) -> list[Checkpoint]: ...

@@ -56,7 +56,7 @@ class ManagedResource(NamedTuple):
 
 
 class ServedResource(Protocol):
-    """What discovery says of a resource (engine.kube.ResourceInfo has it)."""
+    """What discovery says of a resource (engine.adapters.kube.ResourceInfo has it)."""
 
     @property
     def group(self) -> str: ...

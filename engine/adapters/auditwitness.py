@@ -14,8 +14,8 @@ from pathlib import Path
 
 import git
 
-from .auditchain import Checkpoint, parse_checkpoints
-from .errors import GitOpsError
+from ..core.auditchain import Checkpoint, parse_checkpoints
+from ..core.errors import GitOpsError
 
 CHECKPOINTS_FILE = "checkpoints.jsonl"
 AUTHOR = git.Actor("gitops-webhook", "gitops-webhook@kubectl-gitops.io")

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .errors import KubeConfigError
+from ..core.errors import KubeConfigError
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
