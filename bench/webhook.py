@@ -338,7 +338,7 @@ def main() -> None:
             info = kube.resource_for("apps/v1", "Deployment")
             assert info is not None
             stored, declared = stored_form(kube, DesiredObject(Manifest("bench", 1, obj), obj, info))
-            live = kube.apply(info, obj)
+            live = kube.apply(info, obj).obj
             live["metadata"].pop("managedFields", None)
             git = GitObject(key_of(obj), str(app), "enforce", "0" * 40, stored, declared)
             results["decision"] = bench_decision(git, live)

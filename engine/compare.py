@@ -19,7 +19,7 @@ from .core.manifests import MANIFEST_SUFFIXES, Manifest, check_unique
 from .core.normalize import SecretMasker
 from .core.objects import TRACKING_LABEL, AppRef, KubeObject, ObjectKey, is_tracked_by, key_of, with_tracking
 from .core.redact import scrub_for
-from .core.resources import ResourceInfo
+from .core.resources import Applied, ResourceInfo
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -44,16 +44,7 @@ class Cluster(Protocol):
         dry_run: bool = False,
         force: bool = True,
         field_manager: str = ...,
-    ) -> KubeObject: ...
-    def apply_reporting(
-        self,
-        info: ResourceInfo,
-        obj: KubeObject,
-        *,
-        dry_run: bool = False,
-        force: bool = True,
-        field_manager: str = ...,
-    ) -> tuple[KubeObject, bool]: ...
+    ) -> Applied: ...
     def json_patch(
         self, info: ResourceInfo, key: ObjectKey, ops: list[dict[str, Any]], *, field_manager: str = ...
     ) -> KubeObject: ...
@@ -200,6 +191,33 @@ class Comparison:
         return any(d.drifted for d in self.diffs)
 
 
+def apply_desired(cluster: Cluster, d: DesiredObject, live: KubeObject | None, *, dry_run: bool) -> Applied:
+    """Server-side apply of Git's object. When the merge with what others changed makes it invalid (HTTP 422: say, a
+    list element re-keyed by hand) and the object exists, Git's object is stored whole instead (a PUT at the live
+    resourceVersion) and then, for real, applied again so that our field manager owns what Git declares. A dry run
+    answers the object as it would be stored whole. The API server's message never carries the object's Secret
+    values."""
+    assert d.info is not None
+    try:
+        try:
+            return cluster.apply(d.info, d.obj, dry_run=dry_run)
+        except ApiError as e:
+            live = live or cluster.get(d.info, d.key.namespace, d.key.name)
+            if e.status != 422 or live is None:
+                raise
+            version = live["metadata"]["resourceVersion"]
+            replacement = {**d.obj, "metadata": {**d.obj["metadata"], "resourceVersion": version}}
+            try:
+                stored = cluster.replace(d.info, replacement, dry_run=dry_run)
+            except ApiError as again:
+                raise e from again  # the apply's reason is the one that says what is wrong with Git's object
+            if dry_run:
+                return Applied(stored, replaced=True)
+            return Applied(cluster.apply(d.info, d.obj).obj, replaced=True)
+    except ApiError as e:
+        raise ApiError(scrub_for(str(e), d.obj), e.status, e.reason) from e
+
+
 def new_masker() -> SecretMasker:
     """A masker with a key of this process only: markers compare within one output, never across runs."""
     return SecretMasker(secrets.token_bytes(32))
@@ -225,30 +243,12 @@ def compare(
         if current is None or d.info is None:
             return diff_object(d.key, d.obj, None, policy, masker), current
         try:
-            would_be = cluster.apply(d.info, d.obj, dry_run=True)
+            applied = apply_desired(cluster, d, current, dry_run=True)
         except ApiError as e:
-            if e.status != 422:
-                raise ApiError(
-                    f"{d.key} ({d.manifest.where}): the API server rejects it: {scrub_for(str(e), d.obj)}",
-                    e.status,
-                    e.reason,
-                ) from e
-            # Merged with what others changed, Git's object is invalid (say, a list element re-keyed by hand):
-            # compare with Git's object stored whole instead.
-            replacement = {
-                **d.obj,
-                "metadata": {**d.obj["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]},
-            }
-            try:
-                stored = cluster.replace(d.info, replacement, dry_run=True)
-            except ApiError as again:
-                raise ApiError(
-                    f"{d.key} ({d.manifest.where}): the API server rejects it: {scrub_for(str(e), d.obj)}",
-                    e.status,
-                    e.reason,
-                ) from again
-            return diff_replaced(d.key, stored, current, policy, masker), current
-        return diff_object(d.key, would_be, current, policy, masker), current
+            raise ApiError(f"{d.key} ({d.manifest.where}): the API server rejects it: {e}", e.status, e.reason) from e
+        if applied.replaced:
+            return diff_replaced(d.key, applied.obj, current, policy, masker), current
+        return diff_object(d.key, applied.obj, current, policy, masker), current
 
     results = concurrently(one, desired.objects)
     diffs = [diff for diff, _ in results]

@@ -95,12 +95,12 @@ def stored_form(
     probe = {**d.obj, "metadata": {**d.obj["metadata"], "name": probe_name, "labels": labels}}
     elsewhere = False
     try:
-        stored = cluster.apply(d.info, probe, dry_run=True)
+        stored = cluster.apply(d.info, probe, dry_run=True).obj
     except ApiError as e:
         if not (d.info.namespaced and probe_namespace and _namespace_missing(e, d.key.namespace)):
             raise
         probe["metadata"] = {**probe["metadata"], "namespace": probe_namespace}
-        stored = cluster.apply(d.info, probe, dry_run=True)
+        stored = cluster.apply(d.info, probe, dry_run=True).obj
         elsewhere = True
     declared = declared_fields(stored, FIELD_MANAGER)
     # Our tracking marks are Git's: taking them off would take the object out of the webhook's sight.

@@ -178,7 +178,7 @@ def install_registration(cluster: KubeClient, *, ca_bundle: bytes, url: str = ""
         if version:
             config["metadata"]["resourceVersion"] = version
         try:
-            return cluster.apply(REGISTRATION, config)
+            return cluster.apply(REGISTRATION, config).obj
         except ApiError as e:
             if e.status != 409:
                 raise

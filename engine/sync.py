@@ -8,7 +8,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .compare import Cluster, Desired, DesiredObject, autoscaled_targets, concurrently, inventory_kinds, tracked_live
+from .compare import (
+    Cluster,
+    Desired,
+    DesiredObject,
+    apply_desired,
+    autoscaled_targets,
+    concurrently,
+    inventory_kinds,
+    tracked_live,
+)
 from .core import fieldsets
 from .core.application import ApplicationSpec
 from .core.drift import added, declared_fields
@@ -132,18 +141,8 @@ class Syncer:
         assert d.info is not None
         created = False
         try:
-            try:
-                result, created = self.cluster.apply_reporting(d.info, d.obj, dry_run=self.dry_run)
-            except ApiError as e:
-                live = live or self.cluster.get(d.info, d.key.namespace, d.key.name)
-                if e.status != 422 or live is None:
-                    raise
-                # Merged with what others changed (a list element re-keyed by hand), Git's object is invalid:
-                # store Git's object whole, then apply it so that our manager owns what it declares.
-                version = live["metadata"]["resourceVersion"]
-                replacement = {**d.obj, "metadata": {**d.obj["metadata"], "resourceVersion": version}}
-                self.cluster.replace(d.info, replacement, dry_run=self.dry_run)
-                result = self.cluster.apply(d.info, d.obj, dry_run=self.dry_run)
+            applied = apply_desired(self.cluster, d, live, dry_run=self.dry_run)
+            result, created = applied.obj, applied.created
             # Fields others added that Git does not declare: we own what Git declares now, so remove the rest.
             policy = self.app.policy(autoscaled=autoscaled)
             extra = [path for path, _ in added(result, declared_fields(result), policy)]

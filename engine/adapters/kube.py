@@ -21,7 +21,7 @@ import urllib3
 from ..core import redact
 from ..core.errors import ApiError, ClusterUnreachable, KubeConfigError
 from ..core.objects import FIELD_MANAGER, KubeObject, ObjectKey, key_of, split_api_version
-from ..core.resources import ResourceInfo
+from ..core.resources import Applied, ResourceInfo
 from . import kubeconfig
 
 TOKEN_REREAD_SECONDS = 60.0
@@ -274,19 +274,8 @@ class KubeClient:
         dry_run: bool = False,
         force: bool = True,
         field_manager: str = FIELD_MANAGER,
-    ) -> KubeObject:
-        return self.apply_reporting(info, obj, dry_run=dry_run, force=force, field_manager=field_manager)[0]
-
-    def apply_reporting(
-        self,
-        info: ResourceInfo,
-        obj: KubeObject,
-        *,
-        dry_run: bool = False,
-        force: bool = True,
-        field_manager: str = FIELD_MANAGER,
-    ) -> tuple[KubeObject, bool]:
-        """Server-side apply; also says whether it created the object (HTTP 201)."""
+    ) -> Applied:
+        """Server-side apply: the object as the server answered, and whether the apply created it (HTTP 201)."""
         key = key_of(obj)
         params = {"fieldManager": field_manager, "force": "true" if force else "false"}
         if dry_run:
@@ -298,7 +287,7 @@ class KubeClient:
             params=params,
             content_type="application/apply-patch+yaml",
         )
-        return result, status == 201
+        return Applied(result, created=status == 201)
 
     def replace(self, info: ResourceInfo, obj: KubeObject, *, dry_run: bool = False) -> KubeObject:
         """PUT: the whole object as given (it must carry the live resourceVersion)."""

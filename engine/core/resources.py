@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 
@@ -34,3 +35,13 @@ class ResourceInfo:
         if name:
             base += f"/{quote(name, safe='')}"
         return base
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a server-side apply did: the object as the API server answered it, whether the apply created it (HTTP
+    201), and whether Git's object had to be stored whole first (the merge with others' changes was invalid)."""
+
+    obj: dict[str, Any]
+    created: bool = False
+    replaced: bool = False

@@ -13,9 +13,9 @@ import pytest
 
 from engine import sync
 from engine.adapters.source import Commit
-from engine.compare import Desired, DesiredObject, autoscaled_targets, concurrently, prepare
+from engine.compare import Desired, DesiredObject, apply_desired, autoscaled_targets, concurrently, prepare
 from engine.core.application import ApplicationSpec
-from engine.core.errors import ManifestError
+from engine.core.errors import ApiError, ManifestError
 from engine.core.manifests import Manifest, parse
 from engine.core.objects import (
     TRACKING_ANNOTATION,
@@ -26,7 +26,7 @@ from engine.core.objects import (
     is_tracked_by,
     tracking_id,
 )
-from engine.core.resources import ResourceInfo
+from engine.core.resources import Applied, ResourceInfo
 
 from .stored import k
 
@@ -74,18 +74,7 @@ class FakeCluster:
         dry_run: bool = False,
         force: bool = True,
         field_manager: str = "kubectl-gitops",
-    ) -> KubeObject:
-        raise AssertionError("no writes expected")
-
-    def apply_reporting(
-        self,
-        info: ResourceInfo,
-        obj: KubeObject,
-        *,
-        dry_run: bool = False,
-        force: bool = True,
-        field_manager: str = "kubectl-gitops",
-    ) -> tuple[KubeObject, bool]:
+    ) -> Applied:
         raise AssertionError("no writes expected")
 
     def json_patch(
@@ -455,15 +444,12 @@ class WritingCluster(FakeCluster):
         super().__init__()
         self.events: list[str] = []
 
-    def apply_reporting(self, info: ResourceInfo, obj: KubeObject, **options: Any) -> tuple[KubeObject, bool]:
+    def apply(self, info: ResourceInfo, obj: KubeObject, **options: Any) -> Applied:
         self.events.append(f"apply {obj['kind']}")
         if obj["kind"] == "CustomResourceDefinition" and not options.get("dry_run"):
             widget = ResourceInfo("acme.io", "v1", "Widget", "widgets", True, frozenset({"scale"}))
             self.resources[("acme.io/v1", "Widget")] = widget
-        return obj, True
-
-    def apply(self, info: ResourceInfo, obj: KubeObject, **options: Any) -> KubeObject:
-        return self.apply_reporting(info, obj, **options)[0]
+        return Applied(obj, created=True)
 
     def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None:
         if info.kind == "CustomResourceDefinition":
@@ -501,3 +487,77 @@ def test_before_apply_is_called_once_when_every_kind_is_known() -> None:
 def test_a_dry_run_sync_does_not_call_before_apply() -> None:
     events = sync_with_hook(DEPLOYMENT, CONFIGMAP, dry_run=True)
     assert sorted(events) == ["apply ConfigMap", "apply Deployment"]
+
+
+# --- the one place for apply, and for Git's object stored whole when the merge with others' changes is invalid ----
+SECRETS = ResourceInfo("", "v1", "Secret", "secrets", True)
+
+
+class MergeRefusingCluster(FakeCluster):
+    """Refuses every apply with 422 (a list re-keyed by hand makes the merged object invalid) until a replace stores
+    Git's object whole; records the calls."""
+
+    def __init__(self, *, live: KubeObject | None, apply_status: int = 422) -> None:
+        super().__init__([SECRETS])
+        self.live = live
+        self.apply_status = apply_status
+        self.calls: list[str] = []
+        self.replaced: KubeObject | None = None
+
+    def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None:
+        return self.live
+
+    def apply(self, info: ResourceInfo, obj: KubeObject, **options: Any) -> Applied:
+        self.calls.append("apply dry-run" if options.get("dry_run") else "apply")
+        if self.replaced is None or options.get("dry_run"):
+            raise ApiError(f"Secret is invalid: data.token: {obj['stringData']['token']!r}", self.apply_status)
+        return Applied({**obj, "stored": "applied"})
+
+    def replace(self, info: ResourceInfo, obj: KubeObject, *, dry_run: bool = False) -> KubeObject:
+        self.calls.append("replace dry-run" if dry_run else "replace")
+        if not dry_run:
+            self.replaced = obj
+        return {**obj, "stored": "whole"}
+
+
+def secret_object() -> DesiredObject:
+    obj = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "stringData": {"token": "hunter2-secret"},
+    }
+    return DesiredObject(Manifest("secret.yaml", 1, obj), obj, SECRETS)
+
+
+LIVE_SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "web", "resourceVersion": "7"}}
+
+
+def test_apply_desired_stores_gits_object_whole_then_applies_it_when_the_merge_is_invalid() -> None:
+    cluster = MergeRefusingCluster(live=LIVE_SECRET)
+    applied = apply_desired(cluster, secret_object(), None, dry_run=False)
+    assert cluster.calls == ["apply", "replace", "apply"]
+    assert cluster.replaced is not None
+    assert cluster.replaced["metadata"]["resourceVersion"] == "7"  # at the live version: a concurrent write fails it
+    assert applied.replaced
+    assert applied.obj["stored"] == "applied"
+
+
+def test_apply_desired_dry_run_answers_the_object_stored_whole_and_writes_nothing() -> None:
+    cluster = MergeRefusingCluster(live=LIVE_SECRET)
+    applied = apply_desired(cluster, secret_object(), LIVE_SECRET, dry_run=True)
+    assert cluster.calls == ["apply dry-run", "replace dry-run"]
+    assert cluster.replaced is None
+    assert applied.replaced
+    assert applied.obj["stored"] == "whole"
+
+
+@pytest.mark.parametrize(("live", "status"), [(LIVE_SECRET, 403), (None, 422)])
+def test_apply_desired_raises_other_refusals_without_the_objects_values(live: KubeObject | None, status: int) -> None:
+    """Another refusal, or a 422 for an object that does not exist (nothing to store whole), is the answer."""
+    cluster = MergeRefusingCluster(live=live, apply_status=status)
+    with pytest.raises(ApiError) as raised:
+        apply_desired(cluster, secret_object(), None, dry_run=False)
+    assert raised.value.status == status
+    assert "hunter2" not in str(raised.value)
+    assert cluster.calls == ["apply"]

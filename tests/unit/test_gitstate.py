@@ -18,7 +18,7 @@ from engine.adapters.source import GitSource
 from engine.core.admission import Found, GitObject
 from engine.core.errors import ApiError, GitOpsError, SourceError
 from engine.core.objects import TRACKING_ANNOTATION, TRACKING_LABEL, Claim, ObjectKey
-from engine.core.resources import ResourceInfo
+from engine.core.resources import Applied, ResourceInfo
 from engine.core.webhookconfig import ManagedResource
 from engine.gitstate import CHECKS_AT_ONCE, EXTRA_REVISIONS, DesiredState
 
@@ -44,7 +44,7 @@ class FakeCluster:
     def preferred(self, group: str, kind: str) -> ResourceInfo | None:
         return next((r for r in SERVED.values() if (r.group, r.kind) == (group, kind)), None)
 
-    def apply(self, info: ResourceInfo, obj: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    def apply(self, info: ResourceInfo, obj: dict[str, Any], **kwargs: Any) -> Applied:
         assert kwargs.get("dry_run"), "the index only ever dry-runs"
         self.dry_runs += 1
         fields = {"f:data": {f"f:{k}": {} for k in obj.get("data", {})}}
@@ -55,7 +55,7 @@ class FakeCluster:
                 {"manager": "kubectl-gitops", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": fields}
             ],
         }
-        return {**obj, "metadata": metadata}
+        return Applied({**obj, "metadata": metadata})
 
 
 def git_at(index: DesiredState, key: ObjectKey, revision: str = "", app_name: str = "") -> GitObject | None:
@@ -733,7 +733,7 @@ def test_an_application_whose_namespace_does_not_exist_yet_is_loaded(tmp_path: P
     class NoShopYet(FakeCluster):
         shop = False
 
-        def apply(self, info: ResourceInfo, obj: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        def apply(self, info: ResourceInfo, obj: dict[str, Any], **kwargs: Any) -> Applied:
             if obj["metadata"].get("namespace") == "shop" and not self.shop:
                 raise ApiError('namespaces "shop" not found', status=404, reason="NotFound")
             return super().apply(info, obj, **kwargs)
