@@ -180,6 +180,23 @@ def autoscaled_targets(objects: Iterable[DesiredObject]) -> set[tuple[str, str, 
     return out
 
 
+@dataclass(frozen=True)
+class LiveState:
+    """What diff and sync both start from: the objects that carry the Application's marks (of the kinds Git declares
+    and of those its last sync managed), and which of Git's objects an HPA in Git scales."""
+
+    objects: dict[ObjectKey, KubeObject]
+    scaled: frozenset[tuple[str, str, str]]
+
+    def autoscaled(self, key: ObjectKey) -> bool:
+        return (key.namespace, key.kind, key.name) in self.scaled
+
+
+def live_state(cluster: Cluster, app: ApplicationSpec, app_obj: KubeObject, desired: Desired) -> LiveState:
+    kinds = {d.key.group_kind for d in desired.objects} | inventory_kinds(app_obj)
+    return LiveState(tracked_live(cluster, app.ref, kinds), frozenset(autoscaled_targets(desired.objects)))
+
+
 @dataclass
 class Comparison:
     desired: Desired
@@ -231,15 +248,14 @@ def compare(
     masker: SecretMasker,
 ) -> Comparison:
     """Diffs every desired object against the cluster (server-side dry-run, concurrently) and finds extras."""
-    kinds = {d.key.group_kind for d in desired.objects} | inventory_kinds(app_obj)
-    live = tracked_live(cluster, app.ref, kinds)
-    scaled = autoscaled_targets(desired.objects)
+    state = live_state(cluster, app, app_obj, desired)
+    live = state.objects
 
     def one(d: DesiredObject) -> tuple[ObjectDiff, KubeObject | None]:
         current = live.get(d.key)
         if current is None and d.info is not None:
             current = cluster.get(d.info, d.key.namespace, d.key.name)  # there, but not ours yet
-        policy = app.policy(autoscaled=(d.key.namespace, d.key.kind, d.key.name) in scaled)
+        policy = app.policy(autoscaled=state.autoscaled(d.key))
         if current is None or d.info is None:
             return diff_object(d.key, d.obj, None, policy, masker), current
         try:

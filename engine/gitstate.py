@@ -26,7 +26,16 @@ from .core.admission import Found, GitObject, Unjudged
 from .core.application import ApplicationSpec, parse_application
 from .core.drift import declared_fields
 from .core.errors import ApiError, GitOpsError
-from .core.objects import FIELD_MANAGER, TRACKING_ANNOTATION, TRACKING_LABEL, AppRef, Claim, KubeObject, ObjectKey
+from .core.objects import (
+    FIELD_MANAGER,
+    TRACKING_ANNOTATION,
+    TRACKING_LABEL,
+    AppRef,
+    Claim,
+    DriftMode,
+    KubeObject,
+    ObjectKey,
+)
 from .core.resources import ResourceInfo
 from .core.webhookconfig import ManagedResource, managed_resources
 
@@ -187,8 +196,10 @@ class DesiredState:
                 return self._in_index(found, key, revision, deadline)
             refs = self._claimed(claims)
         if claims and not refs and not self.listed:
-            return Found(unjudged=Unjudged("", "enforce", f"the webhook cannot list Applications: {self.last_error}"))
-        loaded: set[str] = set()
+            return Found(
+                unjudged=Unjudged(None, DriftMode.ENFORCE, f"the webhook cannot list Applications: {self.last_error}")
+            )
+        loaded: set[AppRef] = set()
         for ref in refs:
             state = self._apps.get(ref)
             if state is None:
@@ -196,7 +207,7 @@ class DesiredState:
             if not state.loaded:
                 why = state.error or "it has not been loaded yet"
                 return Found(
-                    unjudged=Unjudged(str(ref), state.spec.drift_mode, f"Git's state of {ref} is not loaded: {why}")
+                    unjudged=Unjudged(ref, state.spec.drift_mode, f"Git's state of {ref} is not loaded: {why}")
                 )
             if revision and state.revision != revision and self._is_newer(ref, revision, deadline):
                 other = self._revision_objects(ref, revision, deadline)
@@ -206,15 +217,15 @@ class DesiredState:
                     return Found(other[key])
             if key in state.pending:
                 why = state.error or "its kind or namespace is not served yet"
-                return Found(unjudged=Unjudged(str(ref), state.spec.drift_mode, f"{key} of {ref} is not loaded: {why}"))
-            loaded.add(str(ref))
+                return Found(unjudged=Unjudged(ref, state.spec.drift_mode, f"{key} of {ref} is not loaded: {why}"))
+            loaded.add(ref)
         return Found(claimed=frozenset(loaded))
 
     def _in_index(self, found: GitObject, key: ObjectKey, revision: str, deadline: float) -> Found:
         if not revision or found.revision == revision:
             return Found(found)
         # Only a newer commit counts: an older one would let a hand-set annotation bring back old Git.
-        app = AppRef(*found.app.split("/", 1))
+        app = found.app
         if not self._is_newer(app, revision, deadline):
             return Found(found)
         other = self._revision_objects(app, revision, deadline)
@@ -224,10 +235,8 @@ class DesiredState:
 
     def _not_loaded_in_time(self, app: AppRef, revision: str) -> Unjudged:
         state = self._apps.get(app)
-        mode = state.spec.drift_mode if state is not None else "enforce"
-        return Unjudged(
-            str(app), mode, f"commit {revision[:12]} of {app} could not be loaded in {self.load_timeout:.0f}s"
-        )
+        mode = state.spec.drift_mode if state is not None else DriftMode.ENFORCE
+        return Unjudged(app, mode, f"commit {revision[:12]} of {app} could not be loaded in {self.load_timeout:.0f}s")
 
     def _claimed(self, claims: tuple[Claim, ...]) -> list[AppRef]:
         return [ref for ref in list(self._apps) if any(c.matches(ref) for c in claims)]
@@ -281,7 +290,7 @@ class DesiredState:
         if found is not None:
             if found.revision == revision:
                 return True
-            apps = [AppRef(*found.app.split("/", 1))]
+            apps = [found.app]
         else:
             apps = [ref for ref in self._claimed(claims) if self._apps[ref].revision != revision]
         return all(self._known(app, revision) for app in apps)
@@ -440,7 +449,7 @@ class DesiredState:
             scaled = (d.key.namespace, d.key.kind, d.key.name) in autoscaled
             objects[d.key] = GitObject(
                 key=d.key,
-                app=str(spec.ref),
+                app=spec.ref,
                 mode=spec.drift_mode,
                 revision=desired.commit.sha,
                 stored=stored,

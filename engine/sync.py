@@ -13,10 +13,8 @@ from .compare import (
     Desired,
     DesiredObject,
     apply_desired,
-    autoscaled_targets,
     concurrently,
-    inventory_kinds,
-    tracked_live,
+    live_state,
 )
 from .core import fieldsets
 from .core.application import ApplicationSpec
@@ -172,9 +170,8 @@ class Syncer:
         )
 
     def run(self, desired: Desired, app_obj: KubeObject, *, prune: bool) -> list[SyncResult]:
-        kinds = {d.key.group_kind for d in desired.objects} | inventory_kinds(app_obj)
-        live = tracked_live(self.cluster, self.app.ref, kinds)
-        scaled = autoscaled_targets(desired.objects)
+        state = live_state(self.cluster, self.app, app_obj, desired)
+        live = state.objects
         self._ensure_namespace(desired)
         if not self.dry_run:
             self.before_apply([d for d in desired.objects if d.info is not None])
@@ -188,7 +185,7 @@ class Syncer:
 
             def apply(d: DesiredObject) -> SyncResult:
                 # An object not tracked yet is created, or adopted (configured): the apply's answer tells which.
-                result = self._apply_one(d, live.get(d.key), (d.key.namespace, d.key.kind, d.key.name) in scaled)
+                result = self._apply_one(d, live.get(d.key), state.autoscaled(d.key))
                 self.progress(result)
                 return result
 

@@ -9,9 +9,9 @@ import click
 
 from engine.adapters.source import GitSource, redact_url
 from engine.apps import application_resource, create_application, list_applications
-from engine.core.application import DRIFT_MODES, ApplicationSpec, HelmOptions, parse_application, validate_name
+from engine.core.application import ApplicationSpec, HelmOptions, parse_application, validate_name
 from engine.core.errors import ApiError, GitOpsError
-from engine.core.objects import API_GROUP, ObjectKey
+from engine.core.objects import API_GROUP, DRIFT_MODES, DriftMode, ObjectKey
 
 from .context import CliContext, CommandError, domain_errors, output_option, pass_cli
 from .render import print_table
@@ -54,7 +54,7 @@ def create(
             revision=revision,
             path=path,
             destination_namespace=dest_namespace,
-            drift_mode=mode,
+            drift_mode=DriftMode(mode),
             helm=HelmOptions(release_name, values_files),
             prune=prune,
         )

@@ -6,8 +6,7 @@ import json
 
 import click
 
-from engine.apps import get_application
-from engine.compare import compare, load_desired, new_masker
+from engine.usecases import compare_application
 
 from .context import CliContext, domain_errors, output_option, pass_cli
 from .render import external_diff_command, print_text_diff, run_external_diff
@@ -21,16 +20,14 @@ from .render import external_diff_command, print_text_diff, run_external_diff
 def diff(cli: CliContext, name: str, revision: str | None, output: str) -> None:
     """Show how the cluster differs from Git for Application NAME."""
     with domain_errors(exit_code=2):
-        app_obj, spec = get_application(cli.client, cli.app_ref(name))
-        desired = load_desired(spec, cli.client, revision=revision)
-        comparison = compare(spec, app_obj, desired, cli.client, new_masker())
+        loaded, comparison = compare_application(cli.client, cli.app_ref(name), revision=revision)
     drifted = [d for d in comparison.diffs if d.drifted]
     if output == "json":
         click.echo(
             json.dumps(
                 {
                     "application": name,
-                    "revision": desired.commit.sha,
+                    "revision": loaded.desired.commit.sha,
                     "objects": [d.as_dict() for d in comparison.diffs],
                 },
                 indent=2,

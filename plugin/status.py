@@ -7,8 +7,7 @@ import json
 import click
 
 from engine.adapters.source import redact_url
-from engine.apps import comparison_status, get_application, patch_status
-from engine.compare import compare, load_desired, new_masker
+from engine.usecases import application_status
 
 from .context import CliContext, domain_errors, output_option, pass_cli
 from .render import print_table
@@ -21,14 +20,10 @@ from .render import print_table
 def status(cli: CliContext, name: str, output: str) -> None:
     """Show Application NAME: its revision, last sync, and each object's state."""
     with domain_errors():
-        client = cli.client
         ref = cli.app_ref(name)
-        app_obj, spec = get_application(client, ref)
-        desired = load_desired(spec, client)
-        comparison = compare(spec, app_obj, desired, client, new_masker())
-        summary = comparison_status(comparison)
-        patch_status(client, ref, summary)
-    last = (app_obj.get("status") or {}).get("lastSync") or {}
+        report = application_status(cli.client, ref)
+    spec, desired, comparison, summary = report.loaded.spec, report.loaded.desired, report.comparison, report.summary
+    last = report.last_sync
     if output == "json":
         click.echo(
             json.dumps(

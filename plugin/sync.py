@@ -9,12 +9,12 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engine.adapters.kube import KubeClient
-from engine.apps import get_application, patch_status, sync_status
-from engine.compare import DesiredObject, load_desired
+from engine.compare import DesiredObject
 from engine.core.errors import GitOpsError
 from engine.core.webhookconfig import managed_resources
 from engine.registration import Coverage, cover
-from engine.sync import Action, BeforeApply, Syncer, SyncResult
+from engine.sync import Action, BeforeApply, SyncResult
+from engine.usecases import load_application, sync_loaded
 
 from .context import CliContext, CommandError, domain_errors, output_option, pass_cli
 from .render import console, print_table
@@ -34,9 +34,8 @@ def sync(
     """Apply Git's state of Application NAME to the cluster."""
     with domain_errors():
         client = cli.client
-        ref = cli.app_ref(name)
-        app_obj, spec = get_application(client, ref)
-        desired = load_desired(spec, client, revision=revision)
+        loaded = load_application(client, cli.app_ref(name), revision=revision)
+        desired = loaded.desired
         show_progress = output == "text" and sys.stderr.isatty() and len(desired.objects) > 20
         with Progress(
             TextColumn("syncing"),
@@ -52,13 +51,15 @@ def sync(
             def advance(_: SyncResult) -> None:
                 bar.advance(task)
 
-            syncer = Syncer(
-                client, spec, dry_run=dry_run, progress=advance, before_apply=registration_guard(client, verbose)
+            report = sync_loaded(
+                client,
+                loaded,
+                prune=prune,
+                dry_run=dry_run,
+                progress=advance,
+                before_apply=registration_guard(client, verbose),
             )
-            results = syncer.run(desired, app_obj, prune=prune or spec.prune)
-        if not dry_run:
-            patch_status(client, ref, sync_status(app_obj, desired.commit, client.whoami(), results))
-    failed = [r for r in results if r.action is Action.FAILED]
+    results, failed = report.results, report.failed
     if output == "json":
         click.echo(
             json.dumps(

@@ -17,7 +17,7 @@ from typing import Any
 from engine.adapters.audit import build_record
 from engine.core.admission import AdmissionRequest, Decision, Found, GitObject, Unjudged, Verdict, decide, object_of
 from engine.core.errors import GitOpsError
-from engine.core.objects import REVISION_ANNOTATION, AppRef, Claim, ObjectKey, claims_of
+from engine.core.objects import REVISION_ANNOTATION, Claim, DriftMode, ObjectKey, claims_of
 
 from .app import Webhook
 from .review import ReviewError, parse_review, response
@@ -84,7 +84,9 @@ def _lookup(hook: Webhook, req: AdmissionRequest, target: Target) -> tuple[Found
         try:
             parent = hook.lookups.parent(req)
         except GitOpsError as e:
-            return Found(unjudged=Unjudged("", "enforce", f"cannot read the object to judge this request: {e}")), key
+            return Found(
+                unjudged=Unjudged(None, DriftMode.ENFORCE, f"cannot read the object to judge this request: {e}")
+            ), key
         if parent is None:
             return found, key
         key = ObjectKey(key.group, str(parent.get("kind") or key.kind), key.namespace, key.name)
@@ -101,7 +103,7 @@ def judge(
     new_claims = set(claims_of(req.get("object"))) - (
         set(claims_of(req.get("oldObject"))) if req.get("operation") == "UPDATE" else set()
     )
-    newly = any(c.matches(AppRef(*app.split("/", 1))) for app in found.claimed for c in new_claims)
+    newly = any(c.matches(app) for app in found.claimed for c in new_claims)
     facts = hook.lookups.facts(req) if found.git is not None and hook.lookups.needed(req) else None
     decision = decide(
         req,

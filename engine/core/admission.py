@@ -19,7 +19,7 @@ from typing import Any, NotRequired, TypedDict
 from . import fieldsets
 from .drift import DriftItem, DriftKind, DriftPolicy, _is_ignored
 from .normalize import SecretMasker
-from .objects import API_GROUP, REVISION_ANNOTATION, TRACKING_LABEL, KubeObject, ObjectKey
+from .objects import API_GROUP, REVISION_ANNOTATION, TRACKING_LABEL, AppRef, DriftMode, KubeObject, ObjectKey
 
 BREAK_GLASS_ANNOTATION = f"{API_GROUP}/break-glass"
 
@@ -108,11 +108,14 @@ class ClusterFacts:
 @dataclass(frozen=True)
 class Unjudged:
     """The webhook cannot judge: the object is claimed by an Application whose Git state it has not loaded (or the
-    request cannot be compared with Git's object). `mode` is the Application's, "enforce" when unknown."""
+    request cannot be compared with Git's object). `mode` is the Application's, enforce when unknown."""
 
-    app: str
-    mode: str
+    app: AppRef | None
+    mode: DriftMode
     why: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", DriftMode(self.mode))  # a value that is no mode raises here
 
 
 @dataclass(frozen=True)
@@ -120,12 +123,15 @@ class GitObject:
     """One object Git declares, as the API server would store it (a dry-run apply of Git's manifest alone)."""
 
     key: ObjectKey
-    app: str  # "namespace/name" of the Application
-    mode: str  # enforce | warn | audit | off
+    app: AppRef
+    mode: DriftMode
     revision: str
     stored: KubeObject
     declared: Mapping[str, Any]  # the fieldsV1 of what Git declares
     policy: DriftPolicy = field(default_factory=DriftPolicy)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", DriftMode(self.mode))  # a value that is no mode raises here
 
     @cached_property
     def declared_paths(self) -> set[Path]:
@@ -154,7 +160,7 @@ class Found:
 
     git: GitObject | None = None
     unjudged: Unjudged | None = None
-    claimed: frozenset[str] = frozenset()  # "namespace/name" of each loaded Application it claims
+    claimed: frozenset[AppRef] = frozenset()  # each loaded Application it claims
 
 
 @dataclass(frozen=True)
@@ -532,8 +538,16 @@ def describe(items: Sequence[DriftItem]) -> list[str]:
     return lines
 
 
-def _verdict_for_mode(mode: str) -> Verdict:
-    return {"enforce": Verdict.DENIED, "warn": Verdict.WARNED, "audit": Verdict.RECORDED}.get(mode, Verdict.ALLOWED)
+_VERDICTS = {
+    DriftMode.ENFORCE: Verdict.DENIED,
+    DriftMode.WARN: Verdict.WARNED,
+    DriftMode.AUDIT: Verdict.RECORDED,
+    DriftMode.OFF: Verdict.ALLOWED,
+}
+
+
+def _verdict_for_mode(mode: DriftMode) -> Verdict:
+    return _VERDICTS[DriftMode(mode)]  # a value that is no mode raises: never an unknown mode read as "allow"
 
 
 def _deletes(request: Mapping[str, Any]) -> bool:
@@ -571,9 +585,11 @@ def decide(
         # longer has is not (pruning it is the sync's job).
         if tracked_elsewhere and operation in ("CREATE", "UPDATE") and not _deletes(request):
             item = DriftItem(path="", kind=DriftKind.ADDED, live="an object Git does not declare")
-            return _judge(request, "enforce", [item], "claims tracking by an Application but is not in Git", exemptions)
+            return _judge(
+                request, DriftMode.ENFORCE, [item], "claims tracking by an Application but is not in Git", exemptions
+            )
         return Decision(True, Verdict.ALLOWED, reason="not managed")
-    if git.mode == "off":
+    if git.mode is DriftMode.OFF:
         return Decision(True, Verdict.ALLOWED, reason="drift mode off")
 
     if _deletes(request):
@@ -740,7 +756,7 @@ def _unjudged(
     request: AdmissionRequest, unjudged: Unjudged, exemptions: Exemptions, git: GitObject | None = None
 ) -> Decision:
     """Fail closed: enforce denies and says why; warn and audit allow and record the attempt as unjudged."""
-    if unjudged.mode == "off":
+    if unjudged.mode is DriftMode.OFF:
         return Decision(True, Verdict.ALLOWED, reason="drift mode off", unjudged=unjudged.why)
     item = DriftItem(path="", kind=DriftKind.CHANGED, desired="(not judged)", live=f"{request.get('operation')}")
     reason = _break_glass(request, exemptions)
@@ -769,7 +785,7 @@ def _unjudged(
 
 def _judge(
     request: AdmissionRequest,
-    mode: str,
+    mode: DriftMode,
     items: list[DriftItem],
     summary: str,
     exemptions: Exemptions,

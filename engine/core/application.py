@@ -9,13 +9,12 @@ from typing import Any
 
 from .drift import DEFAULT_IGNORES, DriftPolicy, IgnoreRule
 from .errors import GitOpsError
-from .objects import API_GROUP, AppRef, KubeObject
+from .objects import API_GROUP, DRIFT_MODES, AppRef, DriftMode, KubeObject
 
 API_VERSION = f"{API_GROUP}/v1alpha1"
 KIND = "Application"
 PLURAL = "applications"
 DEFAULT_NAMESPACE = "gitops-system"
-DRIFT_MODES = ("enforce", "warn", "audit", "off")
 HISTORY_LIMIT = 20
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -37,7 +36,7 @@ class ApplicationSpec:
     revision: str = ""  # empty: the repository's default branch
     path: str = "."
     destination_namespace: str = "default"
-    drift_mode: str = "enforce"
+    drift_mode: DriftMode = DriftMode.ENFORCE
     helm: HelmOptions = field(default_factory=HelmOptions)
     ignore: tuple[IgnoreRule, ...] = ()
     prune: bool = False
@@ -78,6 +77,7 @@ def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
     mode = _str(spec.get("driftMode"), "spec.driftMode", "enforce")
     if mode not in DRIFT_MODES:
         raise InvalidApplication(f"Application {ref}: spec.driftMode {mode!r} is not one of {', '.join(DRIFT_MODES)}")
+    drift_mode = DriftMode(mode)
     rules = []
     for index, rule in enumerate(spec.get("ignoreDifferences") or []):
         pointers = rule.get("jsonPointers") or []
@@ -95,7 +95,7 @@ def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
         destination_namespace=_str(
             (spec.get("destination") or {}).get("namespace"), "spec.destination.namespace", "default"
         ),
-        drift_mode=mode,
+        drift_mode=drift_mode,
         helm=HelmOptions(
             release_name=_str(helm.get("releaseName"), "spec.source.helm.releaseName"),
             values_files=tuple(str(v) for v in helm.get("valueFiles") or ()),

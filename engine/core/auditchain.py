@@ -153,7 +153,7 @@ def build_record(
         "operation": str(request.get("operation", ""))[:32],
         "subResource": bounded_text(str(request.get("subResource") or ""), 64),
         "object": {k: bounded_text(v, 256) for k, v in key.as_dict().items()},
-        "application": bounded_text(git.app if git else "", 256),
+        "application": bounded_text(str(git.app) if git else "", 256),
         "revision": bounded_text(git.revision if git else "", 128),
         "mode": git.mode if git else "",
         "decision": decision.verdict.value,

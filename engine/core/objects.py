@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 API_GROUP = "gitops.kubectl-gitops.io"
@@ -48,6 +49,18 @@ def key_of(obj: Mapping[str, Any]) -> ObjectKey:
     metadata = obj.get("metadata") or {}
     group, _ = split_api_version(str(obj.get("apiVersion", "")))
     return ObjectKey(group, str(obj.get("kind", "")), str(metadata.get("namespace") or ""), str(metadata["name"]))
+
+
+class DriftMode(StrEnum):
+    """What the admission webhook does with a change that moves an Application's object away from Git."""
+
+    ENFORCE = "enforce"  # deny it
+    WARN = "warn"  # allow it with a warning, and record it
+    AUDIT = "audit"  # allow it silently, and record it
+    OFF = "off"  # allow it, record nothing
+
+
+DRIFT_MODES = tuple(m.value for m in DriftMode)
 
 
 @dataclass(frozen=True)

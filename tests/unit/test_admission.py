@@ -35,6 +35,7 @@ from engine.core.objects import (
     REVISION_ANNOTATION,
     TRACKING_ANNOTATION,
     TRACKING_LABEL,
+    AppRef,
     KubeObject,
     ObjectKey,
 )
@@ -44,7 +45,7 @@ from .stored import container, k
 KEY = ObjectKey("apps", "Deployment", "shop", "web")
 SERVICE_KEY = ObjectKey("", "Service", "shop", "web")
 SECRET_KEY = ObjectKey("", "Secret", "shop", "db")
-APP = "gitops-system/shop"
+APP = AppRef("gitops-system", "shop")
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 MASKER = SecretMasker(b"unit-test-key-0123456789abcdef!!")
 EXEMPTIONS = Exemptions()
@@ -332,7 +333,7 @@ def test_enforce_denies_a_change_and_says_what_differs_and_what_to_do(
     assert "kubectl gitops sync" in text
     assert "Change Git" in text
     assert str(KEY) in text
-    assert APP in text
+    assert str(APP) in text
     assert REVISION[:12] in text
     assert BREAK_GLASS_ANNOTATION in text  # the emergency exit is named, with the group that may use it
     assert EXEMPTIONS.break_glass_group in text

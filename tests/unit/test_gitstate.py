@@ -17,7 +17,7 @@ import pytest
 from engine.adapters.source import GitSource
 from engine.core.admission import Found, GitObject
 from engine.core.errors import ApiError, GitOpsError, SourceError
-from engine.core.objects import TRACKING_ANNOTATION, TRACKING_LABEL, Claim, ObjectKey
+from engine.core.objects import TRACKING_ANNOTATION, TRACKING_LABEL, AppRef, Claim, ObjectKey
 from engine.core.resources import Applied, ResourceInfo
 from engine.core.webhookconfig import ManagedResource
 from engine.gitstate import CHECKS_AT_ONCE, EXTRA_REVISIONS, DesiredState
@@ -128,7 +128,7 @@ def test_refresh_indexes_git_as_stored(state: tuple[DesiredState, FakeCluster], 
     index.refresh()
     found = git_at(index, A)
     assert found is not None
-    assert (found.mode, found.app, found.stored["data"]) == ("warn", "gitops-system/shop", {"k": "one"})
+    assert (found.mode, found.app, found.stored["data"]) == ("warn", AppRef("gitops-system", "shop"), {"k": "one"})
     assert found.stored["metadata"]["name"] == "a"  # the probe name never shows
     # What Git declares, and our tracking marks: the probe carries no tracking label (it must not reach the webhook),
     # yet taking the label off the live object is drift.
@@ -699,7 +699,7 @@ def test_a_request_claiming_an_application_not_known_yet_loads_it(
     assert found.git is not None
     assert found.git.stored["data"] == {"k": "one"}
     found = index.lookup(B, "", SHOP)  # b is not in Git
-    assert (found.git, found.unjudged, found.claimed) == (None, None, frozenset({"gitops-system/shop"}))
+    assert (found.git, found.unjudged, found.claimed) == (None, None, frozenset({AppRef("gitops-system", "shop")}))
     assert index.ready
 
 

@@ -25,6 +25,7 @@ from engine.core.objects import (
     REVISION_ANNOTATION,
     TRACKING_ANNOTATION,
     TRACKING_LABEL,
+    AppRef,
     KubeObject,
     ObjectKey,
 )
@@ -32,7 +33,7 @@ from engine.core.objects import (
 from . import rule_model
 
 KEY = ObjectKey("apps", "Deployment", "shop", "web")
-APP = "gitops-system/shop"
+APP = AppRef("gitops-system", "shop")
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 MASKER = SecretMasker(b"rule-model-key-0123456789abcdef!")
 # A few seconds, and the same examples every run by default (a test suite that fails at random proves little);

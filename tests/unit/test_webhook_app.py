@@ -42,7 +42,7 @@ from .stored import k
 
 DEPLOYMENT = ObjectKey("apps", "Deployment", "shop", "web")
 CONFIGMAP = ObjectKey("", "ConfigMap", "shop", "settings")
-APP = "gitops-system/shop"
+APP = AppRef("gitops-system", "shop")
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 UID = "705ab4f5-6393-11e8-b7cc-42010a800002"
 SIGNER = Ed25519PrivateKey.generate()
@@ -76,7 +76,7 @@ class FakeSource:
         if self.unjudged is not None and claims:
             return Found(unjudged=self.unjudged)
         apps = {o.app for o in self.objects.values()}
-        return Found(claimed=frozenset(a for a in apps if any(c.matches(AppRef(*a.split("/", 1))) for c in claims)))
+        return Found(claimed=frozenset(a for a in apps if any(c.matches(a) for c in claims)))
 
     def answers_at_once(self, key: ObjectKey, revision: str = "", claims: tuple[Claim, ...] = ()) -> bool:
         return revision not in self.slow
@@ -93,7 +93,7 @@ class FakeSource:
     def status(self) -> dict[str, Any]:
         return {
             "ready": self.ready,
-            "applications": {APP: {"revision": REVISION, "objects": len(self.objects), "error": ""}},
+            "applications": {str(APP): {"revision": REVISION, "objects": len(self.objects), "error": ""}},
             "last_error": "",
         }
 
@@ -331,7 +331,7 @@ def test_a_recorded_decision_is_in_the_audit_log_and_on_stdout(
     assert record["groups"] == ["b", "devs"]
     assert record["requestUID"] == UID
     assert record["object"] == DEPLOYMENT.as_dict()
-    assert record["application"] == APP
+    assert record["application"] == str(APP)
     assert record["fields"] == [
         {
             "path": "/spec/template/spec/containers/0/image",
@@ -587,7 +587,7 @@ def test_readyz_waits_for_the_desired_state() -> None:
     source.ready = True
     resp = client.get("/readyz")
     assert resp.status_code == 200
-    assert resp.get_json()["applications"][APP]["objects"] == 2
+    assert resp.get_json()["applications"][str(APP)]["objects"] == 2
 
 
 def test_no_background_refresh_when_turned_off(app: Flask) -> None:
