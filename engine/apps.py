@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 import yaml
 
+from .adapters.clock import SYSTEM
 from .adapters.kube import KubeClient
 from .adapters.source import Commit
 from .compare import Comparison
 from .core.application import API_VERSION, KIND, ApplicationSpec, application_manifest, parse_application, with_history
+from .core.clock import rfc3339
 from .core.drift import ObjectState
 from .core.errors import ApplicationNotFound, GitOpsError
 from .core.objects import API_GROUP, AppRef, KubeObject, ObjectKey
@@ -51,7 +52,7 @@ def list_applications(cluster: KubeClient, namespace: str) -> list[KubeObject]:
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return rfc3339(SYSTEM.wall())
 
 
 def sync_status(

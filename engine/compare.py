@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ from .core.resources import Applied, ResourceInfo
 
 T = TypeVar("T")
 R = TypeVar("R")
-WORKERS = int(os.environ.get("KUBECTL_GITOPS_WORKERS", "16"))
+WORKERS = 16  # concurrent requests: as many as KubeClient keeps connections (its pool_size)
 
 
 class Cluster(Protocol):

@@ -11,6 +11,7 @@ import click
 
 from engine.adapters.audit import ClusterWitness, filter_records, load_public_key, read_public_key, read_records, verify
 from engine.adapters.auditwitness import read_witness
+from engine.adapters.clock import SYSTEM
 
 from .context import CliContext, CommandError, domain_errors, pass_cli
 from .render import print_table
@@ -21,7 +22,7 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 def since_time(value: str, now: datetime.datetime | None = None) -> str:
     """`2h` (a duration) or an RFC 3339 time, as the RFC 3339 UTC string records compare with."""
-    now = now or datetime.datetime.now(datetime.UTC)
+    now = now or SYSTEM.wall()
     match = _DURATION.match(value)
     if match:
         start = now - datetime.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})

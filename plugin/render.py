@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import shlex
 import subprocess
@@ -19,6 +18,7 @@ from rich.console import Console
 
 from engine.core.drift import DriftKind, ObjectDiff
 from engine.core.objects import KubeObject, ObjectKey
+from engine.core.text import shown
 
 
 def to_yaml(obj: KubeObject | None) -> str:
@@ -33,10 +33,7 @@ def file_name(key: ObjectKey) -> str:
 
 
 def _describe(value: Any) -> str:
-    if value is None:
-        return "(absent)"
-    text = value if isinstance(value, str) else json.dumps(value, separators=(", ", ": "), sort_keys=True)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return shown(value, 80, separators=(", ", ": "))
 
 
 def summary_lines(diff: ObjectDiff) -> list[str]:

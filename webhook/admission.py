@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from engine.adapters.audit import build_record
 from engine.core.admission import AdmissionRequest, Decision, Found, GitObject, Unjudged, Verdict, decide, object_of
+from engine.core.auditchain import rfc3339
 from engine.core.errors import GitOpsError
 from engine.core.objects import REVISION_ANNOTATION, Claim, DriftMode, ObjectKey, claims_of
 
@@ -169,9 +169,11 @@ def record(
     received: float | None = None,
 ) -> Decision:
     """Writes the audit record of a drift attempt (this waits for the API server); the decision to send. `received`
-    (time.perf_counter() when the request came) lets a record durable only after the API server's deadline say so."""
+    (on the webhook's monotonic clock, when the request came) lets a record durable only after the API server's
+    deadline say so."""
     try:
-        sealed = hook.audit.append(build_record(req, decision, git, key), received=received)
+        record = build_record(req, decision, git, key, time=rfc3339(hook.clock.wall()))
+        sealed = hook.audit.append(record, received=received)
     except GitOpsError as e:
         # Every drift attempt is recorded before it is answered; without the log, refuse rather than lose it.
         log.error("audit log unavailable: %s", e)
@@ -189,13 +191,13 @@ def finish(
     hook: Webhook, req: AdmissionRequest, decision: Decision, git: GitObject | None, started: float
 ) -> tuple[int, dict[str, Any]]:
     hook.metrics.decisions.labels(decision.verdict.value, git.mode if git else "").inc()
-    hook.metrics.latency.observe(time.perf_counter() - started)
+    hook.metrics.latency.observe(hook.clock.monotonic() - started)
     return 200, response(req["uid"], decision)
 
 
 def answer(hook: Webhook, raw: bytes) -> tuple[int, dict[str, Any]]:
     """The HTTP status and JSON body for one POSTed AdmissionReview."""
-    started = time.perf_counter()
+    started = hook.clock.monotonic()
     req = read_review(raw)
     if isinstance(req, tuple):
         return req

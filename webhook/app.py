@@ -16,8 +16,10 @@ from typing import Any, Protocol
 
 from flask import Flask
 
+from engine.adapters.clock import SYSTEM
 from engine.core.admission import Exemptions, Found
 from engine.core.auditchain import RetentionPolicy
+from engine.core.clock import Clock
 from engine.core.normalize import SecretMasker
 from engine.core.objects import Claim, ObjectKey
 
@@ -55,6 +57,7 @@ class Webhook:
         source: DesiredSource,
         audit: AuditSink,
         lookups: ClusterLookups | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -66,6 +69,7 @@ class Webhook:
             break_glass_group=config["BREAK_GLASS_GROUP"],
         )
         self.masker = SecretMasker(secrets.token_bytes(32))
+        self.clock: Clock = clock or SYSTEM
         self.metrics = Metrics.create()
         self._stop = threading.Event()
 

@@ -16,7 +16,6 @@ import json
 import logging
 import sys
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -55,8 +54,10 @@ from ..core.auditchain import (
     sequence_of_name,
     verify,
 )
+from ..core.clock import Clock
 from ..core.errors import ApiError, GitOpsError
 from ..core.objects import KubeObject, ObjectKey
+from .clock import SYSTEM
 
 __all__ = [
     "GENESIS",
@@ -90,21 +91,6 @@ ANSWER_TIMEOUT_SECONDS = 10.0  # the registration's timeoutSeconds (engine.core.
 FOLD_SECONDS = 300.0  # repeats of an attempt within this long of its first fold into one record
 CHECKPOINT_EVERY = 100  # records between checkpoints
 CHECKPOINT_SECONDS = 60.0  # and at most this long between checkpoints while records come
-
-
-class Clock(Protocol):
-    """Wall time for records, and the monotonic clock the webhook measured a request's arrival on."""
-
-    def wall(self) -> datetime.datetime: ...
-    def monotonic(self) -> float: ...
-
-
-class SystemClock:
-    def wall(self) -> datetime.datetime:
-        return datetime.datetime.now(datetime.UTC)
-
-    def monotonic(self) -> float:
-        return time.perf_counter()  # what webhook.admission measures `started` with
 
 
 class Witness(Protocol):
@@ -234,7 +220,7 @@ class AuditStore:
     ) -> None:
         self.cluster = cluster
         self.namespace = namespace
-        self.clock = clock or SystemClock()
+        self.clock = clock or SYSTEM
         self.answer_timeout = answer_timeout
         self.fold_seconds = fold_seconds
         self.checkpoint_every = checkpoint_every

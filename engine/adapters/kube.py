@@ -58,8 +58,7 @@ def _through_kubernetes_package(target: KubeTarget) -> kubeconfig.Credentials:
             config_file=target.kubeconfig, context=target.context, client_configuration=configuration
         )
     except (ConfigException, OSError, TypeError, ValueError) as e:
-        where = target.kubeconfig or "the default kubeconfig ($KUBECONFIG or ~/.kube/config)"
-        raise KubeConfigError(f"cannot load {where}: {e}; pass --kubeconfig/--context or set KUBECONFIG") from e
+        raise KubeConfigError(str(e)) from e  # KubeClient says which kubeconfig, once
     api_key = configuration.api_key or {}
     token = str(api_key.get("authorization") or api_key.get("BearerToken") or "").removeprefix("Bearer ")
     return kubeconfig.Credentials(

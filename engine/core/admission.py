@@ -16,7 +16,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, NotRequired, TypedDict
 
-from . import fieldsets
+from . import fieldsets, text
 from .drift import DriftItem, DriftKind, DriftPolicy, _is_ignored
 from .normalize import SecretMasker
 from .objects import API_GROUP, REVISION_ANNOTATION, TRACKING_LABEL, AppRef, DriftMode, KubeObject, ObjectKey
@@ -289,7 +289,7 @@ def pointer(obj: Any, path: Path, lists: Lists | None = None) -> str:
             tokens.append(str(i) if i >= 0 else f"[name={name}{suffix}]")
             value = value[i] if i >= 0 else _ABSENT
         else:
-            tokens.append(str(segment).replace("~", "~0").replace("/", "~1"))
+            tokens.append(text.escape(segment))
             value = value.get(segment, _ABSENT) if isinstance(value, dict) else _ABSENT
     return "/" + "/".join(tokens)
 
@@ -520,10 +520,7 @@ def _reordered(
 
 # --- the decision --------------------------------------------------------------------------------------------------
 def _value(value: Any) -> str:
-    if value is None:
-        return "(absent)"
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return text if len(text) <= 120 else text[:117] + "..."
+    return text.shown(value, 120)
 
 
 def describe(items: Sequence[DriftItem]) -> list[str]:

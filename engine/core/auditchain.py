@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from . import clock
 from .admission import AdmissionRequest, Decision, GitObject
 from .errors import GitOpsError
 from .objects import API_GROUP, KubeObject, ObjectKey
@@ -67,7 +68,7 @@ def key_id(public: Ed25519PublicKey) -> str:
 
 
 def rfc3339(when: datetime.datetime) -> str:
-    return when.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return clock.rfc3339(when, milliseconds=True)
 
 
 def parse_time(text: str) -> datetime.datetime | None:
@@ -75,10 +76,6 @@ def parse_time(text: str) -> datetime.datetime | None:
         return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-
-
-def now() -> str:
-    return rfc3339(datetime.datetime.now(datetime.UTC))
 
 
 # --- bounding ----------------------------------------------------------------------------------------------------
@@ -131,7 +128,7 @@ def bound_record(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_record(
-    request: AdmissionRequest, decision: Decision, git: GitObject | None, key: ObjectKey, *, time: str = ""
+    request: AdmissionRequest, decision: Decision, git: GitObject | None, key: ObjectKey, *, time: str
 ) -> dict[str, Any]:
     """The facts of one drift attempt (values already masked by the decision), bounded in size; no chain fields."""
     user = request.get("userInfo") or {}
@@ -146,7 +143,7 @@ def build_record(
         for i in decision.items
     ]
     body = {
-        "time": time or now(),
+        "time": time,
         "requestUID": bounded_text(str(request.get("uid", "")), 128),
         "user": bounded_text(str(user.get("username", "")), 256),
         "groups": groups[:MAX_GROUPS],

@@ -17,7 +17,7 @@ from typing import Any
 
 import jsonpatch
 
-from . import fieldsets
+from . import fieldsets, text
 from .fieldsets import MISSING, FieldPath
 from .normalize import SecretMasker, is_secret, normalize
 from .objects import FIELD_MANAGER, REVISION_ANNOTATION, KubeObject, ObjectKey
@@ -386,7 +386,7 @@ def diff_replaced(
     items: list[DriftItem] = []
     for op in ops:
         pointer = op["path"]
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")]
+        parts = ["", *text.tokens(pointer)]
         if parts[1] == "status" or _is_ignored(pointer, ignored):
             continue
         labelled = [i for i in range(1, len(parts) - 1) if parts[i] == "metadata" and parts[i + 1] in _LABELLED]

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import text
+
 FieldPath = tuple[str, ...]
 FieldsV1 = Mapping[str, Any]
 
@@ -134,8 +136,7 @@ def lookup(obj: Any, path: FieldPath) -> Any:
 MISSING: Any = _MISSING
 
 
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
+_escape = text.escape  # one JSON pointer token
 
 
 def pointer(obj: Any, path: FieldPath) -> str | None:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from engine.adapters import kubeconfig
+from engine.adapters.kube import KubeClient, KubeTarget
 from engine.core.errors import KubeConfigError
 
 
@@ -129,3 +130,13 @@ def test_in_cluster_needs_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(KubeConfigError, match="not running in a cluster"):
         kubeconfig.in_cluster()
+
+
+def test_a_failing_exec_plugin_is_reported_once_with_the_kubeconfig_it_came_from(tmp_path: Path) -> None:
+    """The kubernetes package runs the plugin; its failure reads "cannot load FILE: ..." once, not twice."""
+    config = simple(tmp_path / "config", user={"exec": {"apiVersion": "v1", "command": str(tmp_path / "no-such")}})
+    with pytest.raises(KubeConfigError) as raised:
+        KubeClient(KubeTarget(kubeconfig=str(config)))
+    message = str(raised.value)
+    assert message.count("cannot load") == 1
+    assert message.startswith(f"cannot load {config}: ")
