@@ -10,7 +10,7 @@ import pytest
 from engine.core import fieldsets
 from engine.core.fieldsets import MISSING, FieldPath
 
-from .stored import k
+from ..stored import k
 
 APP = k(name="app")
 SIDECAR = k(name="sidecar")

@@ -42,7 +42,7 @@ from engine.core.objects import (
     ObjectKey,
 )
 
-from .stored import container, k
+from ..stored import container, k
 
 KEY = ObjectKey("apps", "Deployment", "shop", "web")
 SECRET_KEY = ObjectKey("", "Secret", "shop", "db")

@@ -1,5 +1,5 @@
-"""engine.core.admission.decide against a reference model of the webhook's rule (tests/unit/rule_model.py), on random
-Git objects and random requests derived from them.
+"""engine.core.admission.decide against a reference model of the webhook's rule (tests/unit/core/rule_model.py), on
+random Git objects and random requests derived from them.
 
 Each property draws a Git Deployment (its manifest, the stored object a dry-run apply answers, the fieldsV1 our
 manager owns), an object before the request (Git's, or one that already drifted) and one after, and checks that
@@ -37,9 +37,10 @@ APP = AppRef("gitops-system", "shop")
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 MASKER = SecretMasker(b"rule-model-key-0123456789abcdef!")
 # A few seconds, and the same examples every run by default (a test suite that fails at random proves little);
-# RULE_MODEL_EXAMPLES=5000 for a longer search with fresh random examples.
+# RULE_MODEL_EXAMPLES=5000 for a longer search with fresh random examples. RULE_MODEL_SMOKE=1 runs a few (set by
+# tests/unit/test_layers.py, which runs these tests again only to show that they need no I/O library).
 RULE = settings(
-    max_examples=int(os.environ.get("RULE_MODEL_EXAMPLES", "300")),
+    max_examples=int(os.environ.get("RULE_MODEL_EXAMPLES", "10" if os.environ.get("RULE_MODEL_SMOKE") else "300")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     derandomize="RULE_MODEL_EXAMPLES" not in os.environ,

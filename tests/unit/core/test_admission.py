@@ -40,7 +40,7 @@ from engine.core.objects import (
     ObjectKey,
 )
 
-from .stored import container, k
+from ..stored import container, k
 
 KEY = ObjectKey("apps", "Deployment", "shop", "web")
 SERVICE_KEY = ObjectKey("", "Service", "shop", "web")
