@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -98,23 +98,61 @@ def bounded_text(text: str, limit: int = TEXT_BYTES) -> str:
 OMITTED_PATHS = 64  # paths of field changes beyond MAX_FIELDS, listed by name alone
 
 
-def bounded_fields(fields: list[dict[str, Any]]) -> dict[str, Any]:
+class ObjectRef(TypedDict):
+    group: str
+    kind: str
+    namespace: str
+    name: str
+
+
+class FieldChange(TypedDict):
+    path: str
+    kind: str  # changed | added | removed (engine.core.drift.DriftKind)
+    git: Any  # bounded_value of what Git declares (None: Git lacks it)
+    requested: Any  # bounded_value of what the request asked for
+
+
+class AuditRecord(TypedDict):
+    """The facts of one drift attempt as build_record writes them, before the chain's fields are added (seal). Read
+    back from the cluster, a record is untrusted data (a Mapping of anything) until verify has checked it."""
+
+    time: str
+    requestUID: str
+    user: str
+    groups: list[str]
+    operation: str
+    subResource: str
+    object: ObjectRef
+    application: str
+    revision: str
+    mode: str
+    decision: str
+    reason: str
+    fields: list[FieldChange]
+    fieldsOmitted: NotRequired[int]
+    omittedPaths: NotRequired[list[str]]
+    fieldsSHA256: NotRequired[str]
+    unjudged: NotRequired[str]
+    groupsOmitted: NotRequired[int]
+
+
+def _with_bounded_fields(body: AuditRecord, fields: list[FieldChange]) -> AuditRecord:
     """At most MAX_FIELDS field changes, each with bounded values, changes of what Git declares first; beyond that
     the paths of the next OMITTED_PATHS, a count and a digest of them all. (Sixteen decoy fields must not push the
     one change that matters out of the record: found red-teaming.)"""
-    fields = sorted(fields, key=lambda f: (f.get("kind") != "changed", str(f.get("path", ""))))
-    out: dict[str, Any] = {"fields": fields[:MAX_FIELDS]}
+    fields = sorted(fields, key=lambda f: (f["kind"] != "changed", f["path"]))
+    body["fields"] = fields[:MAX_FIELDS]
     if len(fields) > MAX_FIELDS:
-        out["fieldsOmitted"] = len(fields) - MAX_FIELDS
-        out["omittedPaths"] = [bounded_text(str(f.get("path", "")), 128) for f in fields[MAX_FIELDS:][:OMITTED_PATHS]]
-        out["fieldsSHA256"] = sha256(canonical(fields))
-    return out
+        body["fieldsOmitted"] = len(fields) - MAX_FIELDS
+        body["omittedPaths"] = [bounded_text(f["path"], 128) for f in fields[MAX_FIELDS:][:OMITTED_PATHS]]
+        body["fieldsSHA256"] = sha256(canonical(fields))
+    return body
 
 
-def bound_record(body: dict[str, Any]) -> dict[str, Any]:
+def bound_record(record: AuditRecord) -> AuditRecord:
     """Below RECORD_BYTES: drops omitted paths from the last, then listed fields from the last (counting them as
     omitted; the digest still covers them all)."""
-    body = dict(body)
+    body = record.copy()
     omitted = list(body.get("omittedPaths") or [])
     while len(canonical(body)) > RECORD_BYTES and omitted:
         omitted.pop()
@@ -129,34 +167,41 @@ def bound_record(body: dict[str, Any]) -> dict[str, Any]:
 
 def build_record(
     request: AdmissionRequest, decision: Decision, git: GitObject | None, key: ObjectKey, *, time: str
-) -> dict[str, Any]:
+) -> AuditRecord:
     """The facts of one drift attempt (values already masked by the decision), bounded in size; no chain fields."""
     user = request.get("userInfo") or {}
     groups = sorted(bounded_text(str(g), 256) for g in user.get("groups") or [])
     changes = [
-        {
-            "path": bounded_text(i.path),
-            "kind": i.kind.value,
-            "git": bounded_value(i.desired),
-            "requested": bounded_value(i.live),
-        }
+        FieldChange(
+            path=bounded_text(i.path),
+            kind=i.kind.value,
+            git=bounded_value(i.desired),
+            requested=bounded_value(i.live),
+        )
         for i in decision.items
     ]
-    body = {
+    obj = key.as_dict()
+    body: AuditRecord = {
         "time": time,
         "requestUID": bounded_text(str(request.get("uid", "")), 128),
         "user": bounded_text(str(user.get("username", "")), 256),
         "groups": groups[:MAX_GROUPS],
         "operation": str(request.get("operation", ""))[:32],
         "subResource": bounded_text(str(request.get("subResource") or ""), 64),
-        "object": {k: bounded_text(v, 256) for k, v in key.as_dict().items()},
+        "object": ObjectRef(
+            group=bounded_text(obj["group"], 256),
+            kind=bounded_text(obj["kind"], 256),
+            namespace=bounded_text(obj["namespace"], 256),
+            name=bounded_text(obj["name"], 256),
+        ),
         "application": bounded_text(str(git.app) if git else "", 256),
         "revision": bounded_text(git.revision if git else "", 128),
         "mode": git.mode if git else "",
         "decision": decision.verdict.value,
         "reason": bounded_text(decision.reason) if decision.verdict.value == "break-glass" else "",
-        **bounded_fields(changes),
+        "fields": [],
     }
+    _with_bounded_fields(body, changes)
     if decision.unjudged:
         # The webhook could not judge the request against Git (it failed closed): why, in the record.
         body["unjudged"] = bounded_text(decision.unjudged)
