@@ -8,7 +8,6 @@ comparing oldObject with object, never from managedFields or field-manager names
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,14 +15,26 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, NotRequired, TypedDict
 
-from . import fieldsets, text
+from . import text
 from .drift import DriftItem, DriftKind, DriftPolicy, _is_ignored
 from .normalize import SecretMasker
 from .objects import API_GROUP, REVISION_ANNOTATION, TRACKING_LABEL, AppRef, DriftMode, KubeObject, ObjectKey
+from .paths import (
+    ABSENT,
+    Lists,
+    Path,
+    changed_paths,
+    declared_paths,
+    get,
+    hashable,
+    is_empty,
+    is_named_list,
+    is_under_any,
+    pointer,
+    selectors,
+)
 
 BREAK_GLASS_ANNOTATION = f"{API_GROUP}/break-glass"
-
-_ABSENT: Any = object()
 
 
 # --- AdmissionReview, as the API server sends it -------------------------------------------------------------------
@@ -136,7 +147,7 @@ class GitObject:
     @cached_property
     def declared_paths(self) -> set[Path]:
         """What Git declares, as paths of this module: computed once per object, not once per request."""
-        return _declared_paths(self.declared)
+        return declared_paths(self.declared)
 
     @cached_property
     def ignored(self) -> tuple[str, ...]:
@@ -175,153 +186,6 @@ class Decision:
     unjudged: str = ""  # why the webhook could not judge (then it failed closed)
 
 
-# --- comparing objects path by path ------------------------------------------------------------------------------
-# A path is str keys, int indices, and ("name", value, n) selectors: the n-th item named `value` of a list of named
-# items. Counting occurrences keeps a second item whose name collides with one Git declares (a duplicate env name,
-# which the API server accepts with a warning and whose last copy wins at run time) apart from the first: it is an
-# item Git does not have.
-Path = tuple[Any, ...]
-Selector = tuple[str, Any, int]
-
-
-def _named(value: list[Any]) -> bool:
-    return bool(value) and all(isinstance(v, dict) and "name" in v for v in value)
-
-
-def _selectors(items: list[Any]) -> dict[Selector, Any]:
-    counts: dict[Any, int] = {}
-    out: dict[Selector, Any] = {}
-    for v in items:
-        name = v["name"]
-        n = counts.get(_hashable(name), 0)
-        counts[_hashable(name)] = n + 1
-        out[("name", _hashable(name), n)] = v
-    return out
-
-
-def _hashable(value: Any) -> Any:
-    """A list item's name as a dict key (a name is a string in every real object; anything else still compares)."""
-    return value if isinstance(value, str | int | float | bool) or value is None else json.dumps(value, sort_keys=True)
-
-
-class Lists:
-    """The position of every named item in the lists one decision looks into, found once per list: so that resolving
-    N paths into a list of N items costs N steps, not N squared (a request with thousands of env entries must not
-    hold the webhook up; the API server would time out, and an entry with failurePolicy Ignore let changes by)."""
-
-    def __init__(self) -> None:
-        self._positions: dict[int, tuple[list[Any], dict[Selector, int]]] = {}
-
-    def index(self, items: list[Any], segment: Selector) -> int:
-        known = self._positions.get(id(items))
-        if known is None or known[0] is not items:
-            positions: dict[Selector, int] = {}
-            counts: dict[Any, int] = {}
-            for i, v in enumerate(items):
-                if isinstance(v, dict) and "name" in v:
-                    name = _hashable(v["name"])
-                    n = counts.get(name, 0)
-                    counts[name] = n + 1
-                    positions[("name", name, n)] = i
-            known = self._positions[id(items)] = (items, positions)
-        return known[1].get(segment, -1)
-
-
-def get(obj: Any, path: Path, lists: Lists | None = None) -> Any:
-    lists = lists or Lists()
-    value = obj
-    for segment in path:
-        if isinstance(segment, tuple):
-            if not isinstance(value, list):
-                return _ABSENT
-            i = lists.index(value, segment)
-            if i < 0:
-                return _ABSENT
-            value = value[i]
-        elif isinstance(value, dict) and segment in value:
-            value = value[segment]
-        else:
-            return _ABSENT
-    return value
-
-
-def changed_paths(before: Any, after: Any, prefix: Path = (), *, fill: bool = False) -> Iterator[Path]:
-    """Leaf paths where two values differ: maps by key, lists of named items by name and occurrence, other lists
-    whole. With `fill`, what `before` lacks is compared as an empty map or list, down to the leaves."""
-    if before == after or (_empty(before) and _empty(after)):
-        return  # an empty list or map is no value: the API server stores neither (found by the rule model)
-    # Labels or annotations that appear or go as a whole are compared key by key: each key is its own business (a
-    # request that adds one annotation where there were none does not take Git's annotations away).
-    b, a = before, after
-    if len(prefix) >= 2 and prefix[-2] == "metadata" and prefix[-1] in ("labels", "annotations"):
-        b = {} if before is _ABSENT and isinstance(after, dict) and after else before
-        a = {} if after is _ABSENT and isinstance(before, dict) and before else after
-    if fill and b is _ABSENT:
-        b = {} if isinstance(a, dict) else [] if isinstance(a, list) and _named(a) else b
-    if isinstance(b, dict) and isinstance(a, dict):
-        for key in b.keys() | a.keys():
-            yield from changed_paths(b.get(key, _ABSENT), a.get(key, _ABSENT), (*prefix, key), fill=fill)
-        return
-    if isinstance(b, list) and isinstance(a, list) and (_named(b) or not b) and (_named(a) or not a):
-        sb, sa = _selectors(b), _selectors(a)
-        for selector in sb.keys() | sa.keys():
-            yield from changed_paths(
-                sb.get(selector, _ABSENT), sa.get(selector, _ABSENT), (*prefix, selector), fill=fill
-            )
-        return
-    yield prefix
-
-
-def _empty(value: Any) -> bool:
-    return value is _ABSENT or (isinstance(value, list | dict) and not value)
-
-
-def pointer(obj: Any, path: Path, lists: Lists | None = None) -> str:
-    """JSON pointer of `path` (named list items resolved to their index in `obj`)."""
-    lists = lists or Lists()
-    tokens = []
-    value = obj
-    for segment in path:
-        if isinstance(segment, tuple):
-            _, name, n = segment
-            i = lists.index(value, segment) if isinstance(value, list) else -1
-            suffix = f"#{n + 1}" if n else ""
-            tokens.append(str(i) if i >= 0 else f"[name={name}{suffix}]")
-            value = value[i] if i >= 0 else _ABSENT
-        else:
-            tokens.append(text.escape(segment))
-            value = value.get(segment, _ABSENT) if isinstance(value, dict) else _ABSENT
-    return "/" + "/".join(tokens)
-
-
-def _declared_paths(declared: Mapping[str, Any]) -> set[Path]:
-    """The declared leaves as paths of this module (k:{"name":..} selectors as the first item of that name)."""
-    out: set[Path] = set()
-    for leaf in fieldsets.leaves(declared, containers=False):
-        path: list[Any] = []
-        for segment in leaf:
-            kind, _, raw = segment.partition(":")
-            if kind == "f":
-                path.append(raw)
-            elif kind == "k":
-                try:
-                    selector = json.loads(raw)
-                except ValueError:
-                    break
-                if isinstance(selector, dict) and set(selector) == {"name"}:
-                    path.append(("name", _hashable(selector["name"]), 0))
-                else:
-                    break  # an element keyed otherwise: compare its list whole
-            else:
-                break
-        out.add(tuple(path))
-    return out
-
-
-def _is_declared(path: Path, declared: set[Path]) -> bool:
-    return any(path[: len(d)] == d or d[: len(path)] == path for d in declared)
-
-
 # Operational annotations: they follow every sync (the commit) or ask for an exception (break-glass); neither is a
 # difference of the object from Git.
 _OPERATIONAL = (REVISION_ANNOTATION, BREAK_GLASS_ANNOTATION)
@@ -342,11 +206,11 @@ def _counts(path: Path, declared: set[Path]) -> bool:
         return (
             len(path) >= 2
             and path[1] in ("labels", "annotations")
-            and _is_declared(path, declared)
+            and is_under_any(path, declared)
             and (len(path) < 3 or path[2] not in _OPERATIONAL)
         )
     return not any(
-        strs[i] == "metadata" and strs[i + 1] in ("labels", "annotations") and not _is_declared(path, declared)
+        strs[i] == "metadata" and strs[i + 1] in ("labels", "annotations") and not is_under_any(path, declared)
         for i in range(len(strs) - 1)
     )
 
@@ -419,10 +283,10 @@ def new_drift(git: GitObject, before: KubeObject | None, after: KubeObject, mask
     def expand(path: Path) -> Iterator[Path]:
         """An item Git declares that comes back, compared field by field: a request that brings back half of a
         container someone removed does not add drift at the half it leaves out (found by the rule model)."""
-        if path and isinstance(path[-1], tuple) and _is_declared(path, declared):
+        if path and isinstance(path[-1], tuple) and is_under_any(path, declared):
             b, a = get(before if before is not None else stored, path, lists), get(after, path, lists)
-            if b is _ABSENT and isinstance(a, dict):
-                yield from changed_paths(_ABSENT, a, path, fill=True)
+            if b is ABSENT and isinstance(a, dict):
+                yield from changed_paths(ABSENT, a, path, fill=True)
                 return
         yield path
 
@@ -433,12 +297,12 @@ def new_drift(git: GitObject, before: KubeObject | None, after: KubeObject, mask
             items.append(DriftItem(path="/...", kind=DriftKind.CHANGED, live=f"more than {MAX_ITEMS} paths changed"))
             break
         ptr = pointer(
-            after if get(after, path, lists) is not _ABSENT else (before if before is not None else stored), path, lists
+            after if get(after, path, lists) is not ABSENT else (before if before is not None else stored), path, lists
         )
         if not _counts(path, declared) or _is_ignored(ptr, ignored):
             continue
         want, now = get(stored, path, lists), get(after, path, lists)
-        want, now = (_ABSENT if _empty(want) else want), (_ABSENT if _empty(now) else now)  # [] and {} are no value
+        want, now = (ABSENT if is_empty(want) else want), (ABSENT if is_empty(now) else now)  # [] and {} are no value
         if path == ("metadata", "finalizers"):
             # A set, not a value: only a finalizer neither Git's object nor the object before had counts.
             added = (
@@ -451,19 +315,19 @@ def new_drift(git: GitObject, before: KubeObject | None, after: KubeObject, mask
             continue  # the request brings this path back to Git (or leaves it there)
         if before is not None:
             was = get(before, path, lists)
-            if (_ABSENT if _empty(was) else was) == now:
+            if (ABSENT if is_empty(was) else was) == now:
                 continue  # strays here as it did before, with the same value: not a new attempt
-        kind = DriftKind.CHANGED if _is_declared(path, declared) else DriftKind.ADDED
-        if kind is DriftKind.ADDED and now is _ABSENT:
+        kind = DriftKind.CHANGED if is_under_any(path, declared) else DriftKind.ADDED
+        if kind is DriftKind.ADDED and now is ABSENT:
             continue  # removing a field Git does not declare removes drift, never adds it
-        if kind is DriftKind.ADDED and before is None and want is not _ABSENT and _allocated(git.key, ptr):
+        if kind is DriftKind.ADDED and before is None and want is not ABSENT and _allocated(git.key, ptr):
             continue  # a value the server picks anew on every creation (a cluster IP, a node port)
         items.append(
             DriftItem(
                 path=ptr,
                 kind=kind,
-                desired=None if want is _ABSENT or kind is DriftKind.ADDED else masker.mask_value(stored, ptr, want),
-                live=None if now is _ABSENT else masker.mask_value(after, ptr, now),
+                desired=None if want is ABSENT or kind is DriftKind.ADDED else masker.mask_value(stored, ptr, want),
+                live=None if now is ABSENT else masker.mask_value(after, ptr, now),
             )
         )
     items.extend(_reordered(git, stored, before, after, declared, lists))
@@ -479,12 +343,12 @@ def _ordered_lists(obj: Any, path: Path = ()) -> Iterator[Path]:
     """The paths of the ordered named lists in `obj` (Git's object), through named list items."""
     if isinstance(obj, dict):
         for key, value in obj.items():
-            if key in _ORDERED and isinstance(value, list) and _named(value):
+            if key in _ORDERED and isinstance(value, list) and is_named_list(value):
                 yield (*path, key)
             if key not in ("status", "metadata"):
                 yield from _ordered_lists(value, (*path, key))
-    elif isinstance(obj, list) and _named(obj):
-        for selector, item in _selectors(obj).items():
+    elif isinstance(obj, list) and is_named_list(obj):
+        for selector, item in selectors(obj).items():
             yield from _ordered_lists(item, (*path, selector))
 
 
@@ -492,7 +356,7 @@ def _order(value: Any, among: Sequence[Any]) -> list[Any]:
     """The names of `among` in the order `value` (a named list) has them, first occurrences only."""
     wanted, seen, out = set(among), set(), []
     for v in value if isinstance(value, list) else []:
-        name = _hashable(v.get("name")) if isinstance(v, dict) else None
+        name = hashable(v.get("name")) if isinstance(v, dict) else None
         if name in wanted and name not in seen:
             seen.add(name)
             out.append(name)
@@ -504,9 +368,9 @@ def _reordered(
 ) -> Iterator[DriftItem]:
     """Where the request puts items Git declares in an ordered list in another order than Git's (and than before)."""
     for path in git.ordered_lists:
-        if not _counts(path, declared) or not _is_declared(path, declared):
+        if not _counts(path, declared) or not is_under_any(path, declared):
             continue
-        git_order = _order(get(stored, path, lists), [_hashable(v.get("name")) for v in get(stored, path, lists)])
+        git_order = _order(get(stored, path, lists), [hashable(v.get("name")) for v in get(stored, path, lists)])
         now = _order(get(after, path, lists), git_order)
         if now == [n for n in git_order if n in now]:
             continue  # Git's order (some items may be gone: that is judged item by item)
@@ -699,12 +563,12 @@ def _scale_as_parent(
     """A Scale request, seen as the change of the parent's spec.replicas that it is."""
 
     def replicas(scale: KubeObject | None) -> Any:
-        return ((scale or {}).get("spec") or {}).get("replicas", _ABSENT)
+        return ((scale or {}).get("spec") or {}).get("replicas", ABSENT)
 
     def parent(value: Any) -> KubeObject:
         out = {k: v for k, v in git.stored.items() if k != "status"}
         spec = dict(out.get("spec") or {})
-        if value is _ABSENT:
+        if value is ABSENT:
             spec.pop("replicas", None)
         else:
             spec["replicas"] = value
