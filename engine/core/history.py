@@ -78,7 +78,7 @@ def desired_form(obj: KubeObject) -> KubeObject:
         for section in ("data", "stringData"):
             values = out.get(section)
             if isinstance(values, dict):
-                out[section] = {k: _SECRET_VALUE for k in values}
+                out[section] = dict.fromkeys(values, _SECRET_VALUE)
     return out
 
 
