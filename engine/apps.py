@@ -10,12 +10,12 @@ import yaml
 
 from .adapters.clock import SYSTEM
 from .adapters.kube import KubeClient
-from .adapters.source import Commit
 from .compare import Comparison
-from .core.application import API_VERSION, KIND, ApplicationSpec, application_manifest, parse_application, with_history
+from .core.application import API_VERSION, KIND, ApplicationSpec, application_manifest, parse_application
 from .core.clock import rfc3339
 from .core.drift import ObjectState
 from .core.errors import ApplicationNotFound, GitOpsError
+from .core.history import SyncRecord
 from .core.objects import API_GROUP, AppRef, KubeObject, ObjectKey
 from .core.resources import ResourceInfo
 from .sync import Action, SyncResult
@@ -25,7 +25,13 @@ def install_manifests() -> list[KubeObject]:
     """The objects `kubectl gitops install` applies: the gitops-system namespace and the Application CRD."""
     folder = resources.files("kubectl_gitops_manifests")
     out: list[KubeObject] = []
-    for name in ("namespace.yaml", "crd-application.yaml", "crd-auditrecord.yaml", "crd-auditcheckpoint.yaml"):
+    for name in (
+        "namespace.yaml",
+        "crd-application.yaml",
+        "crd-auditrecord.yaml",
+        "crd-auditcheckpoint.yaml",
+        "crd-syncrecord.yaml",
+    ):
         out.extend(doc for doc in yaml.safe_load_all(folder.joinpath(name).read_text()) if doc)
     return out
 
@@ -55,35 +61,31 @@ def now() -> str:
     return rfc3339(SYSTEM.wall())
 
 
-def sync_status(
-    app_obj: KubeObject,
-    commit: Commit,
-    user: str,
-    results: Sequence[SyncResult],
-) -> dict[str, Any]:
-    """The status a sync leaves behind: last sync, bounded history, inventory."""
+def sync_status(app_obj: KubeObject, record: SyncRecord, results: Sequence[SyncResult]) -> dict[str, Any]:
+    """The status a sync leaves behind: its summary (the whole record is the SyncRecord `record.name`), the
+    inventory, and no more the bounded list of syncs earlier versions kept in the status."""
     status = dict(app_obj.get("status") or {})
     failed = [r for r in results if r.action is Action.FAILED]
-    result = "Failed" if failed else "Succeeded"
-    entry = {
-        **commit.as_dict(),
-        "time": now(),
-        "user": user,
-        "result": result,
-        "counts": {
-            a.value: sum(1 for r in results if r.action is a) for a in Action if any(r.action is a for r in results)
-        },
+    entry: dict[str, Any] = {
+        "id": record.id,
+        "record": record.name,
+        **record.commit_dict(),
+        "time": rfc3339(record.finished),
+        "trigger": record.trigger.value,
+        "user": record.user,
+        "result": record.result.value,
+        "counts": dict(record.counts),
     }
-    if failed:
-        entry["message"] = "; ".join(f"{r.key}: {r.message}" for r in failed[:5])
+    if record.errors:
+        entry["message"] = "; ".join(record.errors[:5])
     inventory = {r.key for r in results if r.action not in (Action.PRUNED, Action.FAILED)}
     if failed:
         # Keep what the last good sync managed, so that a later prune still finds it.
         inventory |= {ObjectKey(**r) for r in status.get("resources") or []}
     return {
-        "sync": {"status": "Synced" if not failed else "OutOfSync", "revision": commit.sha},
+        "sync": {"status": "Synced" if not failed else "OutOfSync", "revision": record.commit.sha},
         "lastSync": entry,
-        "history": with_history(status, entry),
+        "history": None,  # a merge patch's null: the list of syncs earlier versions kept here goes
         "resources": [key.as_dict() for key in sorted(inventory)],
     }
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from .compare import (
@@ -20,6 +19,7 @@ from .core import fieldsets
 from .core.application import ApplicationSpec
 from .core.drift import added, declared_fields
 from .core.errors import ApiError, GitOpsError
+from .core.history import ObjectAction
 from .core.normalize import normalize
 from .core.objects import KubeObject, ObjectKey, key_of
 from .core.redact import scrub_for
@@ -29,12 +29,7 @@ FIRST_WAVES = (frozenset({"Namespace"}), frozenset({"CustomResourceDefinition"})
 CRD_ESTABLISH_TIMEOUT = 60.0
 
 
-class Action(StrEnum):
-    CREATED = "created"
-    CONFIGURED = "configured"
-    UNCHANGED = "unchanged"
-    PRUNED = "pruned"
-    FAILED = "failed"
+Action = ObjectAction  # what a sync did to one object; its record keeps the same words (engine.core.history)
 
 
 @dataclass(frozen=True)

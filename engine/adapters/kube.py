@@ -25,6 +25,7 @@ from ..core.resources import Applied, ResourceInfo
 from . import kubeconfig
 
 TOKEN_REREAD_SECONDS = 60.0
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 DISCOVERY_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
 
 
@@ -249,13 +250,16 @@ class KubeClient:
         return obj
 
     def list_objects(
-        self, info: ResourceInfo, *, namespace: str = "", label_selector: str = ""
+        self, info: ResourceInfo, *, namespace: str = "", label_selector: str = "", metadata_only: bool = False
     ) -> Iterator[KubeObject]:
+        """Every object of a kind (in `namespace`, or all), page by page; `metadata_only`: only their apiVersion,
+        kind and metadata (the server sends PartialObjectMetadata, so large bodies never cross the wire)."""
         params = {"limit": "500"}
         if label_selector:
             params["labelSelector"] = label_selector
+        accept = METADATA_ONLY if metadata_only else None
         while True:
-            page = self.request("GET", info.path(namespace), params=params)
+            page = self.request("GET", info.path(namespace), params=params, accept=accept)
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", info.api_version)
                 item.setdefault("kind", info.kind)

@@ -9,13 +9,14 @@ from typing import Any
 
 from .drift import DEFAULT_IGNORES, DriftPolicy, IgnoreRule
 from .errors import GitOpsError
+from .history import Retention
 from .objects import API_GROUP, DRIFT_MODES, AppRef, DriftMode, KubeObject
+from .timespec import duration, duration_text
 
 API_VERSION = f"{API_GROUP}/v1alpha1"
 KIND = "Application"
 PLURAL = "applications"
 DEFAULT_NAMESPACE = "gitops-system"
-HISTORY_LIMIT = 20
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -40,8 +41,12 @@ class ApplicationSpec:
     helm: HelmOptions = field(default_factory=HelmOptions)
     ignore: tuple[IgnoreRule, ...] = ()
     prune: bool = False
+    history: Retention = field(default_factory=Retention)
     automated: bool = False
     self_heal: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "drift_mode", DriftMode(self.drift_mode))  # a value that is no mode raises here
 
     def policy(self, *, autoscaled: bool = False) -> DriftPolicy:
         defaults = tuple(IgnoreRule(g, k, p) for (g, k), p in DEFAULT_IGNORES.items())
@@ -87,6 +92,16 @@ def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
             )
         rules.append(IgnoreRule(str(rule.get("group", "*")), str(rule.get("kind", "*")), tuple(pointers)))
     policy = spec.get("syncPolicy") or {}
+    history = spec.get("history") or {}
+    try:
+        retention = Retention(
+            records=int(history.get("records", Retention.records)),
+            max_age=duration(str(history["maxAge"])) if history.get("maxAge") else None,
+        )
+    except (GitOpsError, TypeError, ValueError) as e:
+        raise InvalidApplication(f"Application {ref}: spec.history: {e}") from e
+    if retention.records < 0:
+        raise InvalidApplication(f"Application {ref}: spec.history.records must not be negative")
     return ApplicationSpec(
         ref=ref,
         repo_url=repo_url,
@@ -101,6 +116,7 @@ def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
             values_files=tuple(str(v) for v in helm.get("valueFiles") or ()),
         ),
         ignore=tuple(rules),
+        history=retention,
         prune=bool(policy.get("prune", False)),
         automated=bool(policy.get("automated", False)),
         self_heal=bool(policy.get("selfHeal", False)),
@@ -116,9 +132,14 @@ def application_manifest(spec: ApplicationSpec) -> KubeObject:
     body: dict[str, Any] = {
         "source": source,
         "destination": {"namespace": spec.destination_namespace},
-        "driftMode": spec.drift_mode,
+        "driftMode": spec.drift_mode.value,
         "syncPolicy": {"prune": spec.prune, "automated": spec.automated, "selfHeal": spec.self_heal},
     }
+    if spec.history != Retention():
+        history: dict[str, Any] = {"records": spec.history.records}
+        if spec.history.max_age is not None:
+            history["maxAge"] = duration_text(spec.history.max_age)
+        body["history"] = history
     if spec.ignore:
         body["ignoreDifferences"] = [
             {"group": r.group, "kind": r.kind, "jsonPointers": list(r.pointers)} for r in spec.ignore
@@ -129,11 +150,3 @@ def application_manifest(spec: ApplicationSpec) -> KubeObject:
         "metadata": {"name": spec.ref.name, "namespace": spec.ref.namespace},
         "spec": body,
     }
-
-
-def with_history(status: Mapping[str, Any], entry: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The sync history with `entry` appended, oldest dropped beyond HISTORY_LIMIT; ids keep counting up."""
-    history = [dict(h) for h in status.get("history") or []]
-    next_id = max((int(h.get("id", 0)) for h in history), default=0) + 1
-    history.append({"id": next_id, **entry})
-    return history[-HISTORY_LIMIT:]

@@ -137,6 +137,9 @@ class SyncRecord:
     counts: Mapping[str, int] = field(default_factory=dict)
     name: str = ""
 
+    def commit_dict(self) -> dict[str, str]:
+        return {"revision": self.commit.sha, "subject": self.commit.subject, "author": self.commit.author}
+
     @property
     def changed(self) -> int:
         return sum(int(self.counts.get(a.value, 0)) for a in CHANGES)

@@ -52,6 +52,23 @@ def _at_clock(day: datetime.date, clock: str, zone: datetime.tzinfo, text: str) 
         raise InvalidTime(f"{text!r}: {e}") from e
 
 
+def duration(text: str) -> datetime.timedelta:
+    """`45s`, `90m`, `36h`, `3d`, `2w` as a timedelta."""
+    match = _DURATION.match(text.strip().lower())
+    if match is None:
+        raise InvalidTime(f"{text!r} is not a duration (a number and s, m, h, d or w: 36h, 3d)")
+    return datetime.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def duration_text(span: datetime.timedelta) -> str:
+    """A timedelta as `duration` reads it back: in the largest unit that divides it."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def resolve(text: str, now: datetime.datetime, zone: datetime.tzinfo) -> datetime.datetime:
     """The instant `text` names (time-zone aware). `now` must be aware; `zone` resolves local dates and times."""
     words = text.strip().lower().split()

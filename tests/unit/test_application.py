@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import re
+import datetime
 from typing import Any
 
 import pytest
 
-from engine.adapters.source import Commit
 from engine.apps import sync_status
 from engine.core.application import (
     API_VERSION,
     DEFAULT_NAMESPACE,
-    HISTORY_LIMIT,
     KIND,
     ApplicationSpec,
     HelmOptions,
@@ -20,9 +18,17 @@ from engine.core.application import (
     application_manifest,
     parse_application,
     validate_name,
-    with_history,
 )
 from engine.core.drift import DEFAULT_IGNORES, IgnoreRule
+from engine.core.history import (
+    CommitInfo,
+    RecordedObject,
+    SyncRecord,
+    Trigger,
+    bounded_errors,
+    counts_of,
+    result_of,
+)
 from engine.core.objects import AppRef, ObjectKey
 from engine.sync import Action, SyncResult
 
@@ -268,47 +274,35 @@ def test_validate_name_says_what_it_checked() -> None:
         validate_name("Prod", "destination namespace")
 
 
-# --- with_history -------------------------------------------------------------------------------------------------
-
-
-def test_history_starts_at_one() -> None:
-    assert with_history({}, {"revision": "abc"}) == [{"id": 1, "revision": "abc"}]
-    assert with_history({"history": None}, {"revision": "abc"}) == [{"id": 1, "revision": "abc"}]
-
-
-def test_history_appends_with_the_next_id() -> None:
-    status = {"history": [{"id": 1, "revision": "a"}, {"id": 4, "revision": "b"}, {"id": 2, "revision": "c"}]}
-    out = with_history(status, {"revision": "d"})
-    assert [h["id"] for h in out] == [1, 4, 2, 5]
-    assert out[-1] == {"id": 5, "revision": "d"}
-    assert len(status["history"]) == 3  # the status itself is left alone
-
-
-@pytest.mark.parametrize("syncs", [1, HISTORY_LIMIT - 1, HISTORY_LIMIT, HISTORY_LIMIT + 1, 3 * HISTORY_LIMIT])
-def test_history_is_bounded_and_ids_keep_counting(syncs: int) -> None:
-    status: dict[str, Any] = {}
-    for n in range(1, syncs + 1):
-        status = {"history": with_history(status, {"revision": f"r{n}"})}
-    history = status["history"]
-    assert len(history) == min(syncs, HISTORY_LIMIT)
-    ids = [h["id"] for h in history]
-    assert ids == list(range(syncs - len(history) + 1, syncs + 1))
-    assert history[-1]["revision"] == f"r{syncs}"
-
-
-def test_an_entry_cannot_override_the_id() -> None:
-    out = with_history({"history": [{"id": 7}]}, {"revision": "x", "result": "Succeeded"})
-    assert out[-1]["id"] == 8
-
-
 # --- apps.sync_status ---------------------------------------------------------------------------------------------
 
-COMMIT = Commit("3f2a9c1e" * 5, "Bump web to 1.26", "Dev <dev@example.com>", "2024-05-01T10:00:00+00:00")
+COMMIT = CommitInfo("3f2a9c1e" * 5, "Bump web to 1.26", "Dev <dev@example.com>", "2024-05-01T10:00:00+00:00")
 WEB = ObjectKey("apps", "Deployment", "shop", "web")
 CFG = ObjectKey("", "ConfigMap", "shop", "cfg")
 OLD = ObjectKey("", "Service", "shop", "old")
 NS = ObjectKey("", "Namespace", "", "shop")
-ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+FINISHED = datetime.datetime(2026, 11, 26, 15, 0, 2, tzinfo=datetime.UTC)
+
+
+def record_of(results: list[SyncResult], user: str = "alice") -> SyncRecord:
+    """The record engine.usecases writes for these results (its id given by the store)."""
+    objects = tuple(RecordedObject(r.key, r.action, "", r.message) for r in results)
+    return SyncRecord(
+        application="shop",
+        namespace="gitops-system",
+        id=4,
+        commit=COMMIT,
+        trigger=Trigger.MANUAL,
+        user=user,
+        started=FINISHED - datetime.timedelta(seconds=2),
+        finished=FINISHED,
+        result=result_of(objects),
+        render_digest="",
+        objects=objects,
+        errors=bounded_errors(f"{r.key}: {r.message}" for r in results if r.action is Action.FAILED),
+        counts=counts_of(objects),
+        name="shop-4",
+    )
 
 
 def test_a_successful_sync() -> None:
@@ -319,21 +313,21 @@ def test_a_successful_sync() -> None:
         SyncResult(OLD, Action.PRUNED),
     ]
     app_obj = {"status": {"resources": [OLD.as_dict(), WEB.as_dict()], "history": [{"id": 3}]}}
-    status = sync_status(app_obj, COMMIT, "alice", results)
+    status = sync_status(app_obj, record_of(results), results)
     assert status["sync"] == {"status": "Synced", "revision": COMMIT.sha}
-    last = status["lastSync"]
-    assert ISO_UTC.match(last.pop("time"))
-    assert last == {
+    assert status["lastSync"] == {
+        "id": 4,
+        "record": "shop-4",
         "revision": COMMIT.sha,
         "subject": "Bump web to 1.26",
         "author": "Dev <dev@example.com>",
-        "date": "2024-05-01T10:00:00+00:00",
+        "time": "2026-11-26T15:00:02Z",
+        "trigger": "manual",
         "user": "alice",
         "result": "Succeeded",
         "counts": {"created": 1, "configured": 1, "unchanged": 1, "pruned": 1},
     }
-    assert [h["id"] for h in status["history"]] == [3, 4]
-    assert status["history"][-1]["result"] == "Succeeded"
+    assert status["history"] is None  # the list earlier versions kept in the status goes (a merge patch's null)
     # The inventory is what this sync manages, sorted; the pruned object is gone from it.
     assert status["resources"] == [CFG.as_dict(), NS.as_dict(), WEB.as_dict()]
 
@@ -344,29 +338,21 @@ def test_a_failed_sync_keeps_the_previous_inventory() -> None:
         SyncResult(WEB, Action.FAILED, "the API server rejects it: spec.replicas: Invalid value: -1"),
     ]
     app_obj = {"status": {"resources": [OLD.as_dict(), WEB.as_dict()]}}
-    status = sync_status(app_obj, COMMIT, "bob", results)
+    status = sync_status(app_obj, record_of(results, "bob"), results)
     assert status["sync"] == {"status": "OutOfSync", "revision": COMMIT.sha}
-    assert status["lastSync"]["result"] == "Failed"
+    assert status["lastSync"]["result"] == "Partial"  # one object failed, another was created
     assert status["lastSync"]["counts"] == {"created": 1, "failed": 1}
     assert status["lastSync"]["message"] == (
         "Deployment.apps shop/web: the API server rejects it: spec.replicas: Invalid value: -1"
     )
-    assert status["history"] == [{**status["lastSync"], "id": 1}]
     assert status["resources"] == [CFG.as_dict(), OLD.as_dict(), WEB.as_dict()]
 
 
 def test_a_failed_sync_message_names_at_most_five_failures() -> None:
     keys = [ObjectKey("", "ConfigMap", "shop", f"c{n}") for n in range(7)]
-    status = sync_status({}, COMMIT, "bob", [SyncResult(key, Action.FAILED, "no") for key in keys])
+    results = [SyncResult(key, Action.FAILED, "no") for key in keys]
+    status = sync_status({}, record_of(results, "bob"), results)
+    assert status["lastSync"]["result"] == "Failed"
     message = status["lastSync"]["message"]
     assert message.split("; ") == [f"ConfigMap shop/c{n}: no" for n in range(5)]
     assert status["resources"] == []
-
-
-def test_sync_status_history_is_bounded() -> None:
-    app_obj = {"status": {"history": [{"id": n} for n in range(1, HISTORY_LIMIT + 1)]}}
-    history = sync_status(app_obj, COMMIT, "alice", [])["history"]
-    assert len(history) == HISTORY_LIMIT
-    assert history[0]["id"] == 2
-    assert history[-1]["id"] == HISTORY_LIMIT + 1
-    assert history[-1]["counts"] == {}

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engine.core.timespec import InvalidTime, resolve
+from engine.core.timespec import InvalidTime, duration, duration_text, resolve
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # Tuesday 2026-12-01, 10:30 in Berlin (09:30 UTC)
@@ -58,3 +58,13 @@ def test_says_what_it_takes(text: str) -> None:
     with pytest.raises(InvalidTime) as raised:
         resolve(text, NOW, BERLIN)
     assert str(raised.value)
+
+
+@pytest.mark.parametrize("text", ["45s", "90m", "36h", "3d", "2w", "0s"])
+def test_a_duration_reads_back_as_written(text: str) -> None:
+    assert duration_text(duration(text)) == text
+
+
+def test_a_duration_is_written_in_its_largest_unit() -> None:
+    assert duration_text(datetime.timedelta(days=14)) == "2w"
+    assert duration_text(datetime.timedelta(hours=36)) == "36h"

@@ -1,0 +1,99 @@
+"""The SyncRecords of Applications in the cluster (engine.core.history builds and reads them).
+
+A record is created once and never changed. Its id counts up per Application: the next id is one more than the
+newest record's, and a create that finds the name taken (another sync recorded at the same moment) takes the next.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import replace
+
+from ..core.errors import ApiError, GitOpsError
+from ..core.history import (
+    APP_LABEL,
+    RECORD_API_VERSION,
+    RECORD_KIND,
+    InvalidRecord,
+    Retention,
+    SyncRecord,
+    expired,
+    parse_record,
+    record_name,
+    record_object,
+)
+from ..core.objects import ObjectKey
+from ..core.resources import ResourceInfo
+from .kube import KubeClient
+
+ID_ATTEMPTS = 20
+
+
+class HistoryStore:
+    def __init__(self, cluster: KubeClient, namespace: str) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+
+    def resource(self) -> ResourceInfo:
+        info = self.cluster.resource_for(RECORD_API_VERSION, RECORD_KIND)
+        if info is None:  # installed since this client read discovery
+            self.cluster.refresh_discovery()
+            info = self.cluster.resource_for(RECORD_API_VERSION, RECORD_KIND)
+        if info is None:
+            raise GitOpsError(f"the cluster does not serve {RECORD_KIND}s; run `kubectl gitops install` first")
+        return info
+
+    def records(self, application: str = "", *, with_objects: bool = False) -> list[SyncRecord]:
+        """The records of one Application (or of every one in the namespace), oldest first. Without `with_objects`
+        only the records' metadata is read (the summaries): what a timeline of many Applications needs."""
+        selector = f"{APP_LABEL}={application}" if application else APP_LABEL
+        found = self.cluster.list_objects(
+            self.resource(), namespace=self.namespace, label_selector=selector, metadata_only=not with_objects
+        )
+        out = [parse_record(obj, with_objects=with_objects) for obj in found]
+        return sorted(out, key=lambda r: (r.application, r.id))
+
+    def record(self, application: str, record_id: int) -> SyncRecord:
+        obj = self.cluster.get(self.resource(), self.namespace, record_name(application, record_id))
+        if obj is None:
+            raise GitOpsError(
+                f"Application {application!r} has no sync {record_id} (`kubectl gitops history {application}` lists "
+                "those kept)"
+            )
+        record = parse_record(obj)
+        if record.application != application or record.id != record_id:
+            raise InvalidRecord(f"SyncRecord {obj['metadata']['name']!r} names another sync than its name says")
+        return record
+
+    def add(self, record: SyncRecord) -> SyncRecord:
+        """Creates the record under the next free id of its Application; returns it with that id."""
+        info = self.resource()
+        newest = max((r.id for r in self.records(record.application)), default=0)
+        for attempt in range(ID_ATTEMPTS):
+            numbered = _with_id(record, newest + 1 + attempt)
+            try:
+                self.cluster.request(
+                    "POST",
+                    info.path(self.namespace),
+                    body=record_object(numbered),
+                    params={"fieldManager": "kubectl-gitops"},
+                )
+            except ApiError as e:
+                if e.status == 409:
+                    continue  # recorded at the same moment by another sync: take the next id
+                raise
+            return numbered
+        raise GitOpsError(f"no free SyncRecord id for {record.application} after {ID_ATTEMPTS} attempts")
+
+    def retire(self, application: str, policy: Retention, now: datetime.datetime) -> list[SyncRecord]:
+        """Deletes the records retention drops (never the newest); returns them."""
+        info = self.resource()
+        dropped = expired(self.records(application), policy, now)
+        for record in dropped:
+            key = ObjectKey(info.group, info.kind, self.namespace, record_name(application, record.id))
+            self.cluster.delete(info, key)
+        return dropped
+
+
+def _with_id(record: SyncRecord, record_id: int) -> SyncRecord:
+    return replace(record, id=record_id, name=record_name(record.application, record_id))
