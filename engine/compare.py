@@ -132,7 +132,7 @@ def load_desired(
 ) -> Desired:
     """Git's objects for `app` at `revision` (default: the Application's), rendered and prepared."""
     source = source or GitSource(app.repo_url)
-    commit = source.resolve(revision or app.revision or None)
+    commit = source.resolve(revision or app.target or None)
     label = f"{app.path.strip('/') or '.'}@{commit.sha[:12]}"
     if detect_from_names(source.file_names(commit.sha, app.path)) == "directory":
         manifests = parse_files(source.read_files(commit.sha, app.path, MANIFEST_SUFFIXES), label)

@@ -227,7 +227,14 @@ class DesiredState:
         # Only a newer commit counts: an older one would let a hand-set annotation bring back old Git.
         app = found.app
         if not self._is_newer(app, revision, deadline):
-            return Found(found)
+            # An older commit counts only once the Application itself names it (a rollback: spec.rollback, which
+            # only who may change Applications can write), never by the request's word: read them again to know.
+            self._refresh_now(deadline)
+            state = self._apps.get(app)
+            if state is None or state.revision != revision:
+                return Found(found)
+            current = self._index.get(key)
+            return Found(current) if current is not None and current.app == app else Found(claimed=frozenset({app}))
         other = self._revision_objects(app, revision, deadline)
         if other is None:
             return Found(unjudged=self._not_loaded_in_time(app, revision))
@@ -339,7 +346,7 @@ class DesiredState:
             source = self._source(state.spec.repo_url)
             loaded = state.revision
 
-            target = state.spec.revision or None
+            target = state.spec.target or None
 
             def check() -> None:
                 final = False  # an answer that stands for good: history does not change
@@ -604,7 +611,7 @@ class DesiredState:
                 try:
                     rendered = self._render(state.spec, revision)
                     result["objects"] = rendered.objects
-                    head = self._source(state.spec.repo_url).resolve(state.spec.revision or None).sha
+                    head = self._source(state.spec.repo_url).resolve(state.spec.target or None).sha
                 except GitOpsError as e:
                     log.warning("revision %s of %s cannot be loaded: %s", revision[:12], app, e)
                     head = ""

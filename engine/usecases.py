@@ -5,18 +5,20 @@ print what these return."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .adapters.audit import read_records
 from .adapters.clock import SYSTEM
 from .adapters.history import HistoryStore
 from .adapters.kube import KubeClient
 from .adapters.source import GitSource
-from .apps import comparison_status, get_application, patch_status, sync_status
+from .apps import application_resource, comparison_status, get_application, patch_status, sync_status
 from .compare import Comparison, Desired, compare, load_desired, new_masker
-from .core.application import ApplicationSpec
-from .core.clock import Clock
+from .core.application import KIND, ApplicationSpec, Rollback
+from .core.auditchain import filter_records, parse_time
+from .core.clock import Clock, rfc3339
 from .core.errors import GitOpsError
 from .core.history import (
     CommitInfo,
@@ -24,14 +26,17 @@ from .core.history import (
     Result,
     SyncRecord,
     Trigger,
+    between,
     bounded_errors,
     counts_of,
+    live_at,
     object_digest,
     render_digest,
     result_of,
 )
 from .core.normalize import SecretMasker
-from .core.objects import AppRef, KubeObject
+from .core.objects import API_GROUP, AppRef, KubeObject, ObjectKey
+from .core.renderdiff import ObjectChange, diff_renders
 from .sync import Action, BeforeApply, Syncer, SyncResult
 
 
@@ -165,3 +170,252 @@ def _record(
     except GitOpsError as e:
         raise GitOpsError(f"{loaded.ref}: recorded as sync {record.id}, but dropping older records failed: {e}") from e
     return record
+
+
+# --- history -------------------------------------------------------------------------------------------------------
+def history_of(cluster: KubeClient, ref: AppRef) -> list[SyncRecord]:
+    """The kept records of `ref`'s syncs, newest first (summaries only)."""
+    get_application(cluster, ref)  # a clear error for an Application that does not exist
+    return sorted(HistoryStore(cluster, ref.namespace).records(ref.name), key=lambda r: r.id, reverse=True)
+
+
+def sync_record(cluster: KubeClient, ref: AppRef, record_id: int) -> SyncRecord:
+    return HistoryStore(cluster, ref.namespace).record(ref.name, record_id)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Git's objects of one commit, rendered today, and whether they are what a recorded sync applied."""
+
+    desired: Desired
+    record: SyncRecord | None = None
+
+    @property
+    def objects(self) -> dict[ObjectKey, KubeObject]:
+        return {d.key: d.obj for d in self.desired.objects}
+
+    @property
+    def matches_record(self) -> bool:
+        return self.record is None or self.digest == self.record.render_digest
+
+    @property
+    def digest(self) -> str:
+        return render_digest({d.key: object_digest(d.obj) for d in self.desired.objects})
+
+    def mismatch(self) -> str:
+        """Why today's render is not what the sync applied, in words (empty when it is)."""
+        if self.matches_record or self.record is None:
+            return ""
+        return (
+            f"commit {self.record.commit.sha[:12]} no longer renders what sync {self.record.id} applied (a Helm "
+            "dependency, a remote base or a tool version moved since); shown: today's render of that commit"
+        )
+
+
+def render_revision(
+    cluster: KubeClient, spec: ApplicationSpec, revision: str, record: SyncRecord | None = None
+) -> Rendered:
+    return Rendered(load_desired(spec, cluster, revision=revision), record)
+
+
+@dataclass(frozen=True)
+class RenderDiff:
+    before: Rendered
+    after: Rendered
+    changes: list[ObjectChange]
+
+
+def diff_revisions(
+    cluster: KubeClient, ref: AppRef, from_revision: str, to_revision: str, masker: SecretMasker | None = None
+) -> RenderDiff:
+    """Git's objects at two revisions, rendered and compared object by object (no cluster history needed)."""
+    _, spec = get_application(cluster, ref)
+    before = render_revision(cluster, spec, from_revision)
+    after = render_revision(cluster, spec, to_revision)
+    return RenderDiff(before, after, diff_renders(before.objects, after.objects, masker or new_masker()))
+
+
+@dataclass(frozen=True)
+class AtTime:
+    at: datetime.datetime
+    record: SyncRecord | None  # the sync live then (None: none kept that old)
+    drift: list[dict[str, Any]]  # drift attempts the webhook let through between that sync and `at`
+
+
+LET_THROUGH = ("warned", "recorded", "break-glass")
+
+
+def drift_attempts(
+    cluster: KubeClient, ref: AppRef, since: datetime.datetime | None, until: datetime.datetime, *, allowed_only: bool
+) -> list[dict[str, Any]]:
+    """The audit log's records of `ref` between two times (oldest first): every attempt, or those let through."""
+    low = rfc3339(since, milliseconds=True) if since else ""
+    high = rfc3339(until, milliseconds=True)
+    out = []
+    for r in filter_records(read_records(cluster, ref.namespace), app=ref.name, since=low):
+        if r.get("type") == "retention" or str(r.get("time", "")) > high:
+            continue
+        if str(r.get("application", "")) not in (str(ref), ref.name):
+            continue
+        if allowed_only and r.get("decision") not in LET_THROUGH:
+            continue
+        out.append(dict(r))
+    return out
+
+
+def at_time(cluster: KubeClient, ref: AppRef, at: datetime.datetime) -> AtTime:
+    """Which sync was live at `at`, and the drift the webhook let through after it and up to `at`."""
+    records = history_of(cluster, ref)
+    live = live_at(records, at)
+    drift = drift_attempts(cluster, ref, live.finished if live else None, at, allowed_only=True)
+    return AtTime(at, live, drift)
+
+
+@dataclass(frozen=True)
+class TimeDiff:
+    since: AtTime
+    until: AtTime
+    diff: RenderDiff | None  # None: no sync was live at one of the two times
+    syncs: list[SyncRecord]  # those that finished in between, oldest first
+    attempts: list[dict[str, Any]]  # every drift attempt the audit log holds for the span
+
+
+def diff_times(
+    cluster: KubeClient,
+    ref: AppRef,
+    since: datetime.datetime,
+    until: datetime.datetime,
+    masker: SecretMasker | None = None,
+) -> TimeDiff:
+    """What changed in the cluster between two times: the rendered objects of the sync live at `since` against
+    those of the sync live at `until`, the syncs in between, and the drift attempts of the span."""
+    _, spec = get_application(cluster, ref)
+    records = history_of(cluster, ref)
+    first, last = at_time(cluster, ref, since), at_time(cluster, ref, until)
+    diff = None
+    if first.record is not None and last.record is not None:
+        before = render_revision(cluster, spec, first.record.commit.sha, first.record)
+        after = render_revision(cluster, spec, last.record.commit.sha, last.record)
+        diff = RenderDiff(before, after, diff_renders(before.objects, after.objects, masker or new_masker()))
+    attempts = drift_attempts(cluster, ref, since, until, allowed_only=False)
+    return TimeDiff(first, last, diff, between(records, since, until), attempts)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the cluster's timeline: a sync (or rollback) or a drift attempt."""
+
+    time: datetime.datetime
+    application: str
+    what: str  # sync | rollback | drift
+    summary: str
+    detail: Mapping[str, Any]
+
+
+def timeline(cluster: KubeClient, namespace: str, since: datetime.datetime, application: str = "") -> list[Event]:
+    """Syncs, rollbacks and drift attempts of every Application in `namespace` (or of one), newest first."""
+    events = []
+    for r in HistoryStore(cluster, namespace).records(application):
+        if r.finished < since:
+            continue
+        what = "rollback" if r.trigger is Trigger.ROLLBACK else "sync"
+        summary = (
+            f"{r.trigger.value} sync {r.id} to {r.commit.sha[:12]} {r.commit.subject!r} by {r.user}: {r.result.value}"
+        )
+        events.append(Event(r.finished, r.application, what, summary, r.summary()))
+    low = rfc3339(since, milliseconds=True)
+    for a in filter_records(read_records(cluster, namespace), app=application, since=low):
+        if a.get("type") == "retention":
+            continue
+        obj = a.get("object") or {}
+        summary = (
+            f"{a.get('decision')} {a.get('operation')} of {obj.get('kind')} {obj.get('namespace')}/{obj.get('name')} "
+            f"by {a.get('user')}"
+        )
+        when = parse_time(str(a.get("time", ""))) or since
+        app_name = str(a.get("application", "")).split("/")[-1]
+        events.append(Event(when, app_name, "drift", summary, dict(a)))
+    return sorted(events, key=lambda e: e.time, reverse=True)
+
+
+# --- rollback ------------------------------------------------------------------------------------------------------
+def rollback_target(cluster: KubeClient, loaded: Loaded, target: str) -> tuple[str, int]:
+    """The commit to roll back to and the sync it comes from (0: a revision was named): `target` is a sync id, a
+    revision, or "" for the sync before the current one (the newest earlier sync of another commit)."""
+    records = history_of(cluster, loaded.ref)
+    if target.isdigit():
+        record = sync_record(cluster, loaded.ref, int(target))
+        return record.commit.sha, record.id
+    if target:
+        return GitSource(loaded.spec.repo_url).resolve(target).sha, 0
+    live = next((r for r in records if r.result is not Result.FAILED), None)
+    current = live.commit.sha if live is not None else loaded.desired.commit.sha
+    earlier = next((r for r in records if r.result is not Result.FAILED and r.commit.sha != current), None)
+    if earlier is None:
+        raise GitOpsError(
+            f"{loaded.ref} has no earlier sync of another commit to roll back to; name a sync id or a revision"
+        )
+    return earlier.commit.sha, earlier.id
+
+
+def hold(cluster: KubeClient, ref: AppRef, rollback: Rollback | None) -> None:
+    """Sets (or, with None, lifts) the Application's rollback: what its syncs, the reconciler and the webhook take
+    for its target meanwhile."""
+    patch = {"spec": {"rollback": rollback.as_dict() if rollback is not None else None}}
+    cluster.merge_patch(application_resource(cluster), ObjectKey(API_GROUP, KIND, ref.namespace, ref.name), patch)
+
+
+def rollback(
+    cluster: KubeClient,
+    ref: AppRef,
+    target: str = "",
+    *,
+    reason: str = "",
+    prune: bool = False,
+    progress: Callable[[SyncResult], None] = lambda _: None,
+    before_apply: BeforeApply = lambda _: None,
+    clock: Clock = SYSTEM,
+) -> SyncReport:
+    """Holds the Application at an earlier commit and syncs it there, recorded as a rollback. The hold stays until
+    `resume`, so that the reconciler's next poll does not undo it."""
+    current = load_application(cluster, ref)
+    revision, record_id = rollback_target(cluster, current, target)
+    held = Rollback(revision, reason, cluster.whoami(), rfc3339(clock.wall()), record_id)
+    hold(cluster, ref, held)
+    loaded = load_application(cluster, ref)  # now at the held commit (the Application names it)
+    return sync_loaded(
+        cluster,
+        loaded,
+        prune=prune,
+        trigger=Trigger.ROLLBACK,
+        reason=reason,
+        progress=progress,
+        before_apply=before_apply,
+        clock=clock,
+    )
+
+
+def resume(
+    cluster: KubeClient,
+    ref: AppRef,
+    *,
+    prune: bool = False,
+    progress: Callable[[SyncResult], None] = lambda _: None,
+    before_apply: BeforeApply = lambda _: None,
+    clock: Clock = SYSTEM,
+) -> SyncReport:
+    """Lifts the rollback and syncs the Application's own revision again."""
+    current = load_application(cluster, ref)
+    if current.spec.rollback is None:
+        raise GitOpsError(f"{ref} is not rolled back")
+    hold(cluster, ref, None)
+    loaded = load_application(cluster, ref)
+    return sync_loaded(
+        cluster,
+        loaded,
+        prune=prune,
+        reason=f"rollback to {current.spec.rollback.revision[:12]} lifted",
+        progress=progress,
+        before_apply=before_apply,
+        clock=clock,
+    )

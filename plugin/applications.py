@@ -105,7 +105,9 @@ def list_(cli: CliContext, output: str) -> None:
                 spec.ref.name,
                 redact_url(spec.repo_url),
                 spec.path,
-                spec.revision or "(default branch)",
+                f"rolled back to {spec.rollback.revision[:12]}"
+                if spec.rollback
+                else spec.revision or "(default branch)",
                 str(sync.get("status", "Unknown")),
                 spec.drift_mode,
             ]

@@ -13,6 +13,7 @@ from .applications import create, delete, list_
 from .audit import audit
 from .context import CliContext
 from .diff import diff
+from .history import changes, history, rollback_
 from .install import install
 from .status import status
 from .sync import sync
@@ -52,7 +53,7 @@ COMMON_OPTIONS = (
     (("-n", "--namespace"), "namespace", "Namespace where Applications live (default: gitops-system)."),
 )
 
-for command in (install, create, list_, delete, diff, sync, status, audit, version):
+for command in (install, create, list_, delete, diff, sync, status, history, changes, rollback_, audit, version):
     for names, attribute, text in COMMON_OPTIONS:
         command.params.append(click.Option(list(names), expose_value=False, callback=_override(attribute), help=text))
     cli.add_command(command)

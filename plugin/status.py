@@ -32,6 +32,7 @@ def status(cli: CliContext, name: str, output: str) -> None:
                     "revision": desired.commit.sha,
                     **summary,
                     "lastSync": last,
+                    "rollback": report.loaded.spec.rollback.as_dict() if report.loaded.spec.rollback else None,
                     "objects": [{**d.key.as_dict(), "state": d.state.value} for d in comparison.diffs],
                 },
                 indent=2,
@@ -43,6 +44,13 @@ def status(cli: CliContext, name: str, output: str) -> None:
         f"Source:      {redact_url(spec.repo_url)} path {spec.path} revision {spec.revision or '(default branch)'}"
     )
     click.echo(f"Target:      {desired.commit.sha[:12]} {desired.commit.subject}")
+    if spec.rollback is not None:
+        held = spec.rollback
+        why = f": {held.reason}" if held.reason else ""
+        click.echo(
+            f"Rolled back: to {held.revision[:12]} by {held.user} at {held.at}{why} "
+            f"(`kubectl gitops rollback {name} --resume` lifts it)"
+        )
     click.echo(f"Sync:        {summary['sync']['status']}")
     if last:
         click.echo(

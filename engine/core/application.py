@@ -31,6 +31,24 @@ class HelmOptions:
 
 
 @dataclass(frozen=True)
+class Rollback:
+    """An earlier commit the Application is held at (`kubectl gitops rollback`) until `rollback --resume` lifts it:
+    syncs, the reconciler and the webhook all take it for the Application's target meanwhile."""
+
+    revision: str  # the commit, in full
+    reason: str = ""
+    user: str = ""
+    at: str = ""  # RFC 3339
+    record: int = 0  # the sync whose commit it is (0: a revision was named)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"revision": self.revision, "reason": self.reason, "user": self.user, "at": self.at}
+        if self.record:
+            out["record"] = self.record
+        return out
+
+
+@dataclass(frozen=True)
 class ApplicationSpec:
     ref: AppRef
     repo_url: str
@@ -44,6 +62,13 @@ class ApplicationSpec:
     history: Retention = field(default_factory=Retention)
     automated: bool = False
     self_heal: bool = False
+    rollback: Rollback | None = None
+
+    @property
+    def target(self) -> str:
+        """What to sync: the rollback's commit while one is in force, else the source's revision ("" for the
+        repository's default branch)."""
+        return self.rollback.revision if self.rollback is not None else self.revision
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "drift_mode", DriftMode(self.drift_mode))  # a value that is no mode raises here
@@ -92,6 +117,18 @@ def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
             )
         rules.append(IgnoreRule(str(rule.get("group", "*")), str(rule.get("kind", "*")), tuple(pointers)))
     policy = spec.get("syncPolicy") or {}
+    rollback = None
+    if spec.get("rollback"):
+        held = spec["rollback"]
+        if not isinstance(held, dict) or not re.fullmatch(r"[0-9a-f]{40}", str(held.get("revision", ""))):
+            raise InvalidApplication(f"Application {ref}: spec.rollback.revision must be a full commit id")
+        rollback = Rollback(
+            revision=str(held["revision"]),
+            reason=_str(held.get("reason"), "spec.rollback.reason"),
+            user=_str(held.get("user"), "spec.rollback.user"),
+            at=_str(held.get("at"), "spec.rollback.at"),
+            record=int(held.get("record") or 0),
+        )
     history = spec.get("history") or {}
     try:
         retention = Retention(
@@ -117,6 +154,7 @@ def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
         ),
         ignore=tuple(rules),
         history=retention,
+        rollback=rollback,
         prune=bool(policy.get("prune", False)),
         automated=bool(policy.get("automated", False)),
         self_heal=bool(policy.get("selfHeal", False)),
@@ -135,6 +173,8 @@ def application_manifest(spec: ApplicationSpec) -> KubeObject:
         "driftMode": spec.drift_mode.value,
         "syncPolicy": {"prune": spec.prune, "automated": spec.automated, "selfHeal": spec.self_heal},
     }
+    if spec.rollback is not None:
+        body["rollback"] = spec.rollback.as_dict()
     if spec.history != Retention():
         history: dict[str, Any] = {"records": spec.history.records}
         if spec.history.max_age is not None:
