@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 5.0
 MISSING_REVISION_SECONDS = 10.0  # how long "no such commit" stands before Git is asked again (it may be pushed)
 REVISION_MEMORY = 4096  # answers about named revisions kept, at most (random names cannot grow it further)
+REREAD_SECONDS = 1.0  # an Application read again for a revision it did not target: not again before this
 CHECKS_AT_ONCE = 4  # Git checks of named revisions running at a time
 EXTRA_REVISIONS = 4  # newer commits of one Application kept loaded beside its own (syncs to commits it does not target)
 # What a sync writes: a full commit name, SHA-1 or SHA-256, in lowercase hex.
@@ -157,6 +158,8 @@ class DesiredState:
         self._loading: dict[tuple[AppRef, str], tuple[threading.Event, dict[str, Any]]] = {}  # loads in flight
         # (Application, loaded revision, named revision) -> the answer, least recently used first.
         self._answers: OrderedDict[tuple[AppRef, str, str], RevisionAnswer] = OrderedDict()
+        self._rereads: dict[tuple[AppRef, str], threading.Event] = {}  # Applications read again, in flight
+        self._reread_at: dict[tuple[AppRef, str], float] = {}  # when each was last asked
         self._checks = threading.BoundedSemaphore(CHECKS_AT_ONCE)  # Git checks of named revisions in flight
         self._asking: dict[tuple[AppRef, str, str], threading.Event] = {}
         self._lock = threading.RLock()
@@ -209,12 +212,18 @@ class DesiredState:
                 return Found(
                     unjudged=Unjudged(ref, state.spec.drift_mode, f"Git's state of {ref} is not loaded: {why}")
                 )
-            if revision and state.revision != revision and self._is_newer(ref, revision, deadline):
-                other = self._revision_objects(ref, revision, deadline)
-                if other is None:
-                    return Found(unjudged=self._not_loaded_in_time(ref, revision))
-                if key in other:
-                    return Found(other[key])
+            if revision and state.revision != revision:
+                if self._is_newer(ref, revision, deadline):
+                    other = self._revision_objects(ref, revision, deadline)
+                    if other is None:
+                        return Found(unjudged=self._not_loaded_in_time(ref, revision))
+                    if key in other:
+                        return Found(other[key])
+                elif self._now_targets(ref, revision, deadline):  # a rollback to a commit that has it
+                    current = self._index.get(key)
+                    if current is not None and current.app == ref:
+                        return Found(current)
+                    state = self._apps.get(ref) or state
             if key in state.pending:
                 why = state.error or "its kind or namespace is not served yet"
                 return Found(unjudged=Unjudged(ref, state.spec.drift_mode, f"{key} of {ref} is not loaded: {why}"))
@@ -228,8 +237,9 @@ class DesiredState:
         app = found.app
         if not self._is_newer(app, revision, deadline):
             # An older commit counts only once the Application itself names it (a rollback: spec.rollback, which
-            # only who may change Applications can write), never by the request's word: read them again to know.
-            self._refresh_now(deadline)
+            # only who may change Applications can write), never by the request's word: read it again to know.
+            if not self._now_targets(app, revision, deadline):
+                return Found(found)
             state = self._apps.get(app)
             if state is None or state.revision != revision:
                 return Found(found)
@@ -239,6 +249,53 @@ class DesiredState:
         if other is None:
             return Found(unjudged=self._not_loaded_in_time(app, revision))
         return Found(other.get(key, found))
+
+    def _now_targets(self, app: AppRef, revision: str, deadline: float) -> bool:
+        """Whether the Application, read from the cluster now, targets `revision` (and its state is loaded there):
+        it names that commit (a rollback), or it changed since it was loaded and now resolves to it (one lifted).
+        The requests of one rollback sync name the same revision: one of them reads the Applications and, when the
+        Application does name it, refreshes; the others wait for that. A name the Application does not target is
+        read again at most once per REREAD_SECONDS, and at most CHECKS_AT_ONCE reads run at a time, so a flood of
+        forged names costs a bounded number of list calls."""
+        asked = (app, revision)
+        with self._lock:
+            pending = self._rereads.get(asked)
+            owner = pending is None
+            if owner:
+                if self._clock() - self._reread_at.get(asked, float("-inf")) < REREAD_SECONDS:
+                    return False
+                if not self._checks.acquire(blocking=False):
+                    return False
+                if len(self._reread_at) > self.revision_memory:
+                    self._reread_at.clear()
+                self._reread_at[asked] = self._clock()
+                pending = self._rereads[asked] = threading.Event()
+        assert pending is not None
+        if owner:
+
+            def run() -> None:
+                try:
+                    for obj in self._list_applications():
+                        try:
+                            spec = parse_application(obj)
+                        except GitOpsError:
+                            continue
+                        known = self._apps.get(app)
+                        if spec.ref == app and (spec.target == revision or known is None or known.spec != spec):
+                            self.refresh(full=False)  # held at it, or changed since (a rollback lifted)
+                            break
+                except GitOpsError as e:
+                    log.warning("cannot read %s again: %s", app, e)
+                finally:
+                    with self._lock:
+                        self._rereads.pop(asked, None)
+                    self._checks.release()
+                    pending.set()
+
+            threading.Thread(target=run, name="application-reread", daemon=True).start()
+        pending.wait(max(0.0, deadline - time.monotonic()))
+        state = self._apps.get(app)
+        return state is not None and state.revision == revision
 
     def _not_loaded_in_time(self, app: AppRef, revision: str) -> Unjudged:
         state = self._apps.get(app)
@@ -315,7 +372,12 @@ class DesiredState:
             known = self._answers.get((app, state.revision, revision))
             if known is None or self._clock() >= known.until:
                 return False
-            return not known.newer or (app, revision) in self._extra_revisions
+            if not known.newer:
+                # An older commit: the Application is read again first (a rollback may name it), unless it just was.
+                asked = (app, revision)
+                recent = self._clock() - self._reread_at.get(asked, float("-inf")) < REREAD_SECONDS
+                return recent and asked not in self._rereads
+            return (app, revision) in self._extra_revisions
 
     def _is_newer(self, app: AppRef, revision: str, deadline: float) -> bool:
         """Whether `revision` descends from the Application's loaded one and its target (branch, tag or commit)
@@ -409,6 +471,7 @@ class DesiredState:
                 "applications": {
                     str(ref): {
                         "loaded": s.loaded,
+                        "mode": s.spec.drift_mode.value,
                         "revision": s.revision,
                         "objects": len(s.objects),
                         "pending": sorted(str(key) for key in s.pending),

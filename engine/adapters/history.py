@@ -7,7 +7,11 @@ newest record's, and a create that finds the name taken (another sync recorded a
 from __future__ import annotations
 
 import datetime
+import functools
+import time
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from ..core.errors import ApiError, GitOpsError
 from ..core.history import (
@@ -27,6 +31,8 @@ from ..core.resources import ResourceInfo
 from .kube import KubeClient
 
 ID_ATTEMPTS = 20
+TRANSIENT = (429, 500, 503, 504)
+TRANSIENT_SECONDS = 30.0
 
 
 class HistoryStore:
@@ -47,10 +53,15 @@ class HistoryStore:
         """The records of one Application (or of every one in the namespace), oldest first. Without `with_objects`
         only the records' metadata is read (the summaries): what a timeline of many Applications needs."""
         selector = f"{APP_LABEL}={application}" if application else APP_LABEL
-        found = self.cluster.list_objects(
-            self.resource(), namespace=self.namespace, label_selector=selector, metadata_only=not with_objects
-        )
-        out = [parse_record(obj, with_objects=with_objects) for obj in found]
+        listed: list[dict[str, Any]] = []
+
+        def read() -> None:
+            listed[:] = self.cluster.list_objects(
+                self.resource(), namespace=self.namespace, label_selector=selector, metadata_only=not with_objects
+            )
+
+        _through_transient(read)
+        out = [parse_record(obj, with_objects=with_objects) for obj in listed]
         return sorted(out, key=lambda r: (r.application, r.id))
 
     def record(self, application: str, record_id: int) -> SyncRecord:
@@ -72,12 +83,14 @@ class HistoryStore:
         for attempt in range(ID_ATTEMPTS):
             numbered = _with_id(record, newest + 1 + attempt)
             try:
-                self.cluster.request(
+                create = functools.partial(
+                    self.cluster.request,
                     "POST",
                     info.path(self.namespace),
                     body=record_object(numbered),
                     params={"fieldManager": "kubectl-gitops"},
                 )
+                _through_transient(create)
             except ApiError as e:
                 if e.status == 409:
                     continue  # recorded at the same moment by another sync: take the next id
@@ -93,6 +106,22 @@ class HistoryStore:
             key = ObjectKey(info.group, info.kind, self.namespace, record_name(application, record.id))
             self.cluster.delete(info, key)
         return dropped
+
+
+def _through_transient(call: Callable[[], object], seconds: float = TRANSIENT_SECONDS) -> None:
+    """`call`, again while the API server answers that it cannot now (a CRD just installed: "storage is
+    (re)initializing"; 429 too many requests), for up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    wait = 0.1
+    while True:
+        try:
+            call()
+            return
+        except ApiError as e:
+            if e.status not in TRANSIENT or time.monotonic() + wait > deadline:
+                raise
+        time.sleep(wait)
+        wait = min(2.0, wait * 2)
 
 
 def _with_id(record: SyncRecord, record_id: int) -> SyncRecord:
