@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -12,7 +13,7 @@ from engine.apps import application_resource, create_application, list_applicati
 from engine.errors import ApiError, GitOpsError
 from engine.objects import API_GROUP, ObjectKey
 from engine.render import HelmOptions
-from engine.source import GitSource, redact_url
+from engine.source import GitSource, redact_url, without_credentials
 
 from .context import CliContext, CommandError, domain_errors, output_option, pass_cli
 from .render import print_table
@@ -86,11 +87,8 @@ def list_(cli: CliContext, output: str) -> None:
     with domain_errors():
         apps = list_applications(cli.client, cli.app_namespace)
     if output == "json":
-        click.echo(
-            json.dumps(
-                [{"metadata": a["metadata"], "spec": a.get("spec"), "status": a.get("status")} for a in apps], indent=2
-            )
-        )
+        entries = [{"metadata": a["metadata"], "spec": a.get("spec"), "status": a.get("status")} for a in apps]
+        click.echo(json.dumps([_shown(entry) for entry in entries], indent=2))
         return
     rows = []
     for app in apps:
@@ -115,6 +113,23 @@ def list_(cli: CliContext, output: str) -> None:
         click.echo(f"No Applications in namespace {cli.app_namespace}.")
         return
     print_table(["NAME", "REPO", "PATH", "REVISION", "SYNC", "MODE"], rows)
+
+
+def _shown(entry: dict[str, Any]) -> Any:
+    """An Application as `list -o json` shows it: its repository URL's credentials taken out, also from copies of
+    it (kubectl's last-applied annotation)."""
+    url = str(((entry.get("spec") or {}).get("source") or {}).get("repoURL") or "")
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            return without_credentials(value, url)
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        return value
+
+    return scrub(entry) if url else entry
 
 
 @click.command("delete")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -338,6 +339,31 @@ def test_list_and_status_as_json(gitops: Gitops, kubectl: Kubectl, git_repo: Mak
     assert drifted["drift"]["missing"] == 1
     relisted = {a["metadata"]["name"]: a for a in json.loads(gitops.run("list", "-o", "json").stdout)}
     assert relisted[namespace]["status"]["sync"]["status"] == "OutOfSync"  # status recorded what it found
+
+
+def test_list_as_json_never_shows_credentials_in_a_repository_url(gitops: Gitops, kubectl: Kubectl) -> None:
+    """As in the text of `list`: a token written into the URL is `***` in the JSON too, also where kubectl's
+    last-applied annotation repeats the Application."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    name = f"creds-{uuid.uuid4().hex[:8]}"
+    url = f"http://bot:s3cr3t-token@127.0.0.1:{port}/shop.git"
+    app = {
+        "apiVersion": "gitops.kubectl-gitops.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": name, "namespace": "gitops-system"},
+        "spec": {"source": {"repoURL": url}, "destination": {"namespace": name}},
+    }
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(app))
+    try:
+        out = gitops.run("list", "-o", "json").stdout
+        assert "s3cr3t-token" not in out
+        assert "bot:" not in out
+        listed = {a["metadata"]["name"]: a for a in json.loads(out)}
+        assert listed[name]["spec"]["source"]["repoURL"] == f"http://***@127.0.0.1:{port}/shop.git"
+    finally:
+        gitops.run("delete", name, expect=None)
 
 
 def test_install_dry_run_prints_what_it_would_apply_and_applies_nothing(
