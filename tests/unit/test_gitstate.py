@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 
 from engine.admission import Found, GitObject
+from engine.compare import DesiredObject
 from engine.errors import ApiError, GitOpsError, SourceError
-from engine.gitstate import CHECKS_AT_ONCE, EXTRA_REVISIONS, DesiredState
+from engine.gitstate import CHECKS_AT_ONCE, EXTRA_REVISIONS, DesiredState, stored_form
 from engine.kube import ResourceInfo
+from engine.manifests import Manifest
 from engine.objects import TRACKING_ANNOTATION, TRACKING_LABEL, Claim, ObjectKey
 from engine.source import GitSource
 from engine.webhookconfig import ManagedResource
@@ -789,3 +791,88 @@ def test_refs_other_than_branches_and_tags_are_never_fetched(tmp_path: Path, rep
     source.fetch()
     assert source.has_commit(main)
     assert not source.has_commit(pr)
+
+
+class GuardedCluster:
+    """What the API server checks of a dry run against the identity that sends it, as for the webhook's ServiceAccount
+    with its shipped RBAC: a CRD's name is its plural and group; rules and an aggregationRule it does not hold, or a
+    binding of a role it does not hold, are forbidden. Answers with the webhook's manager owning what was sent."""
+
+    def apply(self, info: ResourceInfo, obj: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        assert kwargs.get("dry_run")
+        kind, spec = obj["kind"], obj.get("spec") or {}
+        if kind == "CustomResourceDefinition":
+            if obj["metadata"]["name"] != f"{spec['names']['plural']}.{spec['group']}":
+                raise ApiError('metadata.name: Invalid value: must be spec.names.plural+"."+spec.group', 422)
+            spec = {**spec, "names": {**spec["names"], "singular": spec["names"]["kind"].lower()}}  # a default
+        if obj.get("rules") or obj.get("aggregationRule"):
+            raise ApiError("is attempting to grant RBAC permissions not currently held", 403)
+        if "roleRef" in obj and obj["roleRef"]["name"] != "system:discovery":
+            raise ApiError("is attempting to grant RBAC permissions not currently held", 403)
+        sent = {f"f:{k}": {} for k in obj if k not in ("apiVersion", "kind", "metadata")}
+        entry = {"manager": "kubectl-gitops", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": sent}
+        stored = {**obj, "metadata": {**obj["metadata"], "uid": "u", "managedFields": [entry]}}
+        if "spec" in obj:
+            stored["spec"] = spec
+        if obj.get("rules") == []:
+            stored.pop("rules")  # the API server stores no empty list
+        return stored
+
+
+CRD_INFO = ResourceInfo("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False)
+ROLE_INFO = ResourceInfo("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False)
+BINDING_INFO = ResourceInfo("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True)
+
+
+@pytest.mark.parametrize(
+    ("info", "obj"),
+    [
+        pytest.param(
+            CRD_INFO,
+            {
+                "metadata": {"name": "widgets.example.com"},
+                "spec": {"group": "example.com", "names": {"kind": "Widget", "plural": "widgets"}, "scope": "Cluster"},
+            },
+            id="crd",
+        ),
+        pytest.param(
+            ROLE_INFO,
+            {
+                "metadata": {"name": "reader"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["watch"]}],
+                "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"team": "a"}}]},
+            },
+            id="clusterrole",
+        ),
+        pytest.param(
+            BINDING_INFO,
+            {
+                "metadata": {"name": "readers", "namespace": "shop"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "not-created-yet"},
+                "subjects": [{"kind": "Group", "name": "developers", "apiGroup": "rbac.authorization.k8s.io"}],
+            },
+            id="rolebinding",
+        ),
+    ],
+)
+def test_objects_the_api_server_checks_against_the_webhooks_rights_are_probed_without_it(
+    info: ResourceInfo, obj: dict[str, Any]
+) -> None:
+    """Found by syncing the realistic corpus through the webhook running with its shipped RBAC: its probe of a CRD
+    (under a probe name, which a CRD cannot have), of a Role granting what it does not hold, and of a binding could
+    not be made, so no Application with one could be loaded (and enforce mode refused its first sync). The probe
+    leaves those parts out and puts Git's back; the rest is the API server's answer."""
+    manifest = {"apiVersion": info.api_version, "kind": info.kind, **obj}
+    manifest["metadata"] = {**obj["metadata"], "labels": {TRACKING_LABEL: "shop"}}
+    desired = DesiredObject(Manifest("m.yaml", 1, manifest), manifest, info)
+    stored, declared, elsewhere = stored_form(GuardedCluster(), desired)  # type: ignore[arg-type]
+    assert not elsewhere
+    assert stored["metadata"]["name"] == obj["metadata"]["name"]
+    for field_name, value in obj.items():
+        if field_name == "metadata":
+            continue
+        if field_name == "spec":
+            assert stored["spec"]["names"] == {**value["names"], "singular": "widget"}  # Git's plural, the default
+            continue
+        assert stored[field_name] == value
+        assert f"f:{field_name}" in declared
