@@ -238,7 +238,9 @@ class DesiredState:
             return self._in_index(found, key, revision, deadline)
         refs = self._claimed(claims)
         if claims and (not refs or any(self._needs_load(ref, key) for ref in refs)):
-            self._refresh_now(deadline)  # an Application not known or not loaded yet: load it now
+            # An Application not known or not loaded yet: load it now. An object Git declares that its state lacks
+            # (its CRD was not served yet, the sync has just made it) is worth the wait for the next refresh.
+            self._refresh_now(deadline, wait_for_turn=any(self._pending(ref, key) for ref in refs))
             found = self._index.get(key)
             if found is not None:
                 return self._in_index(found, key, revision, deadline)
@@ -293,20 +295,29 @@ class DesiredState:
         state = self._apps.get(ref)
         return state is not None and (not state.loaded or key in state.pending)
 
-    def _refresh_now(self, deadline: float) -> None:
+    def _pending(self, ref: AppRef, key: ObjectKey) -> bool:
+        state = self._apps.get(ref)
+        return state is not None and state.loaded and key in state.pending
+
+    def _refresh_now(self, deadline: float, *, wait_for_turn: bool = False) -> None:
         """Asks for a refresh (a list call, renders of what is new or failed) in the background and waits for it
         until `deadline`. Requests share it, and it runs at most once per `retry_seconds`: a flood of requests
-        claiming unknown Applications costs one list call per interval, not one each."""
+        claiming unknown Applications costs one list call per interval, not one each. Asked too soon after the last
+        one, it does not run, unless `wait_for_turn` and its turn comes before `deadline`: then it runs then."""
         with self._lock:
             pending = self._asked_refresh
             if pending is None:
-                if self._clock() - self._refresh_asked_at < self.retry_seconds:
+                delay = self._refresh_asked_at + self.retry_seconds - self._clock()
+                if delay > 0 and not (wait_for_turn and delay < deadline - time.monotonic()):
                     return
-                self._refresh_asked_at = self._clock()
+                delay = max(0.0, delay)
+                self._refresh_asked_at = self._clock() + delay
                 pending = self._asked_refresh = threading.Event()
 
                 def run() -> None:
                     try:
+                        if delay:
+                            time.sleep(delay)  # the turn of this interval's refresh
                         self.refresh(full=False, retry_failed=True)
                     except Exception:  # a request is waiting: never leave it hanging on a bug
                         log.exception("an on-demand refresh failed")

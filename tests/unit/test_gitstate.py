@@ -876,3 +876,55 @@ def test_objects_the_api_server_checks_against_the_webhooks_rights_are_probed_wi
             continue
         assert stored[field_name] == value
         assert f"f:{field_name}" in declared
+
+
+WIDGET_INFO = ResourceInfo("example.com", "v1", "Widget", "widgets", True)
+WIDGET_CRD = """apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {kind: Widget, plural: widgets}
+  versions: [{name: v1, served: true, storage: true}]
+"""
+
+
+def test_a_custom_resource_whose_crd_the_sync_just_made_is_judged_within_the_request(
+    tmp_path: Path, repo: Path
+) -> None:
+    """Found by syncing the realistic corpus through the webhook: the first request of a sync loads the
+    Application, while its CRD is not served yet (its Widgets are pending); moments later the sync has made the CRD
+    and creates the Widgets, and their requests found the on-demand refresh used up for RETRY_SECONDS, so they were
+    refused as unjudged. A request about a pending object waits, within its deadline, for the next refresh."""
+
+    class CrdLater(FakeCluster):
+        widgets = False
+
+        def resource_for(self, api_version: str, kind: str) -> ResourceInfo | None:
+            if (api_version, kind) == ("example.com/v1", "Widget"):
+                return WIDGET_INFO if self.widgets else None
+            if kind == "CustomResourceDefinition":
+                return ResourceInfo("apiextensions.k8s.io", "v1", kind, "customresourcedefinitions", False)
+            return super().resource_for(api_version, kind)
+
+    commit(
+        repo,
+        {"crd.yaml": WIDGET_CRD, "w.yaml": "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"},
+        "a CRD and a widget",
+    )
+    cluster = CrdLater()
+    index = DesiredState(
+        cluster,  # type: ignore[arg-type]
+        lambda: [application(repo)],
+        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
+        retry_seconds=0.5,
+    )
+    widget = ObjectKey("example.com", "Widget", "shop", "w")
+    assert index.lookup(A, "", SHOP).git is not None  # the sync's first request: the Application loads
+    assert widget in index._apps[next(iter(index._apps))].pending
+    cluster.widgets = True  # the sync applied the CRD; discovery serves it
+    found = index.lookup(widget, "", SHOP)
+    assert found.unjudged is None
+    assert found.git is not None
+    assert found.git.key == widget
