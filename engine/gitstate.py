@@ -92,6 +92,65 @@ def _namespace_missing(e: ApiError, namespace: str) -> bool:
     return e.status == 404 and f'namespaces "{namespace}" not found' in str(e)
 
 
+CRD = ("apiextensions.k8s.io", "CustomResourceDefinition")
+RBAC = "rbac.authorization.k8s.io"
+ROLES = ("Role", "ClusterRole")
+BINDINGS = ("RoleBinding", "ClusterRoleBinding")
+# What a binding's probe binds instead of Git's role: a ClusterRole that every authenticated identity holds (the API
+# server keeps it), so that the webhook may bind it without `bind`.
+PROBE_ROLE_REF = {"apiGroup": RBAC, "kind": "ClusterRole", "name": "system:discovery"}
+
+
+def _plural(obj: KubeObject) -> str:
+    return str(((obj.get("spec") or {}).get("names") or {}).get("plural") or "")
+
+
+def _probe(d: DesiredObject, token: str) -> KubeObject:
+    """Git's object under a probe name, without the tracking label (the probe must not reach the admission webhook
+    itself), and what the API server checks against the webhook's own rights, even in a dry run, taken out (put back
+    by _restored; the API server defaults none of it):
+
+    - a CRD's name must be its plural and its group: its probe takes a plural of its own as well;
+    - a Role's or ClusterRole's rules, and an aggregationRule: creating them takes holding every permission they grant
+      (or `escalate`), and cluster-admin for an aggregationRule;
+    - a binding's roleRef: creating it takes holding the role's permissions (or `bind`), and the role may not exist
+      yet (the sync creates it)."""
+    labels = {k: v for k, v in (d.obj["metadata"].get("labels") or {}).items() if k != TRACKING_LABEL}
+    metadata = {**d.obj["metadata"], "name": f"gitops-probe-{token}", "labels": labels}
+    probe = {**d.obj, "metadata": metadata}
+    if (d.key.group, d.key.kind) == CRD:
+        spec = d.obj.get("spec") or {}
+        plural = f"gitopsprobe{token}"
+        metadata["name"] = f"{plural}.{spec.get('group', '')}"
+        probe["spec"] = {**spec, "names": {**(spec.get("names") or {}), "plural": plural}}
+    elif d.key.group == RBAC and d.key.kind in ROLES:
+        probe.pop("aggregationRule", None)
+        probe["rules"] = []
+    elif d.key.group == RBAC and d.key.kind in BINDINGS:
+        probe["roleRef"] = dict(PROBE_ROLE_REF)
+    return probe
+
+
+def _restored(d: DesiredObject, stored: KubeObject, declared: dict[str, Any]) -> KubeObject:
+    """The probe's answer with what _probe took out of Git's object put back (and declared, as Git declares it)."""
+    if (d.key.group, d.key.kind) == CRD:
+        spec = stored.get("spec") or {}
+        return {**stored, "spec": {**spec, "names": {**(spec.get("names") or {}), "plural": _plural(d.obj)}}}
+    if d.key.group != RBAC or d.key.kind not in (*ROLES, *BINDINGS):
+        return stored
+    out = dict(stored)
+    if d.key.kind in BINDINGS:
+        out["roleRef"] = d.obj.get("roleRef")  # declared as the probe's was, field by field
+        return out
+    for name in ("rules", "aggregationRule"):
+        declared.pop(f"f:{name}", None)
+        if name in d.obj:
+            declared[f"f:{name}"] = {}  # atomic lists: compared whole
+            if d.obj[name] not in (None, [], {}):  # else what the API server made of none (rules: null)
+                out[name] = d.obj[name]
+    return out
+
+
 def stored_form(
     cluster: Cluster, d: DesiredObject, probe_namespace: str = ""
 ) -> tuple[KubeObject, dict[str, Any], bool]:
@@ -99,10 +158,7 @@ def stored_form(
     namespace does not exist yet (an Application's first sync makes it), the probe runs in `probe_namespace`
     instead; the third value says so (the form is provisional, to be probed again once the namespace exists)."""
     assert d.info is not None
-    probe_name = f"gitops-probe-{secrets.token_hex(4)}"
-    # Without the tracking label: the probe must not reach the admission webhook itself.
-    labels = {k: v for k, v in (d.obj["metadata"].get("labels") or {}).items() if k != TRACKING_LABEL}
-    probe = {**d.obj, "metadata": {**d.obj["metadata"], "name": probe_name, "labels": labels}}
+    probe = _probe(d, secrets.token_hex(4))
     elsewhere = False
     try:
         stored = cluster.apply(d.info, probe, dry_run=True).obj
@@ -113,6 +169,7 @@ def stored_form(
         stored = cluster.apply(d.info, probe, dry_run=True).obj
         elsewhere = True
     declared = declared_fields(stored, FIELD_MANAGER)
+    stored = _restored(d, stored, declared)
     # Our tracking marks are Git's: taking them off would take the object out of the webhook's sight.
     marks = declared.setdefault("f:metadata", {})
     marks.setdefault("f:labels", {})[f"f:{TRACKING_LABEL}"] = {}
@@ -193,7 +250,9 @@ class DesiredState:
             return self._in_index(found, key, revision, deadline)
         refs = self._claimed(claims)
         if claims and (not refs or any(self._needs_load(ref, key) for ref in refs)):
-            self._refresh_now(deadline)  # an Application not known or not loaded yet: load it now
+            # An Application not known or not loaded yet: load it now. An object Git declares that its state lacks
+            # (its CRD was not served yet, the sync has just made it) is worth the wait for the next refresh.
+            self._refresh_now(deadline, wait_for_turn=any(self._pending(ref, key) for ref in refs))
             found = self._index.get(key)
             if found is not None:
                 return self._in_index(found, key, revision, deadline)
@@ -309,20 +368,29 @@ class DesiredState:
         state = self._apps.get(ref)
         return state is not None and (not state.loaded or key in state.pending)
 
-    def _refresh_now(self, deadline: float) -> None:
+    def _pending(self, ref: AppRef, key: ObjectKey) -> bool:
+        state = self._apps.get(ref)
+        return state is not None and state.loaded and key in state.pending
+
+    def _refresh_now(self, deadline: float, *, wait_for_turn: bool = False) -> None:
         """Asks for a refresh (a list call, renders of what is new or failed) in the background and waits for it
         until `deadline`. Requests share it, and it runs at most once per `retry_seconds`: a flood of requests
-        claiming unknown Applications costs one list call per interval, not one each."""
+        claiming unknown Applications costs one list call per interval, not one each. Asked too soon after the last
+        one, it does not run, unless `wait_for_turn` and its turn comes before `deadline`: then it runs then."""
         with self._lock:
             pending = self._asked_refresh
             if pending is None:
-                if self._clock() - self._refresh_asked_at < self.retry_seconds:
+                delay = self._refresh_asked_at + self.retry_seconds - self._clock()
+                if delay > 0 and not (wait_for_turn and delay < deadline - time.monotonic()):
                     return
-                self._refresh_asked_at = self._clock()
+                delay = max(0.0, delay)
+                self._refresh_asked_at = self._clock() + delay
                 pending = self._asked_refresh = threading.Event()
 
                 def run() -> None:
                     try:
+                        if delay:
+                            time.sleep(delay)  # the turn of this interval's refresh
                         self.refresh(full=False, retry_failed=True)
                     except Exception:  # a request is waiting: never leave it hanging on a bug
                         log.exception("an on-demand refresh failed")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
-from engine.adapters.source import GitSource, redact_url
+from engine.adapters.source import GitSource, redact_url, without_credentials
 from engine.apps import application_resource, create_application, list_applications
 from engine.core.application import ApplicationSpec, HelmOptions, parse_application, validate_name
 from engine.core.errors import ApiError, GitOpsError
@@ -85,11 +86,8 @@ def list_(cli: CliContext, output: str) -> None:
     with domain_errors():
         apps = list_applications(cli.client, cli.app_namespace)
     if output == "json":
-        click.echo(
-            json.dumps(
-                [{"metadata": a["metadata"], "spec": a.get("spec"), "status": a.get("status")} for a in apps], indent=2
-            )
-        )
+        entries = [{"metadata": a["metadata"], "spec": a.get("spec"), "status": a.get("status")} for a in apps]
+        click.echo(json.dumps([_shown(entry) for entry in entries], indent=2))
         return
     rows = []
     for app in apps:
@@ -116,6 +114,23 @@ def list_(cli: CliContext, output: str) -> None:
         click.echo(f"No Applications in namespace {cli.app_namespace}.")
         return
     print_table(["NAME", "REPO", "PATH", "REVISION", "SYNC", "MODE"], rows)
+
+
+def _shown(entry: dict[str, Any]) -> Any:
+    """An Application as `list -o json` shows it: its repository URL's credentials taken out, also from copies of
+    it (kubectl's last-applied annotation)."""
+    url = str(((entry.get("spec") or {}).get("source") or {}).get("repoURL") or "")
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            return without_credentials(value, url)
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        return value
+
+    return scrub(entry) if url else entry
 
 
 @click.command("delete")

@@ -102,14 +102,16 @@ def _client_auth(ca_file: Path | None, names: tuple[str, ...], no_client_auth: b
     return tls.ClientAuth(ca_file, names)
 
 
-def _renewer(cert_dir: Path, hosts: list[str], shared: Callable[[], tls.CertFiles] | None) -> Any:
-    """A gunicorn `when_ready` hook: renews the certificate in time (or takes the one another replica renewed) and
-    reloads the workers (SIGHUP) to serve it."""
+def _renewer(
+    cert_dir: Path, hosts: list[str], shared: Callable[[], tls.CertFiles] | None, every: float = RENEW_CHECK_SECONDS
+) -> Any:
+    """A gunicorn `when_ready` hook: every `every` seconds, renews the certificate in time (or takes the one another
+    replica renewed) and reloads the workers (SIGHUP) to serve it."""
 
     def when_ready(server: Any) -> None:
         def loop() -> None:
             while True:
-                threading.Event().wait(RENEW_CHECK_SECONDS)
+                threading.Event().wait(every)
                 try:
                     before = (cert_dir / "tls.crt").read_bytes()
                     if shared is not None:
@@ -168,6 +170,14 @@ def _renewer(cert_dir: Path, hosts: list[str], shared: Callable[[], tls.CertFile
     help="Answer /validate without a client certificate: only a NetworkPolicy then keeps others out.",
 )
 @click.option(
+    "--cert-check-seconds",
+    type=click.FloatRange(min=0.1),
+    default=RENEW_CHECK_SECONDS,
+    show_default=True,
+    help="How often to check whether the serving certificate is due for renewal, or was renewed by another "
+    "replica (in --cert-secret).",
+)
+@click.option(
     "--threads",
     default=16,
     show_default=True,
@@ -182,6 +192,7 @@ def main(
     workers: int,
     threads: int,
     cert_secret: str,
+    cert_check_seconds: float,
     namespace: str,
     client_ca_file: Path | None,
     client_names: tuple[str, ...],
@@ -213,7 +224,7 @@ def main(
         raise click.ClickException(str(e)) from e
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     options = gunicorn_options(bind, workers, threads, files)
-    options["when_ready"] = _renewer(cert_dir, names, shared)
+    options["when_ready"] = _renewer(cert_dir, names, shared, cert_check_seconds)
     options["raw_env"] = [f"GITOPS_WEBHOOK_NAMESPACE={namespace}"]
 
     def load() -> Front:

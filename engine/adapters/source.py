@@ -62,6 +62,16 @@ def redact_url(url: str) -> str:
     return url
 
 
+def without_credentials(text: str, url: str) -> str:
+    """`text` with `url` redacted wherever it is quoted, and the password or token the URL carries taken out
+    wherever else it appears."""
+    text = text.replace(url, redact_url(url))
+    userinfo = urllib.parse.urlsplit(url).netloc.rpartition("@")[0] if "://" in url else ""
+    user, _, password = userinfo.partition(":")
+    secret = password or user
+    return text.replace(secret, "***") if secret else text
+
+
 def _git_message(e: git.GitCommandError, url: str) -> str:
     """git's own complaint, with the URL's credentials taken out wherever git repeats them."""
     stderr = e.stderr.strip() if isinstance(e.stderr, str) else str(e.stderr)

@@ -8,6 +8,7 @@ comparing oldObject with object, never from managedFields or field-manager names
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -232,6 +233,44 @@ def _allocated(key: ObjectKey, ptr: str) -> bool:
     return pattern is not None and pattern.fullmatch(ptr) is not None
 
 
+def _port_key(port: Any) -> tuple[Any, Any]:
+    return port.get("port"), port.get("protocol") or "TCP"
+
+
+def _with_created_node_ports(git: GitObject, stored: Any, created: Any) -> Any:
+    """For a CREATE of a Service: Git's stored form with the node ports the creation allocated, in the ports where Git
+    leaves them to the server. The dry run and the creation each pick one; the port holding it is one Git declares,
+    so, unlike the cluster IPs, they would count as changed fields."""
+    if (
+        (git.key.group, git.key.kind) != ("", "Service")
+        or not isinstance(stored, dict)
+        or not isinstance(created, dict)
+    ):
+        return stored
+    spec, made = stored.get("spec"), created.get("spec")
+    if not isinstance(spec, dict) or not isinstance(made, dict):
+        return stored
+    ports, allocated = spec.get("ports"), made.get("ports")
+    if not isinstance(ports, list) or not isinstance(allocated, list):
+        return stored
+    declared = ((git.declared.get("f:spec") or {}).get("f:ports")) or {}
+    git_sets = {
+        (item.get("port"), item.get("protocol") or "TCP")
+        for key, fields in declared.items()
+        if key.startswith("k:") and isinstance(fields, dict) and "f:nodePort" in fields
+        for item in (json.loads(key[2:]),)
+        if isinstance(item, dict)
+    }
+    picked = {_port_key(p): p["nodePort"] for p in allocated if isinstance(p, dict) and "nodePort" in p}
+    merged = [
+        {**p, "nodePort": picked[_port_key(p)]}
+        if isinstance(p, dict) and "nodePort" in p and _port_key(p) in picked and _port_key(p) not in git_sets
+        else p
+        for p in ports
+    ]
+    return {**stored, "spec": {**spec, "ports": merged}}
+
+
 MAX_ITEMS = 256  # drift items found before judging stops: the verdict is known by then
 
 _INJECTED_TOKEN_VOLUME = re.compile(r"kube-api-access-[a-z0-9]{5}")
@@ -273,6 +312,8 @@ def new_drift(git: GitObject, before: KubeObject | None, after: KubeObject, mask
     CREATE, `before` is None and `after` is compared with Git's object)."""
     declared = git.declared_paths
     stored = _canonical_pod(git.stored)
+    if before is None:
+        stored = _with_created_node_ports(git, stored, after)
     after = _canonical_pod(after)
     before = _canonical_pod(before) if before is not None else None
     candidates = changed_paths(before, after) if before is not None else changed_paths(stored, after)

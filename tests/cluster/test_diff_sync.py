@@ -179,7 +179,7 @@ def test_prune_removes_only_what_this_application_tracked(
         "kind": "ConfigMap",
         "metadata": {"name": "impostor", "labels": {"gitops.kubectl-gitops.io/application": namespace}},
     }
-    kubectl.run("-n", namespace, "create", "-f", "-", stdin=json.dumps(impostor))
+    kubectl.run("-n", namespace, "create", "-f", "-", stdin=json.dumps(impostor), user="alice")
     (repo.path / "redis.yaml").unlink()
     repo.commit("drop redis")
 

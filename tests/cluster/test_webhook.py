@@ -4,6 +4,7 @@ and gitops-sync use real kubectl."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import signal
@@ -39,6 +40,9 @@ class WebhookProcess:
     log: Path
     client_ca: Path  # what signed the API server's client certificate: only it may call /validate
     proc: subprocess.Popen[bytes] | None = None
+    cert_secret: str = "gitops-webhook-tls"  # "": no Secret, the certificate is this process's own
+    args: tuple[str, ...] = ()  # more command-line options
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # more environment (GITOPS_WEBHOOK_* settings)
 
     @property
     def url(self) -> str:
@@ -55,13 +59,14 @@ class WebhookProcess:
                     f"127.0.0.1:{self.port}",
                     "--cert-dir",
                     str(self.cert_dir),
-                    "--cert-secret",
-                    "gitops-webhook-tls",
+                    *(("--cert-secret", self.cert_secret) if self.cert_secret else ()),
                     "--client-ca-file",
                     str(self.client_ca),
+                    *self.args,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
                 start_new_session=True,
             )
         deadline = time.monotonic() + 30

@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 
 from engine.adapters.source import GitSource
+from engine.compare import DesiredObject
 from engine.core.admission import Found, GitObject
 from engine.core.errors import ApiError, GitOpsError, SourceError
+from engine.core.manifests import Manifest
 from engine.core.objects import TRACKING_ANNOTATION, TRACKING_LABEL, AppRef, Claim, ObjectKey
 from engine.core.resources import Applied, ResourceInfo
 from engine.core.webhookconfig import ManagedResource
-from engine.gitstate import CHECKS_AT_ONCE, EXTRA_REVISIONS, DesiredState
+from engine.gitstate import CHECKS_AT_ONCE, EXTRA_REVISIONS, DesiredState, stored_form
 
 pytestmark = pytest.mark.usefixtures("collect_git_processes")  # see tests/conftest.py
 
@@ -789,3 +791,140 @@ def test_refs_other_than_branches_and_tags_are_never_fetched(tmp_path: Path, rep
     source.fetch()
     assert source.has_commit(main)
     assert not source.has_commit(pr)
+
+
+class GuardedCluster:
+    """What the API server checks of a dry run against the identity that sends it, as for the webhook's ServiceAccount
+    with its shipped RBAC: a CRD's name is its plural and group; rules and an aggregationRule it does not hold, or a
+    binding of a role it does not hold, are forbidden. Answers with the webhook's manager owning what was sent."""
+
+    def apply(self, info: ResourceInfo, obj: dict[str, Any], **kwargs: Any) -> Applied:
+        assert kwargs.get("dry_run")
+        kind, spec = obj["kind"], obj.get("spec") or {}
+        if kind == "CustomResourceDefinition":
+            if obj["metadata"]["name"] != f"{spec['names']['plural']}.{spec['group']}":
+                raise ApiError('metadata.name: Invalid value: must be spec.names.plural+"."+spec.group', 422)
+            spec = {**spec, "names": {**spec["names"], "singular": spec["names"]["kind"].lower()}}  # a default
+        if obj.get("rules") or obj.get("aggregationRule"):
+            raise ApiError("is attempting to grant RBAC permissions not currently held", 403)
+        if "roleRef" in obj and obj["roleRef"]["name"] != "system:discovery":
+            raise ApiError("is attempting to grant RBAC permissions not currently held", 403)
+        sent = {f"f:{k}": {} for k in obj if k not in ("apiVersion", "kind", "metadata")}
+        entry = {"manager": "kubectl-gitops", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": sent}
+        stored = {**obj, "metadata": {**obj["metadata"], "uid": "u", "managedFields": [entry]}}
+        if "spec" in obj:
+            stored["spec"] = spec
+        if obj.get("rules") == []:
+            stored.pop("rules")  # the API server stores no empty list
+        return Applied(stored)
+
+
+CRD_INFO = ResourceInfo("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False)
+ROLE_INFO = ResourceInfo("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False)
+BINDING_INFO = ResourceInfo("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True)
+
+
+@pytest.mark.parametrize(
+    ("info", "obj"),
+    [
+        pytest.param(
+            CRD_INFO,
+            {
+                "metadata": {"name": "widgets.example.com"},
+                "spec": {"group": "example.com", "names": {"kind": "Widget", "plural": "widgets"}, "scope": "Cluster"},
+            },
+            id="crd",
+        ),
+        pytest.param(
+            ROLE_INFO,
+            {
+                "metadata": {"name": "reader"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["watch"]}],
+                "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"team": "a"}}]},
+            },
+            id="clusterrole",
+        ),
+        pytest.param(
+            BINDING_INFO,
+            {
+                "metadata": {"name": "readers", "namespace": "shop"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "not-created-yet"},
+                "subjects": [{"kind": "Group", "name": "developers", "apiGroup": "rbac.authorization.k8s.io"}],
+            },
+            id="rolebinding",
+        ),
+    ],
+)
+def test_objects_the_api_server_checks_against_the_webhooks_rights_are_probed_without_it(
+    info: ResourceInfo, obj: dict[str, Any]
+) -> None:
+    """Found by syncing the realistic corpus through the webhook running with its shipped RBAC: its probe of a CRD
+    (under a probe name, which a CRD cannot have), of a Role granting what it does not hold, and of a binding could
+    not be made, so no Application with one could be loaded (and enforce mode refused its first sync). The probe
+    leaves those parts out and puts Git's back; the rest is the API server's answer."""
+    manifest = {"apiVersion": info.api_version, "kind": info.kind, **obj}
+    manifest["metadata"] = {**obj["metadata"], "labels": {TRACKING_LABEL: "shop"}}
+    desired = DesiredObject(Manifest("m.yaml", 1, manifest), manifest, info)
+    stored, declared, elsewhere = stored_form(GuardedCluster(), desired)  # type: ignore[arg-type]
+    assert not elsewhere
+    assert stored["metadata"]["name"] == obj["metadata"]["name"]
+    for field_name, value in obj.items():
+        if field_name == "metadata":
+            continue
+        if field_name == "spec":
+            assert stored["spec"]["names"] == {**value["names"], "singular": "widget"}  # Git's plural, the default
+            continue
+        assert stored[field_name] == value
+        assert f"f:{field_name}" in declared
+
+
+WIDGET_INFO = ResourceInfo("example.com", "v1", "Widget", "widgets", True)
+WIDGET_CRD = """apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {kind: Widget, plural: widgets}
+  versions: [{name: v1, served: true, storage: true}]
+"""
+
+
+def test_a_custom_resource_whose_crd_the_sync_just_made_is_judged_within_the_request(
+    tmp_path: Path, repo: Path
+) -> None:
+    """Found by syncing the realistic corpus through the webhook: the first request of a sync loads the
+    Application, while its CRD is not served yet (its Widgets are pending); moments later the sync has made the CRD
+    and creates the Widgets, and their requests found the on-demand refresh used up for RETRY_SECONDS, so they were
+    refused as unjudged. A request about a pending object waits, within its deadline, for the next refresh."""
+
+    class CrdLater(FakeCluster):
+        widgets = False
+
+        def resource_for(self, api_version: str, kind: str) -> ResourceInfo | None:
+            if (api_version, kind) == ("example.com/v1", "Widget"):
+                return WIDGET_INFO if self.widgets else None
+            if kind == "CustomResourceDefinition":
+                return ResourceInfo("apiextensions.k8s.io", "v1", kind, "customresourcedefinitions", False)
+            return super().resource_for(api_version, kind)
+
+    commit(
+        repo,
+        {"crd.yaml": WIDGET_CRD, "w.yaml": "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"},
+        "a CRD and a widget",
+    )
+    cluster = CrdLater()
+    index = DesiredState(
+        cluster,  # type: ignore[arg-type]
+        lambda: [application(repo)],
+        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
+        retry_seconds=0.5,
+    )
+    widget = ObjectKey("example.com", "Widget", "shop", "w")
+    assert index.lookup(A, "", SHOP).git is not None  # the sync's first request: the Application loads
+    assert widget in index._apps[next(iter(index._apps))].pending
+    cluster.widgets = True  # the sync applied the CRD; discovery serves it
+    found = index.lookup(widget, "", SHOP)
+    assert found.unjudged is None
+    assert found.git is not None
+    assert found.git.key == widget

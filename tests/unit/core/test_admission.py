@@ -1355,6 +1355,48 @@ def test_what_the_server_allocates_on_each_creation_is_no_drift() -> None:
     assert not judged(request("CREATE", created, **kw), target).allowed
 
 
+@pytest.mark.parametrize(
+    ("port", "declared"),
+    [
+        pytest.param({"name": "https", "port": 443, "protocol": "TCP", "targetPort": "https"}, True, id="named"),
+        pytest.param({"port": 80, "protocol": "TCP", "targetPort": 8080}, False, id="protocol-defaulted"),
+    ],
+)
+def test_node_ports_the_server_allocates_on_creation_are_no_drift(port: dict[str, Any], declared: bool) -> None:
+    """Found by syncing the realistic corpus through the webhook: a NodePort or LoadBalancer Service Git gives no
+    nodePort was denied at its creation, the dry run having allocated another port than the creation (the node
+    port sits in a port Git declares, so it counted as a declared field)."""
+
+    def target(node_port: int, git_declares_it: bool) -> GitObject:
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"type": "NodePort", "clusterIP": "10.0.0.7", "ports": [{**port, "nodePort": node_port}]},
+        }
+        fields: dict[str, Any] = {".": {}, "f:port": {}, "f:targetPort": {}}
+        if declared:
+            fields |= {"f:name": {}, "f:protocol": {}}
+        if git_declares_it:
+            fields["f:nodePort"] = {}
+        git_fields = {"f:spec": {"f:type": {}, "f:ports": {k(port=port["port"], protocol="TCP"): fields}}}
+        return GitObject(ObjectKey("", "Service", "shop", "web"), APP, "enforce", REVISION, service, git_fields)
+
+    kw: dict[str, Any] = {"kind": ("", "v1", "Service"), "resource": ("", "v1", "services")}
+    created = copy.deepcopy(target(32769, False).stored)
+    created["spec"]["clusterIP"] = "10.0.0.9"
+    created["spec"]["ports"][0]["nodePort"] = 31824
+    assert judged(request("CREATE", created, **kw), target(32769, False)).allowed
+    # A node port Git declares is Git's: a creation with another is drift.
+    denied = judged(request("CREATE", created, **kw), target(30080, True))
+    assert not denied.allowed
+    assert [i.path for i in denied.items] == ["/spec/ports/0/nodePort" if declared else "/spec/ports"]
+    # After the creation, a node port changed by hand is drift as ever.
+    moved = copy.deepcopy(created)
+    moved["spec"]["ports"][0]["nodePort"] = 30001
+    assert not judged(request("UPDATE", moved, created, **kw), target(32769, False)).allowed
+
+
 def test_a_request_with_thousands_of_list_items_is_judged_at_once() -> None:
     """Found red-teaming: resolving each changed path scanned its list again, so one patch of 1,200 env entries held
     the webhook for minutes (and the scale entry's failurePolicy Ignore let a scale through meanwhile)."""
