@@ -14,6 +14,7 @@ validation: 422), and `after` hooks act right after a request is answered (anoth
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import json
@@ -227,6 +228,14 @@ def _remove(obj: Any, path: Path) -> None:
         parent[:] = [i for i in parent if not _item_is(i, path[-1])]
     if len(path) > 1 and parent == {} and path[-2].startswith("f:"):
         _remove(obj, path[:-1])
+
+
+def _without_empty_lists(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_empty_lists(v) for k, v in value.items() if v != []}
+    if isinstance(value, list):
+        return [_without_empty_lists(v) for v in value]
+    return value
 
 
 def _merged(live: Any, applied: Any, name: str = "") -> Any:
@@ -466,6 +475,8 @@ class FakeCluster:
         """What a manager can own of `obj`: no type fields, the owned metadata only, no status when a subresource
         writes it."""
         out = {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+        if info.group in BUILTIN_GROUPS:
+            out = _without_empty_lists(out)  # a built-in type's lists are `omitempty`: an empty one is no value
         if "status" in info.subresources:
             out.pop("status", None)
         metadata = obj.get("metadata") or {}
@@ -584,7 +595,8 @@ class FakeCluster:
         return out
 
     # --- verbs ----------------------------------------------------------------------------------------------------
-    def _begin(
+    @contextlib.contextmanager
+    def _serving(
         self,
         verb: str,
         info: ResourceInfo,
@@ -594,42 +606,42 @@ class FakeCluster:
         body: Any = None,
         dry_run: bool = False,
         field_manager: str = "",
-    ) -> tuple[Request, ResourceInfo, ObjectKey]:
-        """A request logged and through the gates, the resource it names as served (404 when it is not), and the
-        key of the object it is about."""
+    ) -> Iterator[tuple[ResourceInfo, ObjectKey]]:
+        """One request: logged, through the gates, about the resource `info` names as served (404 when it is not)
+        and the object's key there; the `after` hooks run once it is answered, refused or not."""
         asked = ObjectKey(info.group, info.kind, namespace, name) if name else None
         request = Request(verb, _resource(info), asked, copy.deepcopy(body), dry_run, field_manager)
-        self._log(request)
-        served = self._served_as(info)
-        return request, served, self._key(served, namespace, name)
-
-    def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None:
         with self._lock:
             try:
-                request, _, key = self._begin("get", info, namespace, name)
-            except ApiError as e:
-                if e.status == 404:
-                    return None
-                raise
-            found = self._stored.get(key)
-            answer = self._answer(info, found) if found is not None else None
-            self._answered(request)
-            return answer
+                self._log(request)
+                served = self._served_as(info)
+                yield served, self._key(served, namespace, name)
+            finally:
+                self._answered(request)
+
+    def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None:
+        try:
+            with self._serving("get", info, namespace, name) as (_, key):
+                found = self._stored.get(key)
+                return self._answer(info, found) if found is not None else None
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
 
     def list_objects(
         self, info: ResourceInfo, *, namespace: str = "", label_selector: str = ""
     ) -> Iterator[KubeObject]:
-        with self._lock:
-            request, served, _ = self._begin("list", info, namespace, body=label_selector)
-            found = [
-                self._answer(info, obj)
-                for key, obj in sorted(self._stored.items())
-                if key.group_kind == (served.group, served.kind)
-                and (not namespace or key.namespace == namespace)
-                and _selects(label_selector, (obj.get("metadata") or {}).get("labels") or {})
-            ]
-            self._answered(request)
-        return iter(found)
+        with self._serving("list", info, namespace, body=label_selector) as (served, _):
+            return iter(
+                [
+                    self._answer(info, obj)
+                    for key, obj in sorted(self._stored.items())
+                    if key.group_kind == (served.group, served.kind)
+                    and (not namespace or key.namespace == namespace)
+                    and _selects(label_selector, (obj.get("metadata") or {}).get("labels") or {})
+                ]
+            )
 
     def apply(
         self,
@@ -641,17 +653,12 @@ class FakeCluster:
         field_manager: str = FIELD_MANAGER,
     ) -> Applied:
         """Server-side apply: creates the object, or merges what `field_manager` applies into it."""
-        with self._lock:
-            metadata = obj.get("metadata") or {}
-            request, served, key = self._begin(
-                "apply",
-                info,
-                str(metadata.get("namespace") or ""),
-                str(metadata["name"]),
-                body=obj,
-                dry_run=dry_run,
-                field_manager=field_manager,
-            )
+        metadata = obj.get("metadata") or {}
+        namespace, name = str(metadata.get("namespace") or ""), str(metadata["name"])
+        with self._serving("apply", info, namespace, name, body=obj, dry_run=dry_run, field_manager=field_manager) as (
+            served,
+            key,
+        ):
             live = self._stored.get(key)
             applied = self._content(served, obj)
             applied_paths = set(leaves(applied))
@@ -664,7 +671,6 @@ class FakeCluster:
                 self._check_namespace(served, key, creating=True)
                 entries = [_Entry(field_manager, "Apply", info.api_version, applied_paths)]
                 result = self._stored_form(served, key, applied, None, entries, dry_run=dry_run)
-                self._answered(request)
                 return Applied(self._answer(info, result), created=True)
             entries = _entries(live)
             current = self._content(served, live)
@@ -684,7 +690,6 @@ class FakeCluster:
                 e.paths -= applied_paths
             entries = [*others, _Entry(field_manager, "Apply", info.api_version, applied_paths)]
             result = self._stored_form(served, key, content, live, entries, dry_run=dry_run)
-            self._answered(request)
             return Applied(self._answer(info, result))
 
     @staticmethod
@@ -710,17 +715,11 @@ class FakeCluster:
     ) -> KubeObject:
         """PUT: the whole object, at the resourceVersion it carries (without one: unconditionally, where the
         resource allows that)."""
-        with self._lock:
-            metadata = obj.get("metadata") or {}
-            request, served, key = self._begin(
-                "replace",
-                info,
-                str(metadata.get("namespace") or ""),
-                str(metadata["name"]),
-                body=obj,
-                dry_run=dry_run,
-                field_manager=field_manager,
-            )
+        metadata = obj.get("metadata") or {}
+        namespace, name = str(metadata.get("namespace") or ""), str(metadata["name"])
+        with self._serving(
+            "replace", info, namespace, name, body=obj, dry_run=dry_run, field_manager=field_manager
+        ) as (served, key):
             live = self._stored.get(key)
             if live is None:
                 raise self._not_found(served, key.name)
@@ -740,9 +739,7 @@ class FakeCluster:
             entries = _entries(obj) if "managedFields" in metadata else _entries(live)
             changed = self._changed(leaves(self._content(served, live)), leaves(content))
             entries = self._updated_by(entries, field_manager, info.api_version, changed)
-            result = self._stored_form(served, key, content, live, entries, dry_run=dry_run)
-            self._answered(request)
-            return self._answer(info, result)
+            return self._answer(info, self._stored_form(served, key, content, live, entries, dry_run=dry_run))
 
     @staticmethod
     def _check_uid(uid: str, live: KubeObject) -> None:
@@ -756,10 +753,10 @@ class FakeCluster:
     def json_patch(
         self, info: ResourceInfo, key: ObjectKey, ops: list[dict[str, Any]], *, field_manager: str = FIELD_MANAGER
     ) -> KubeObject:
-        with self._lock:
-            request, served, key = self._begin(
-                "patch", info, key.namespace, key.name, body=ops, field_manager=field_manager
-            )
+        with self._serving("patch", info, key.namespace, key.name, body=ops, field_manager=field_manager) as (
+            served,
+            key,
+        ):
             live = self._stored.get(key)
             if live is None:
                 raise self._not_found(served, key.name)
@@ -770,35 +767,23 @@ class FakeCluster:
             content = self._content(served, patched)
             changed = self._changed(leaves(self._content(served, live)), leaves(content))
             entries = self._updated_by(_entries(live), field_manager, info.api_version, changed)
-            result = self._stored_form(served, key, content, live, entries, dry_run=False)
-            self._answered(request)
-            return self._answer(info, result)
+            return self._answer(info, self._stored_form(served, key, content, live, entries, dry_run=False))
 
     def create(self, info: ResourceInfo, obj: KubeObject, *, field_manager: str = FIELD_MANAGER) -> KubeObject:
-        with self._lock:
-            metadata = obj.get("metadata") or {}
-            request, served, key = self._begin(
-                "create",
-                info,
-                str(metadata.get("namespace") or ""),
-                str(metadata["name"]),
-                body=obj,
-                field_manager=field_manager,
-            )
+        metadata = obj.get("metadata") or {}
+        namespace, name = str(metadata.get("namespace") or ""), str(metadata["name"])
+        with self._serving("create", info, namespace, name, body=obj, field_manager=field_manager) as (served, key):
             if key in self._stored:
                 raise ApiError(f'{_resource(served)} "{key.name}" already exists', 409, "AlreadyExists")
             self._check_namespace(served, key, creating=True)
             content = self._content(served, obj)
             entries = [_Entry(field_manager, "Update", info.api_version, set(leaves(content)))]
-            result = self._stored_form(served, key, content, None, entries, dry_run=False)
-            self._answered(request)
-            return self._answer(info, result)
+            return self._answer(info, self._stored_form(served, key, content, None, entries, dry_run=False))
 
     def delete(self, info: ResourceInfo, key: ObjectKey, *, uid: str = "") -> bool:
         """Deletes the object (False when there is none); one with finalizers is only marked as being deleted. A
         namespace goes with everything in it, a CRD with its kind."""
-        with self._lock:
-            request, served, key = self._begin("delete", info, key.namespace, key.name)
+        with self._serving("delete", info, key.namespace, key.name) as (served, key):
             live = self._stored.get(key)
             if live is None:
                 return False
@@ -807,17 +792,16 @@ class FakeCluster:
             if live["metadata"].get("finalizers"):
                 live["metadata"]["deletionTimestamp"] = CREATED_AT
                 live["metadata"]["resourceVersion"] = str(self._version)
-            else:
-                del self._stored[key]
-                if served.kind == "Namespace":
-                    for inside in [k for k in self._stored if k.namespace == key.name]:
-                        del self._stored[inside]
-                if served.kind == "CustomResourceDefinition":
-                    spec = live.get("spec") or {}
-                    kind = (spec.get("group"), (spec.get("names") or {}).get("kind"))
-                    for gone in [k for k in self._served if (k[0], k[2]) == kind]:
-                        del self._served[gone]
-            self._answered(request)
+                return True
+            del self._stored[key]
+            if served.kind == "Namespace":
+                for inside in [k for k in self._stored if k.namespace == key.name]:
+                    del self._stored[inside]
+            if served.kind == "CustomResourceDefinition":
+                spec = live.get("spec") or {}
+                kind = (spec.get("group"), (spec.get("names") or {}).get("kind"))
+                for gone in [k for k in self._served if (k[0], k[2]) == kind]:
+                    del self._served[gone]
             return True
 
 
