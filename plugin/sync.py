@@ -8,12 +8,11 @@ import sys
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from engine.adapters.kube import KubeClient
 from engine.apps import get_application, patch_status, sync_status
 from engine.compare import DesiredObject, load_desired
 from engine.core.errors import GitOpsError
 from engine.core.webhookconfig import managed_resources
-from engine.registration import Coverage, cover
+from engine.registration import Coverage, RegistrationStore, cover
 from engine.sync import Action, BeforeApply, Syncer, SyncResult
 
 from .context import CliContext, CommandError, domain_errors, output_option, pass_cli
@@ -83,7 +82,7 @@ def sync(
         raise CommandError(f"{len(failed)} object(s) failed to sync")
 
 
-def registration_guard(client: KubeClient, verbose: bool) -> BeforeApply:
+def registration_guard(client: RegistrationStore, verbose: bool) -> BeforeApply:
     """Before objects are applied, an existing webhook registration is made to cover their kinds, so that no
     freshly synced kind is unguarded until the webhook catches up. Best-effort: without RBAC on
     validatingwebhookconfigurations, or without a registration, the sync goes on (said only with -v)."""
