@@ -95,25 +95,33 @@ def stored_form(
     probe = {**d.obj, "metadata": {**d.obj["metadata"], "name": probe_name, "labels": labels}}
     elsewhere = False
     try:
-        stored = cluster.apply(d.info, probe, dry_run=True).obj
+        answered = cluster.apply(d.info, probe, dry_run=True).obj
     except ApiError as e:
         if not (d.info.namespaced and probe_namespace and _namespace_missing(e, d.key.namespace)):
             raise
         probe["metadata"] = {**probe["metadata"], "namespace": probe_namespace}
-        stored = cluster.apply(d.info, probe, dry_run=True).obj
+        answered = cluster.apply(d.info, probe, dry_run=True).obj
         elsewhere = True
-    declared = declared_fields(stored, FIELD_MANAGER)
+    stored, declared = from_probe(answered, d.key, d.obj["metadata"]["labels"][TRACKING_LABEL])
+    return stored, declared, elsewhere
+
+
+def from_probe(answered: KubeObject, key: ObjectKey, app_name: str) -> tuple[KubeObject, dict[str, Any]]:
+    """Git's object as requests are judged against it, from what the API server answered to its probe's dry run:
+    under its own name and namespace, with our tracking label back on and the server's bookkeeping off; and what Git
+    declares of it (what our manager applied), our tracking marks among it."""
+    declared = declared_fields(answered, FIELD_MANAGER)
     # Our tracking marks are Git's: taking them off would take the object out of the webhook's sight.
     marks = declared.setdefault("f:metadata", {})
     marks.setdefault("f:labels", {})[f"f:{TRACKING_LABEL}"] = {}
     marks.setdefault("f:annotations", {})[f"f:{TRACKING_ANNOTATION}"] = {}
-    metadata = {**stored.get("metadata", {}), "name": d.key.name}
-    if d.key.namespace:
-        metadata["namespace"] = d.key.namespace
-    metadata["labels"] = {**(metadata.get("labels") or {}), TRACKING_LABEL: d.obj["metadata"]["labels"][TRACKING_LABEL]}
+    metadata = {**answered.get("metadata", {}), "name": key.name}
+    if key.namespace:
+        metadata["namespace"] = key.namespace
+    metadata["labels"] = {**(metadata.get("labels") or {}), TRACKING_LABEL: app_name}
     for noise in ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation"):
         metadata.pop(noise, None)
-    return {**stored, "metadata": metadata}, declared, elsewhere
+    return {**answered, "metadata": metadata}, declared
 
 
 class DesiredState:

@@ -1,8 +1,10 @@
 """The admission decision, from hand-built AdmissionRequests and Git objects as the API server would store them.
 
-`stored()` is Git's Deployment after a dry-run apply: Git's fields plus the server's defaults. `declared()` is the
-field set our manager ("kubectl-gitops") owns in it: what Git declares. A request is drift when the object after it
-strays from Git at a path where the object before it did not.
+`stored()` is Git's Deployment as a sync leaves it: Git's fields plus the server's defaults. `git_fields()` is the
+field set our manager ("kubectl-gitops") owns after a dry-run apply of the webhook's probe of it; `git()` is the object
+the webhook judges against, made from that answer as engine.gitstate makes it, and `declared()` what it declares (our
+tracking marks among it). A request is drift when the object after it strays from Git at a path where the object
+before it did not.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from engine.core.objects import (
     ObjectKey,
 )
 
-from .stored import container, k
+from .stored import container, git_object, k
 
 KEY = ObjectKey("apps", "Deployment", "shop", "web")
 SERVICE_KEY = ObjectKey("", "Service", "shop", "web")
@@ -53,8 +55,9 @@ CONTAINERS = "/spec/template/spec/containers"
 
 
 # --- Git's Deployment ------------------------------------------------------------------------------------------------
-def declared(*, replicas: bool = True) -> dict[str, Any]:
-    """The fieldsV1 of what Git declares of the Deployment."""
+def git_fields(*, replicas: bool = True) -> dict[str, Any]:
+    """The fieldsV1 our manager owns after a dry-run apply of the webhook's probe of Git's Deployment (with the
+    tracking annotation and the revision, without the tracking label: the probe must not reach the webhook)."""
     env_var: dict[str, Any] = {".": {}, "f:name": {}, "f:value": {}}
     spec: dict[str, Any] = {
         "f:selector": {},
@@ -78,15 +81,34 @@ def declared(*, replicas: bool = True) -> dict[str, Any]:
         spec["f:replicas"] = {}
     return {
         "f:metadata": {
-            "f:labels": {"f:app": {}, f"f:{TRACKING_LABEL}": {}},
+            "f:labels": {"f:app": {}},
             "f:annotations": {"f:owner": {}, f"f:{TRACKING_ANNOTATION}": {}, f"f:{REVISION_ANNOTATION}": {}},
         },
         "f:spec": spec,
     }
 
 
+def declared(*, replicas: bool = True) -> dict[str, Any]:
+    """What Git declares of the Deployment, as the webhook holds it: what a sync's apply owns."""
+    return dict(git(replicas=replicas).declared)
+
+
 def stored(*, replicas: int = 2) -> KubeObject:
-    """Git's Deployment as the API server stores it."""
+    """Git's Deployment as the API server stores it after a sync."""
+    obj = deployment_as_stored(replicas)
+    obj["metadata"]["managedFields"] = [
+        {
+            "manager": FIELD_MANAGER,
+            "operation": "Apply",
+            "apiVersion": "apps/v1",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": declared(),
+        }
+    ]
+    return obj
+
+
+def deployment_as_stored(replicas: int) -> KubeObject:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -103,15 +125,6 @@ def stored(*, replicas: int = 2) -> KubeObject:
                 REVISION_ANNOTATION: REVISION,
                 "deployment.kubernetes.io/revision": "3",
             },
-            "managedFields": [
-                {
-                    "manager": FIELD_MANAGER,
-                    "operation": "Apply",
-                    "apiVersion": "apps/v1",
-                    "fieldsType": "FieldsV1",
-                    "fieldsV1": declared(),
-                }
-            ],
         },
         "spec": {
             "replicas": replicas,
@@ -140,16 +153,9 @@ def stored(*, replicas: int = 2) -> KubeObject:
 
 
 def git(mode: str = "enforce", *, replicas: bool = True, policy: DriftPolicy | None = None) -> GitObject:
-    obj = stored(replicas=2 if replicas else 1)
-    return GitObject(
-        key=KEY,
-        app=APP,
-        mode=mode,
-        revision=REVISION,
-        stored=obj,
-        declared=declared(replicas=replicas),
-        policy=policy or DriftPolicy(),
-    )
+    """Git's Deployment as the webhook's index holds it (engine.gitstate.from_probe of the probe's answer)."""
+    answered = deployment_as_stored(2 if replicas else 1)
+    return git_object(answered, git_fields(replicas=replicas), mode=mode, app=APP, revision=REVISION, policy=policy)
 
 
 def edited(obj: KubeObject, *changes: Callable[[KubeObject], Any]) -> KubeObject:
@@ -669,13 +675,12 @@ def service(cluster_ip: str) -> KubeObject:
 
 def service_git() -> GitObject:
     fields = {
-        "f:metadata": {"f:labels": {f"f:{TRACKING_LABEL}": {}}},
         "f:spec": {
             "f:selector": {},
             "f:ports": {k(port=80, protocol="TCP"): {".": {}, "f:name": {}, "f:port": {}, "f:targetPort": {}}},
         },
     }
-    return GitObject(SERVICE_KEY, APP, "enforce", REVISION, service("10.96.0.10"), fields)
+    return git_object(service("10.96.0.10"), fields, app=APP, revision=REVISION)
 
 
 def test_create_with_fields_the_server_fills_in_differently_is_allowed() -> None:
@@ -993,8 +998,8 @@ def secret(**data: str) -> KubeObject:
 
 
 def secret_git(mode: str) -> GitObject:
-    fields = {"f:metadata": {"f:labels": {f"f:{TRACKING_LABEL}": {}}}, "f:type": {}, "f:data": {"f:password": {}}}
-    return GitObject(SECRET_KEY, APP, mode, REVISION, secret(password=GIT_PASSWORD), fields)
+    fields = {"f:type": {}, "f:data": {"f:password": {}}}
+    return git_object(secret(password=GIT_PASSWORD), fields, mode=mode, app=APP, revision=REVISION)
 
 
 def secret_request(operation: str, new: KubeObject | None, old: KubeObject | None, **kw: Any) -> AdmissionRequest:
@@ -1242,18 +1247,8 @@ def test_the_injected_token_volume_of_a_pod_is_not_drift_on_create() -> None:
             },
         }
 
-    declared = {
-        "f:metadata": {"f:labels": {f"f:{TRACKING_LABEL}": {}}},
-        "f:spec": {"f:containers": {k(name="app"): {".": {}, "f:name": {}, "f:image": {}}}},
-    }
-    target = GitObject(
-        key=ObjectKey("", "Pod", "shop", "web"),
-        app=APP,
-        mode="enforce",
-        revision=REVISION,
-        stored=pod("abcde"),
-        declared=declared,
-    )
+    fields = {"f:spec": {"f:containers": {k(name="app"): {".": {}, "f:name": {}, "f:image": {}}}}}
+    target = git_object(pod("abcde"), fields, app=APP, revision=REVISION)
     kw: dict[str, Any] = {"kind": ("", "v1", "Pod"), "resource": ("", "v1", "pods")}
     assert judged(request("CREATE", pod("x7k2p"), **kw), target).allowed
     assert not judged(request("CREATE", pod("x7k2p", extra=True), **kw), target).allowed

@@ -1,7 +1,9 @@
-"""The webhook over HTTP: app.test_client() against fakes of Git's state and of the audit log.
+"""The webhook over HTTP: app.test_client() against fakes of Git's state and of the audit log (tests/fakes.py).
 
 FakeSource and FakeAudit implement webhook.app.DesiredSource and AuditSink; FakeAudit seals what it is given with
-engine.adapters.audit.seal, as the real store does, and keeps it in memory.
+engine.adapters.audit.seal, as the real store does, and keeps it in memory. What the webhook asks the cluster itself
+goes through the real webhook.lookups.ApiLookups to the fake API server. Git's objects are made as the webhook's
+index makes them (engine.gitstate.from_probe), from what the API server answers to its probe.
 """
 
 from __future__ import annotations
@@ -12,120 +14,43 @@ import io
 import json
 import os
 import string
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.adapters.audit import GENESIS, seal, verify
-from engine.core.admission import BREAK_GLASS_ANNOTATION, ClusterFacts, Found, GitObject, Unjudged
-from engine.core.errors import GitOpsError
+from engine.adapters.audit import verify
+from engine.core.admission import BREAK_GLASS_ANNOTATION, GitObject, Unjudged
+from engine.core.errors import ApiError
 from engine.core.objects import (
     REVISION_ANNOTATION,
     TRACKING_ANNOTATION,
     TRACKING_LABEL,
-    AppRef,
-    Claim,
     KubeObject,
     ObjectKey,
 )
 from webhook.app import AuditSink, DesiredSource, create_app, webhook_of
+from webhook.lookups import ApiLookups
 from webhook.review import API_VERSION
 
-from .stored import k
+from ..fakes import CONFIGMAPS, SIGNER, FakeAudit, FakeCluster, FakeSource, Request, namespace
+from .stored import git_object, k
 
 DEPLOYMENT = ObjectKey("apps", "Deployment", "shop", "web")
 CONFIGMAP = ObjectKey("", "ConfigMap", "shop", "settings")
 APP = "gitops-system/shop"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 UID = "705ab4f5-6393-11e8-b7cc-42010a800002"
-SIGNER = Ed25519PrivateKey.generate()
-
-
-# --- fakes -----------------------------------------------------------------------------------------------------------
-class FakeSource:
-    """Git's state, as webhook.app.DesiredSource: objects by key, and whether it is loaded."""
-
-    def __init__(self, objects: Iterable[GitObject] = (), *, ready: bool = True) -> None:
-        self.objects = {o.key: o for o in objects}
-        self.ready = ready
-        self.kinds = {("apps", "deployments"): "Deployment", ("", "configmaps"): "ConfigMap"}
-        self.lookups: list[tuple[ObjectKey, str]] = []
-        self.refreshes = 0
-        self.fail = False
-        self.slow: dict[str, threading.Event] = {}  # revisions whose lookup waits (for Git) until the event is set
-        self.lookup_threads: list[str] = []
-        self.unjudged: Unjudged | None = None  # what a claimed object gets when set: a state not loaded
-
-    def lookup(self, key: ObjectKey, revision: str = "", claims: tuple[Claim, ...] = ()) -> Found:
-        if self.fail:
-            raise RuntimeError("a bug in the desired state")
-        self.lookups.append((key, revision))
-        self.lookup_threads.append(threading.current_thread().name)
-        if revision in self.slow:
-            self.slow[revision].wait(30)
-        found = self.objects.get(key)
-        if found is not None:
-            return Found(found)
-        if self.unjudged is not None and claims:
-            return Found(unjudged=self.unjudged)
-        apps = {o.app for o in self.objects.values()}
-        return Found(claimed=frozenset(a for a in apps if any(c.matches(AppRef(*a.split("/", 1))) for c in claims)))
-
-    def answers_at_once(self, key: ObjectKey, revision: str = "", claims: tuple[Claim, ...] = ()) -> bool:
-        return revision not in self.slow
-
-    def all_loaded(self) -> bool:
-        return self.unjudged is None
-
-    def kind_of(self, group: str, resource: str) -> str:
-        return self.kinds.get((group, resource), "")
-
-    def refresh(self, *, full: bool = True) -> None:
-        self.refreshes += 1
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "ready": self.ready,
-            "applications": {APP: {"revision": REVISION, "objects": len(self.objects), "error": ""}},
-            "last_error": "",
-        }
-
-    def cache_age(self) -> float:
-        return 2.5
-
-
-class FakeAudit:
-    """The audit log, as webhook.app.AuditSink: seals records into an in-memory chain, or fails like the API server."""
-
-    def __init__(self, *, fail: str = "", keep: bool = True) -> None:
-        self.fail = fail
-        self.keep = keep
-        self.records: list[dict[str, Any]] = []
-        self.threads: list[str] = []
-        self.head = (0, GENESIS)
-
-    def append(self, body: dict[str, Any], received: float | None = None) -> dict[str, Any]:
-        self.threads.append(threading.current_thread().name)
-        if self.fail:
-            raise GitOpsError(self.fail)
-        sequence, previous = self.head
-        record = seal(body, sequence + 1, previous, SIGNER)
-        self.head = (sequence + 1, record["hash"])
-        if not self.keep:  # fuzzing: sealed all the same, but only its chain fields are kept and echoed
-            return {k: record[k] for k in ("sequence", "hash")}
-        self.records.append(record)
-        return record
 
 
 # --- Git's objects ---------------------------------------------------------------------------------------------------
 def deployment() -> KubeObject:
+    """Git's Deployment as stored (without the tracking annotation a sync adds: tests of webhook.front replace its
+    annotations whole)."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -149,8 +74,12 @@ def deployment() -> KubeObject:
     }
 
 
+# What our manager owns after a dry-run apply of the probe of Git's Deployment (which carries no tracking label).
 DEPLOYMENT_FIELDS = {
-    "f:metadata": {"f:labels": {"f:app": {}, f"f:{TRACKING_LABEL}": {}}},
+    "f:metadata": {
+        "f:labels": {"f:app": {}},
+        "f:annotations": {f"f:{REVISION_ANNOTATION}": {}},
+    },
     "f:spec": {
         "f:replicas": {},
         "f:selector": {},
@@ -166,22 +95,21 @@ def configmap() -> KubeObject:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": "settings", "namespace": "shop", "labels": {TRACKING_LABEL: "shop"}},
+        "metadata": {
+            "name": "settings",
+            "namespace": "shop",
+            "labels": {TRACKING_LABEL: "shop"},
+        },
         "data": {"level": "info"},
     }
 
 
 def git_objects(mode: str = "enforce") -> list[GitObject]:
+    """Git's Deployment and ConfigMap as the webhook's index holds them."""
+    configmap_fields: dict[str, Any] = {"f:data": {"f:level": {}}}
     return [
-        GitObject(DEPLOYMENT, APP, mode, REVISION, deployment(), DEPLOYMENT_FIELDS),
-        GitObject(
-            CONFIGMAP,
-            APP,
-            mode,
-            REVISION,
-            configmap(),
-            {"f:metadata": {"f:labels": {f"f:{TRACKING_LABEL}": {}}}, "f:data": {"f:level": {}}},
-        ),
+        git_object(deployment(), DEPLOYMENT_FIELDS, mode=mode, app=APP, revision=REVISION),
+        git_object(configmap(), configmap_fields, mode=mode, app=APP, revision=REVISION),
     ]
 
 
@@ -414,6 +342,8 @@ def test_a_new_object_that_claims_tracking_but_is_not_in_git(claimed: str, allow
     obj = deployment()
     obj["metadata"]["name"] = "rogue"
     obj["metadata"]["labels"] = {TRACKING_LABEL: claimed} if claimed else {}
+    tracking = {TRACKING_ANNOTATION: f"gitops-system/{claimed}:apps/Deployment:shop/rogue"} if claimed else {}
+    obj["metadata"]["annotations"] = tracking
     answer = assert_well_formed(post(app.test_client(), review("CREATE", obj, name="rogue"))[1])
     assert answer["allowed"] is allowed
 
@@ -537,8 +467,11 @@ def wsgi_call(app: Flask, body: bytes, **environ: Any) -> tuple[str, dict[str, s
     """One request straight through the WSGI interface, as gunicorn makes it (no test client in between)."""
     got: dict[str, Any] = {}
 
-    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: object = None
+    ) -> Callable[[bytes], object]:
         got["status"], got["headers"] = status, dict(headers)
+        return lambda data: None  # the `write` of WSGI, which Flask never calls
 
     env = {
         "REQUEST_METHOD": "POST",
@@ -798,23 +731,10 @@ def test_fuzz_huge_objects(
 
 
 # --- failing closed, through the webhook ------------------------------------------------------------------------------
-class FakeLookups:
-    """The cluster's word on a controller's request, and the parent of a scale, as webhook.lookups.ClusterLookups."""
-
-    def __init__(self, *, owners_gone: bool | None = None, parent: KubeObject | None = None) -> None:
-        self.owners_gone = owners_gone
-        self.parent_object = parent
-        self.parents = 0
-
-    def needed(self, request: Any) -> bool:
-        return request.get("operation") == "DELETE"
-
-    def facts(self, request: Any) -> ClusterFacts:
-        return ClusterFacts(owners_gone=self.owners_gone)
-
-    def parent(self, request: Any) -> KubeObject | None:
-        self.parents += 1
-        return self.parent_object
+def lookups_of(*objects: KubeObject) -> tuple[ApiLookups, FakeCluster]:
+    """What the webhook asks the cluster itself, asked of an API server that holds `objects`."""
+    cluster = FakeCluster(objects=[namespace("shop"), *objects])
+    return ApiLookups(cluster), cluster
 
 
 def claimed_configmap(name: str = "other") -> KubeObject:
@@ -862,7 +782,7 @@ def test_a_claimed_object_of_an_application_not_loaded_is_refused_and_recorded(o
 
 def test_a_scale_while_a_state_is_not_loaded_asks_the_cluster_for_the_parents_marks() -> None:
     parent = {**deployment(), "metadata": {**deployment()["metadata"], "name": "api"}}
-    lookups = FakeLookups(parent=parent)
+    lookups, cluster = lookups_of(parent)
     source = FakeSource(git_objects())
     source.unjudged = Unjudged(APP, "enforce", "not loaded")
     app = create_app(config={"BACKGROUND": False}, source=source, audit=FakeAudit(), lookups=lookups)
@@ -874,22 +794,39 @@ def test_a_scale_while_a_state_is_not_loaded_asks_the_cluster_for_the_parents_ma
         oldObject={"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": 2}},
     )
     answer = assert_well_formed(post(app.test_client(), body)[1])
-    assert lookups.parents == 1
+    assert [r.key.name for r in cluster.made("get") if r.key] == ["api"]
     assert answer["allowed"] is False  # the parent claims an Application whose state is not loaded
     source.unjudged = None
     answer = assert_well_formed(post(app.test_client(), body)[1])
     assert answer["allowed"] is True  # every state loaded, and Git has no such object: not managed
-    assert lookups.parents == 1
+    assert len(cluster.made("get")) == 1
 
 
-@pytest.mark.parametrize(("owners_gone", "allowed"), [(True, True), (False, False), (None, False)])
-def test_the_garbage_collector_deletes_only_what_has_lost_its_owners(owners_gone: bool | None, allowed: bool) -> None:
-    lookups = FakeLookups(owners_gone=owners_gone)
+OWNER = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bundle", "namespace": "shop"}}
+
+
+def unavailable(request: Request) -> None:
+    raise ApiError("etcdserver: request timed out", 500)
+
+
+@pytest.mark.parametrize(("owner", "allowed"), [("gone", True), ("alive", False), ("unknown", False)])
+def test_the_garbage_collector_deletes_only_what_has_lost_its_owners(owner: str, allowed: bool) -> None:
+    lookups, cluster = lookups_of(OWNER)
+    alive = cluster.stored(ObjectKey("", "ConfigMap", "shop", "bundle"))
+    assert alive is not None
+    if owner == "gone":
+        cluster.delete(CONFIGMAPS, ObjectKey("", "ConfigMap", "shop", "bundle"))
+    if owner == "unknown":
+        cluster.gates.append(unavailable)
+    old = deployment()
+    old["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "bundle", "uid": alive["metadata"]["uid"]}
+    ]
     app = create_app(config={"BACKGROUND": False}, source=FakeSource(git_objects()), audit=FakeAudit(), lookups=lookups)
     body = review(
         "DELETE",
         None,
-        deployment(),
+        old,
         user="system:serviceaccount:kube-system:generic-garbage-collector",
         groups=("system:serviceaccounts", "system:serviceaccounts:kube-system"),
     )
@@ -983,7 +920,7 @@ def fuzz_sources() -> list[Flask]:
     loaded = FakeSource(git_objects())
     unloaded = FakeSource(git_objects("warn"))
     unloaded.unjudged = Unjudged(APP, "audit", "not loaded")
-    lookups = FakeLookups(owners_gone=True, parent=deployment())
+    lookups, _ = lookups_of(deployment())  # and no owner of anything
     return [
         create_app(config={"BACKGROUND": False}, source=src, audit=FakeAudit(), lookups=lookups)
         for src in (loaded, unloaded)
@@ -1020,11 +957,7 @@ def test_audit_retention_comes_from_the_settings() -> None:
 
 
 def test_servingz_says_whether_a_replica_should_take_requests_and_readyz_whether_all_is_loaded() -> None:
-    class Loading(FakeSource):
-        def status(self) -> dict[str, Any]:
-            return {**super().status(), "ready": False, "serving": self.serving}
-
-    source = Loading(git_objects())
+    source = FakeSource(git_objects(), ready=False)
     source.serving = False
     client = make_app(source)[0].test_client()
     assert (client.get("/servingz").status_code, client.get("/readyz").status_code) == (503, 503)
