@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from hypothesis import given, settings
+from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
 from engine.adapters.audit import verify
@@ -38,6 +38,7 @@ from webhook.lookups import ApiLookups
 from webhook.review import API_VERSION
 
 from ..fakes import CONFIGMAPS, SIGNER, FakeAudit, FakeCluster, FakeSource, Request, namespace
+from . import rule_model
 from .stored import git_object, k
 
 DEPLOYMENT = ObjectKey("apps", "Deployment", "shop", "web")
@@ -863,51 +864,88 @@ named_items = st.lists(
 )
 
 
+# What an ordinary user's change may carry, all of it what the API server stores (and so what reaches the webhook).
+valid_marks = st.one_of(
+    st.sampled_from(["shop", "gitops-system/shop:apps/Deployment:shop/web", REVISION, "e" * 40, "", "x"]),
+    st.text(alphabet="abc-./:", max_size=6),
+)
+valid_env = st.lists(
+    st.fixed_dictionaries(
+        {"name": st.sampled_from(["MODE", "LEVEL", "proxy"])}, optional={"value": st.sampled_from(["", "1", "evil"])}
+    ),
+    max_size=4,
+)
+valid_containers = st.lists(
+    st.fixed_dictionaries(
+        {"name": st.sampled_from(["app", "proxy", "debug"]), "image": st.sampled_from(["registry.local/web:1.0", "x"])},
+        optional={"env": valid_env, "imagePullPolicy": st.sampled_from(["Always", "IfNotPresent"])},
+    ),
+    min_size=1,
+    max_size=3,
+    unique_by=lambda c: c["name"],
+)
+owner_references = st.lists(
+    st.fixed_dictionaries(
+        {
+            "apiVersion": st.just("v1"),
+            "kind": st.just("ConfigMap"),
+            "name": st.sampled_from(["a", "b"]),
+            "uid": st.sampled_from(["uid-a", "uid-b"]),
+        }
+    ),
+    max_size=2,
+)
+
+
 @st.composite
 def attacking_reviews(draw: st.DrawFn) -> dict[str, Any]:
-    operation = draw(st.sampled_from(["CREATE", "UPDATE", "DELETE", "CONNECT"]))
-    sub = draw(st.sampled_from(["", "", "status", "scale", "eviction", "ephemeralcontainers", "resize", "binding"]))
-    version = draw(st.sampled_from(["v1", "v1beta1", "v2", ""]))
+    # Half of them an ordinary user's create, update or delete of Git's Deployment, in Git's version (what the
+    # reference model of the rule judges); the others anything.
+    ordinary = draw(st.booleans())
+    if ordinary:
+        operation, sub, version = draw(st.sampled_from(["CREATE", "UPDATE", "DELETE"])), "", "v1"
+    else:
+        operation = draw(st.sampled_from(["CREATE", "UPDATE", "DELETE", "CONNECT"]))
+        sub = draw(st.sampled_from(["", "", "status", "scale", "eviction", "ephemeralcontainers", "resize", "binding"]))
+        version = draw(st.sampled_from(["v1", "v1beta1", "v2", ""]))
     obj = with_image(draw(st.sampled_from(["registry.local/web:1.0", "evil"])))
-    obj["apiVersion"] = draw(st.sampled_from(["apps/v1", f"apps/{version}", "autoscaling/v1", "policy/v1", 7]))
-    for key, value in draw(st.dictionaries(marks, mark_values, max_size=3)).items():
+    if not ordinary:
+        obj["apiVersion"] = draw(st.sampled_from(["apps/v1", f"apps/{version}", "autoscaling/v1", "policy/v1", 7]))
+    for key, value in draw(st.dictionaries(marks, valid_marks if ordinary else mark_values, max_size=3)).items():
         obj["metadata"][draw(st.sampled_from(["labels", "annotations"]))][key] = value
     if draw(st.booleans()):
         obj["metadata"]["ownerReferences"] = draw(
-            st.one_of(json_values, st.lists(st.fixed_dictionaries({}), max_size=2))
+            owner_references if ordinary else st.one_of(json_values, st.lists(st.fixed_dictionaries({}), max_size=2))
         )
     if draw(st.booleans()):
-        obj["spec"]["template"]["spec"]["containers"][0]["env"] = draw(named_items)
+        obj["spec"]["template"]["spec"]["containers"][0]["env"] = draw(valid_env if ordinary else named_items)
     if draw(st.booleans()):
-        obj["spec"]["template"]["spec"]["containers"] = draw(named_items)
+        obj["spec"]["template"]["spec"]["containers"] = draw(valid_containers if ordinary else named_items)
     if draw(st.booleans()):
-        obj["spec"]["replicas"] = draw(json_values)
+        obj["spec"]["replicas"] = draw(st.integers(0, 4) if ordinary else json_values)
     old = copy.deepcopy(obj) if draw(st.booleans()) else deployment()
     if draw(st.booleans()):
         old["metadata"]["labels"].pop(TRACKING_LABEL, None)
-    user = draw(
-        st.sampled_from(
-            [
-                "alice",
-                "system:serviceaccount:kube-system:generic-garbage-collector",
-                "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
-                "system:serviceaccount:kube-system:persistent-volume-binder",
-                "system:node:n1",
-                "system:kube-controller-manager",
-            ]
-        )
-    )
+    users = [
+        "alice",
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+        "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+        "system:serviceaccount:kube-system:persistent-volume-binder",
+        "system:node:n1",
+        "system:kube-controller-manager",
+    ]
+    groups = ["developers", "system:nodes"] if ordinary else ["developers", "gitops:break-glass", "system:nodes"]
     body = review(
         operation,
         None if operation == "DELETE" else obj,
         None if operation == "CREATE" else old,
-        user=user,
-        groups=tuple(draw(st.lists(st.sampled_from(["developers", "gitops:break-glass", "system:nodes"]), max_size=2))),
+        user="alice" if ordinary else draw(st.sampled_from(users)),
+        groups=tuple(draw(st.lists(st.sampled_from(groups), max_size=2))),
     )
     request = body["request"]
     request["subResource"] = sub
     request["kind"]["version"] = version
-    request["name"] = draw(st.sampled_from(["web", "api", "", "../x"]))
+    request["name"] = "web" if ordinary else draw(st.sampled_from(["web", "api", "", "../x"]))
     if sub == "scale":
         request["object"] = {"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": draw(json_values)}}
     if sub == "eviction":
@@ -916,13 +954,16 @@ def attacking_reviews(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
+FUZZ_GIT = [git_objects(), git_objects("warn")]  # enforce, with every state loaded; warn, with one not loaded
+
+
 def fuzz_sources() -> list[Flask]:
-    loaded = FakeSource(git_objects())
-    unloaded = FakeSource(git_objects("warn"))
+    loaded = FakeSource(FUZZ_GIT[0])
+    unloaded = FakeSource(FUZZ_GIT[1])
     unloaded.unjudged = Unjudged(APP, "audit", "not loaded")
     lookups, _ = lookups_of(deployment())  # and no owner of anything
     return [
-        create_app(config={"BACKGROUND": False}, source=src, audit=FakeAudit(), lookups=lookups)
+        create_app(config={"BACKGROUND": False}, source=src, audit=FakeAudit(keep=False), lookups=lookups)
         for src in (loaded, unloaded)
     ]
 
@@ -932,16 +973,85 @@ FUZZ_APPS = fuzz_sources()
 
 # 1,000 by default (about 15 s); hack/test raises it for CI (GITOPS_FUZZ_EXAMPLES).
 ATTACKS = int(os.environ.get("GITOPS_FUZZ_EXAMPLES", "1000"))
+CONTAINER_FIELDS = frozenset({"name", "image", "imagePullPolicy", "env"})
+ENV_FIELDS = frozenset({"name", "value"})
+
+
+def _strings(values: Any) -> bool:
+    return isinstance(values, dict) and all(isinstance(v, str) for v in values.values())
+
+
+def stored_validly(obj: Any) -> bool:
+    """Whether the API server would let `obj` reach a validating webhook at all (validating admission comes after
+    the server's own validation): string labels and annotations, owner references with a uid, containers with a
+    unique name, an image and only fields a container has (the server drops others), env vars with a name, and a
+    count of replicas."""
+    if not isinstance(obj, dict) or obj.get("apiVersion") != "apps/v1":
+        return False
+    metadata = obj["metadata"]
+    if not (_strings(metadata.get("labels", {})) and _strings(metadata.get("annotations", {}))):
+        return False
+    references = metadata.get("ownerReferences", [])
+    if not isinstance(references, list) or not all(isinstance(r, dict) and r.get("uid") for r in references):
+        return False
+    replicas = obj["spec"].get("replicas", 1)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        return False
+    containers = obj["spec"]["template"]["spec"]["containers"]
+    names = [c.get("name") for c in containers]
+    if not containers or len(set(map(str, names))) < len(names):
+        return False
+    for c in containers:
+        if set(c) - CONTAINER_FIELDS or not isinstance(c.get("name"), str) or not c["name"]:
+            return False
+        if not isinstance(c.get("image"), str) or not c["image"]:
+            return False
+        for e in c.get("env", []):
+            if set(e) - ENV_FIELDS or not isinstance(e.get("name"), str) or not e["name"]:
+                return False
+            if not isinstance(e.get("value", ""), str):
+                return False
+    return True
+
+
+def modelled_drift(body: dict[str, Any]) -> dict[rule_model.Path, Any] | None:
+    """What the reference model of the rule (tests/unit/rule_model.py) finds a request adds of drift, for the
+    requests it covers: an ordinary user's create, update or delete of Git's Deployment itself, in Git's version, of
+    objects the API server would store; None for the others."""
+    request = body["request"]
+    user = request["userInfo"]
+    if request["operation"] not in ("CREATE", "UPDATE", "DELETE") or request["subResource"] or request["name"] != "web":
+        return None
+    if user["username"] != "alice" or "gitops:break-glass" in user["groups"] or request["kind"]["version"] != "v1":
+        return None
+    new, old = request["object"], request["oldObject"]
+    if any(o is not None and not stored_validly(o) for o in (new, old)):
+        return None
+    git = FUZZ_GIT[0][0]
+    return rule_model.new_drift(git.stored, git.declared, request["operation"], old, new)
 
 
 @settings(max_examples=ATTACKS, deadline=None, database=None, derandomize=True)
 @given(attacking_reviews(), st.sampled_from([0, 1]))
-def test_fuzz_attacking_reviews_are_always_answered(body: dict[str, Any], which: int) -> None:
+def test_fuzz_attacking_reviews_are_answered_as_the_rule_says(body: dict[str, Any], which: int) -> None:
     """Well-formed reviews with hostile content (forged and removed marks, colliding list keys, odd versions,
     subresources and identities, a state loaded or not): always a 400 with a reason or a well-formed answer with
-    the request's uid, never a 500."""
+    the request's uid, never a 500; and for those the reference model of the rule covers, the answer it gives:
+    in enforce mode denied exactly when the request adds drift, in warn mode allowed, with a warning exactly then."""
     status, answer = post(FUZZ_APPS[which].test_client(), body)
     assert_answered(status, answer, UID)
+    expected = modelled_drift(body)
+    event("judged against the model" if expected is not None else "outside the model")
+    if expected is None:
+        return
+    note(f"the model finds drift at {sorted(expected, key=str)}")
+    assert status == 200, f"a review the model covers is refused: {answer}"
+    response = answer["response"]
+    if which == 0:
+        assert response["allowed"] is not bool(expected), response.get("status", {}).get("message", "allowed")
+    else:
+        assert response["allowed"] is True
+        assert bool(response.get("warnings")) is bool(expected), response.get("warnings")
 
 
 def test_audit_retention_comes_from_the_settings() -> None:
