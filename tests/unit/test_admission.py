@@ -674,7 +674,7 @@ def service(cluster_ip: str) -> KubeObject:
 
 
 def service_git() -> GitObject:
-    fields = {
+    fields: dict[str, Any] = {
         "f:spec": {
             "f:selector": {},
             "f:ports": {k(port=80, protocol="TCP"): {".": {}, "f:name": {}, "f:port": {}, "f:targetPort": {}}},
@@ -998,7 +998,7 @@ def secret(**data: str) -> KubeObject:
 
 
 def secret_git(mode: str) -> GitObject:
-    fields = {"f:type": {}, "f:data": {"f:password": {}}}
+    fields: dict[str, Any] = {"f:type": {}, "f:data": {"f:password": {}}}
     return git_object(secret(password=GIT_PASSWORD), fields, mode=mode, app=APP, revision=REVISION)
 
 
@@ -1173,13 +1173,13 @@ def test_a_finished_job_goes_with_its_time_to_live_only() -> None:
 
 def test_a_controller_writes_only_its_own_field() -> None:
     pvc_key = ObjectKey("", "PersistentVolumeClaim", "shop", "data")
-    pvc = {
+    pvc: KubeObject = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {"name": "data", "namespace": "shop"},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
     }
-    declared = {"f:spec": {"f:accessModes": {}, "f:resources": {"f:requests": {"f:storage": {}}}}}
+    declared: dict[str, Any] = {"f:spec": {"f:accessModes": {}, "f:resources": {"f:requests": {"f:storage": {}}}}}
     target = GitObject(key=pvc_key, app=APP, mode="enforce", revision=REVISION, stored=pvc, declared=declared)
     binder = "system:serviceaccount:kube-system:persistent-volume-binder"
     kw: dict[str, Any] = {"kind": ("", "v1", "PersistentVolumeClaim"), "resource": ("", "v1", "persistentvolumeclaims")}
@@ -1247,7 +1247,7 @@ def test_the_injected_token_volume_of_a_pod_is_not_drift_on_create() -> None:
             },
         }
 
-    fields = {"f:spec": {"f:containers": {k(name="app"): {".": {}, "f:name": {}, "f:image": {}}}}}
+    fields: dict[str, Any] = {"f:spec": {"f:containers": {k(name="app"): {".": {}, "f:name": {}, "f:image": {}}}}}
     target = git_object(pod("abcde"), fields, app=APP, revision=REVISION)
     kw: dict[str, Any] = {"kind": ("", "v1", "Pod"), "resource": ("", "v1", "pods")}
     assert judged(request("CREATE", pod("x7k2p"), **kw), target).allowed
@@ -1333,13 +1333,13 @@ def test_a_create_keeps_the_servers_defaults_where_git_leaves_fields_to_it(
 
 
 def test_what_the_server_allocates_on_each_creation_is_no_drift() -> None:
-    service = {
+    service: KubeObject = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": "web", "namespace": "shop"},
         "spec": {"clusterIP": "10.0.0.7", "clusterIPs": ["10.0.0.7"], "ports": [{"port": 80, "nodePort": 30001}]},
     }
-    declared = {"f:spec": {"f:ports": {k(port=80, protocol="TCP"): {".": {}, "f:port": {}}}}}
+    declared: dict[str, Any] = {"f:spec": {"f:ports": {k(port=80, protocol="TCP"): {".": {}, "f:port": {}}}}}
     target = GitObject(ObjectKey("", "Service", "shop", "web"), APP, "enforce", REVISION, service, declared)
     created = copy.deepcopy(service)
     created["spec"].update(clusterIP="10.0.0.9", clusterIPs=["10.0.0.9"])
