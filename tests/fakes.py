@@ -167,8 +167,31 @@ def leaves(value: Any, name: str = "", path: Path = ()) -> dict[Path, Any]:
     return out
 
 
+# Fields a built-in type always has (structs, required lists): an Update that makes them does not own them as such.
+ALWAYS_PRESENT = frozenset({"metadata", "spec", "template", "strategy", "containers", "status"})
+
+
+def containers(value: Any, name: str = "", path: Path = ()) -> Iterator[Path]:
+    """The maps and keyed lists in `value` that may be absent, as `(*path, ".")`: what an Update that makes one owns
+    of it as such (the API server's fieldsV1 marks it with ".")."""
+    if isinstance(value, dict) and value:
+        if path and name not in ALWAYS_PRESENT:
+            yield (*path, ".")
+        for key, child in value.items():
+            yield from containers(child, key, (*path, f"f:{key}"))
+    elif _keyed(name, value) and value:
+        if name not in ALWAYS_PRESENT:
+            yield (*path, ".")
+        for item in value:
+            segment = (*path, _segment(name, item))
+            for inner in containers(item, "", segment):
+                if inner != (*segment, "."):
+                    yield inner
+
+
 def fields_v1(paths: Iterable[Path]) -> dict[str, Any]:
-    """Paths as fieldsV1: nested maps, "." marking a list item owned as such."""
+    """Paths as fieldsV1: nested maps, "." marking a list item (or, for `(*path, ".")`, a map or list) owned as
+    such."""
     out: dict[str, Any] = {}
     for path in sorted(paths):
         node = out
@@ -183,7 +206,7 @@ def paths_of(fields: Mapping[str, Any], prefix: Path = ()) -> set[Path]:
     out: set[Path] = set()
     for key, child in fields.items():
         if key == ".":
-            out.add(prefix)
+            out.add(prefix if prefix[-1:] and prefix[-1].startswith(("k:", "v:")) else (*prefix, "."))
         elif isinstance(child, dict) and child:
             out |= paths_of(child, (*prefix, key))
         else:
@@ -515,9 +538,10 @@ class FakeCluster:
         obj.update({k: v for k, v in content.items() if k != "metadata"})
         if before is not None and "status" in info.subresources and "status" in before:
             obj["status"] = copy.deepcopy(before["status"])
-        present = set(leaves(self._content(info, obj)))
+        content_now = self._content(info, obj)
+        present = set(leaves(content_now))
         for e in entries:
-            e.paths &= present
+            e.paths = {p for p in e.paths if p in present or (p[-1] == "." and _at(content_now, p[:-1]) is not MISSING)}
         owners = [e.as_dict() for e in entries if e.paths]
         if owners:
             metadata["managedFields"] = owners
@@ -548,6 +572,9 @@ class FakeCluster:
             return obj
         self._version += 1
         metadata["resourceVersion"] = str(self._version)
+        if metadata.get("deletionTimestamp") and not metadata.get("finalizers"):
+            del self._stored[key]  # its last finalizer is gone: deleted now
+            return obj
         self._stored[key] = copy.deepcopy(obj)
         if info.kind == "CustomResourceDefinition":
             self._establish(obj)
@@ -584,15 +611,15 @@ class FakeCluster:
         return entries
 
     @staticmethod
-    def _changed(before: Mapping[Path, Any], after: Mapping[Path, Any]) -> set[Path]:
-        """Fields whose value a write set or changed, and list items it added."""
+    def _changed(before: KubeObject | None, after: KubeObject) -> set[Path]:
+        """Fields whose value a write set or changed, and the list items, maps and lists it added."""
+        was, now = leaves(before or {}), leaves(after)
         out = set()
-        for path, value in after.items():
-            was = before.get(path, MISSING)
+        for path, value in now.items():
             is_item = path[-1].startswith(("k:", "v:"))
-            if (is_item and was is MISSING) or (not is_item and was != value):
+            if (is_item and path not in was) or (not is_item and was.get(path, MISSING) != value):
                 out.add(path)
-        return out
+        return out | {p for p in containers(after) if before is None or _at(before, p[:-1]) is MISSING}
 
     # --- verbs ----------------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -727,7 +754,7 @@ class FakeCluster:
             if not version:
                 if (served.group, served.plural) in CONDITIONAL_UPDATES or served.group not in BUILTIN_GROUPS:
                     raise ApiError(
-                        f'{_kind(served)} "{key.name}" is invalid: metadata.resourceVersion: Invalid value: 0x0: '
+                        f'{_resource(served)} "{key.name}" is invalid: metadata.resourceVersion: Invalid value: 0: '
                         "must be specified for an update",
                         422,
                         "Invalid",
@@ -737,7 +764,7 @@ class FakeCluster:
             self._check_uid(str(metadata.get("uid") or ""), live)
             content = self._content(served, obj)
             entries = _entries(obj) if "managedFields" in metadata else _entries(live)
-            changed = self._changed(leaves(self._content(served, live)), leaves(content))
+            changed = self._changed(self._content(served, live), content)
             entries = self._updated_by(entries, field_manager, info.api_version, changed)
             return self._answer(info, self._stored_form(served, key, content, live, entries, dry_run=dry_run))
 
@@ -765,7 +792,7 @@ class FakeCluster:
             except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as e:
                 raise ApiError(f"the server rejected our request due to an error in our request: {e}", 422) from e
             content = self._content(served, patched)
-            changed = self._changed(leaves(self._content(served, live)), leaves(content))
+            changed = self._changed(self._content(served, live), content)
             entries = self._updated_by(_entries(live), field_manager, info.api_version, changed)
             return self._answer(info, self._stored_form(served, key, content, live, entries, dry_run=False))
 
@@ -777,7 +804,7 @@ class FakeCluster:
                 raise ApiError(f'{_resource(served)} "{key.name}" already exists', 409, "AlreadyExists")
             self._check_namespace(served, key, creating=True)
             content = self._content(served, obj)
-            entries = [_Entry(field_manager, "Update", info.api_version, set(leaves(content)))]
+            entries = [_Entry(field_manager, "Update", info.api_version, self._changed(None, content))]
             return self._answer(info, self._stored_form(served, key, content, None, entries, dry_run=False))
 
     def delete(self, info: ResourceInfo, key: ObjectKey, *, uid: str = "") -> bool:

@@ -496,8 +496,9 @@ def test_apply_desired_stores_gits_object_whole_then_applies_it_when_the_merge_i
     assert applied.replaced
     assert applied.obj["spec"]["strategy"] == {"rollingUpdate": {"maxSurge": 1}}
     assert applied.obj == fake.stored(desired.key)
-    managers = {e["manager"]: e["operation"] for e in applied.obj["metadata"]["managedFields"]}
-    assert managers == {"kubectl-gitops": "Apply"}  # ours, and only ours, after the apply that followed
+    owners = {e["manager"]: e["fieldsV1"] for e in applied.obj["metadata"]["managedFields"]}
+    assert "f:strategy" in owners["kubectl-gitops"]["f:spec"]  # ours after the apply that followed
+    assert "f:spec" not in owners["kubectl-edit"]  # who set Recreate owns nothing of the spec any more
 
 
 def test_apply_desired_dry_run_answers_the_object_stored_whole_and_writes_nothing() -> None:

@@ -100,7 +100,9 @@ def test_apply_merges_what_others_set_and_drops_what_it_no_longer_applies(cluste
         "f:spec": {
             "f:replicas": {},
             "f:template": {
-                "f:spec": {"f:containers": {app: {"f:env": {k(name="MODE"): {".": {}, "f:name": {}, "f:value": {}}}}}}
+                "f:spec": {
+                    "f:containers": {app: {"f:env": {".": {}, k(name="MODE"): {".": {}, "f:name": {}, "f:value": {}}}}}
+                }
             },
         }
     }
@@ -155,7 +157,7 @@ def test_a_webhook_registration_is_never_put_without_a_resource_version() -> Non
     with pytest.raises(ApiError) as raised:
         cluster.replace(WEBHOOK_CONFIGURATIONS, registration)
     assert raised.value.status == 422
-    assert "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update" in str(raised.value)
+    assert "metadata.resourceVersion: Invalid value: 0: must be specified for an update" in str(raised.value)
 
 
 def test_a_put_keeps_the_servers_fields_and_checks_the_uid(cluster: FakeCluster) -> None:
