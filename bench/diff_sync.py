@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT / "hack"))
 from localcluster.cluster import LocalCluster  # noqa: E402
 
 
-def objects(count: int) -> list[dict[str, object]]:
+def objects(count: int) -> list[dict[str, Any]]:
     """A mix like a real application's: 40% ConfigMaps, 20% Secrets, 20% Services, 20% Deployments."""
     out: list[dict[str, object]] = []
     for i in range(count):

@@ -153,7 +153,7 @@ def diff_benchmark(env: dict[str, str], work: Path, kubectl: str, count: int = 5
     first = git(repo, "rev-parse", "HEAD")
     for i, obj in enumerate(items):
         if i % 10 == 0 and obj["kind"] == "ConfigMap":
-            obj["data"] = {"config.yaml": f"replicas: {i + 1}\nmode: changed\n", "index": str(i)}  # type: ignore[index]
+            obj["data"] = {"config.yaml": f"replicas: {i + 1}\nmode: changed\n", "index": str(i)}
             (repo / f"{i:05d}.yaml").write_text(json.dumps(obj))
     git(repo, "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qam", "b")
     second = git(repo, "rev-parse", "HEAD")

@@ -48,7 +48,7 @@ from engine.compare import DesiredObject  # noqa: E402
 from engine.core.admission import Exemptions, GitObject, decide  # noqa: E402
 from engine.core.manifests import Manifest  # noqa: E402
 from engine.core.normalize import SecretMasker  # noqa: E402
-from engine.core.objects import AppRef, key_of, with_tracking  # noqa: E402
+from engine.core.objects import AppRef, DriftMode, key_of, with_tracking  # noqa: E402
 from engine.core.webhookconfig import NAME  # noqa: E402
 from engine.gitstate import stored_form  # noqa: E402
 
@@ -103,7 +103,7 @@ def bench_decision(git: GitObject, live: dict[str, Any]) -> dict[str, Any]:
         timings = []
         for _ in range(3000):  # warm-up and measurement
             start = time.perf_counter()
-            decision = decide(request, git, exemptions=exemptions, masker=masker)  # type: ignore[arg-type]
+            decision = decide(request, git, exemptions=exemptions, masker=masker)
             timings.append(time.perf_counter() - start)
         timings = timings[500:]
         out[name] = {
@@ -115,15 +115,15 @@ def bench_decision(git: GitObject, live: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_throughput(
-    url: str, ca: Path, client: tuple[Path, Path], body: bytes, seconds: float, clients: int = 8
+    url: str, ca: Path, certificate: tuple[Path, Path], body: bytes, seconds: float, clients: int = 8
 ) -> dict[str, float]:
-    """POST /validate as the API server does it: with its client certificate (`client`: cert and key)."""
+    """POST /validate as the API server does it: with its client certificate (`certificate`: cert and key)."""
     http = urllib3.PoolManager(
         maxsize=clients,
         cert_reqs=ssl.CERT_REQUIRED,
         ca_certs=str(ca),
-        cert_file=str(client[0]),
-        key_file=str(client[1]),
+        cert_file=str(certificate[0]),
+        key_file=str(certificate[1]),
     )
     done = 0
     latencies: list[float] = []
@@ -272,10 +272,10 @@ def compare_writes(
             runs[configuration].append(bench_writes(kube, "bench", names, processes, rate=rate))
 
     def median(configuration: str, figure: str) -> float:
-        return statistics.median(r[figure] for r in runs[configuration])
+        return float(statistics.median(r[figure] for r in runs[configuration]))
 
     def cpu(configuration: str) -> float:  # the CPU a write costs, all processes together
-        return statistics.median(sum(r["cpu_ms_per_write"].values()) for r in runs[configuration])
+        return float(statistics.median(sum(r["cpu_ms_per_write"].values()) for r in runs[configuration]))
 
     return {
         "writers": 20,
@@ -337,10 +337,10 @@ def main() -> None:
             )
             info = kube.resource_for("apps/v1", "Deployment")
             assert info is not None
-            stored, declared = stored_form(kube, DesiredObject(Manifest("bench", 1, obj), obj, info))
+            stored, declared, _ = stored_form(kube, DesiredObject(Manifest("bench", 1, obj), obj, info))
             live = kube.apply(info, obj).obj
             live["metadata"].pop("managedFields", None)
-            git = GitObject(key_of(obj), str(app), "enforce", "0" * 40, stored, declared)
+            git = GitObject(key_of(obj), app, DriftMode.ENFORCE, "0" * 40, stored, declared)
             results["decision"] = bench_decision(git, live)
             print("decision", json.dumps(results["decision"]), flush=True)
 

@@ -24,11 +24,8 @@ from .adapters.source import GitSource
 from .compare import Cluster, DesiredObject, autoscaled_targets, concurrently, load_desired
 from .core.admission import Found, GitObject, Unjudged
 from .core.application import ApplicationSpec, parse_application
-from .core.drift import declared_fields
 from .core.errors import ApiError, GitOpsError
 from .core.objects import (
-    FIELD_MANAGER,
-    TRACKING_ANNOTATION,
     TRACKING_LABEL,
     AppRef,
     Claim,
@@ -36,6 +33,8 @@ from .core.objects import (
     KubeObject,
     ObjectKey,
 )
+from .core.probe import from_probe, restored
+from .core.probe import probe as probe_of
 from .core.resources import ResourceInfo
 from .core.webhookconfig import ManagedResource, managed_resources
 
@@ -92,65 +91,6 @@ def _namespace_missing(e: ApiError, namespace: str) -> bool:
     return e.status == 404 and f'namespaces "{namespace}" not found' in str(e)
 
 
-CRD = ("apiextensions.k8s.io", "CustomResourceDefinition")
-RBAC = "rbac.authorization.k8s.io"
-ROLES = ("Role", "ClusterRole")
-BINDINGS = ("RoleBinding", "ClusterRoleBinding")
-# What a binding's probe binds instead of Git's role: a ClusterRole that every authenticated identity holds (the API
-# server keeps it), so that the webhook may bind it without `bind`.
-PROBE_ROLE_REF = {"apiGroup": RBAC, "kind": "ClusterRole", "name": "system:discovery"}
-
-
-def _plural(obj: KubeObject) -> str:
-    return str(((obj.get("spec") or {}).get("names") or {}).get("plural") or "")
-
-
-def _probe(d: DesiredObject, token: str) -> KubeObject:
-    """Git's object under a probe name, without the tracking label (the probe must not reach the admission webhook
-    itself), and what the API server checks against the webhook's own rights, even in a dry run, taken out (put back
-    by _restored; the API server defaults none of it):
-
-    - a CRD's name must be its plural and its group: its probe takes a plural of its own as well;
-    - a Role's or ClusterRole's rules, and an aggregationRule: creating them takes holding every permission they grant
-      (or `escalate`), and cluster-admin for an aggregationRule;
-    - a binding's roleRef: creating it takes holding the role's permissions (or `bind`), and the role may not exist
-      yet (the sync creates it)."""
-    labels = {k: v for k, v in (d.obj["metadata"].get("labels") or {}).items() if k != TRACKING_LABEL}
-    metadata = {**d.obj["metadata"], "name": f"gitops-probe-{token}", "labels": labels}
-    probe = {**d.obj, "metadata": metadata}
-    if (d.key.group, d.key.kind) == CRD:
-        spec = d.obj.get("spec") or {}
-        plural = f"gitopsprobe{token}"
-        metadata["name"] = f"{plural}.{spec.get('group', '')}"
-        probe["spec"] = {**spec, "names": {**(spec.get("names") or {}), "plural": plural}}
-    elif d.key.group == RBAC and d.key.kind in ROLES:
-        probe.pop("aggregationRule", None)
-        probe["rules"] = []
-    elif d.key.group == RBAC and d.key.kind in BINDINGS:
-        probe["roleRef"] = dict(PROBE_ROLE_REF)
-    return probe
-
-
-def _restored(d: DesiredObject, stored: KubeObject, declared: dict[str, Any]) -> KubeObject:
-    """The probe's answer with what _probe took out of Git's object put back (and declared, as Git declares it)."""
-    if (d.key.group, d.key.kind) == CRD:
-        spec = stored.get("spec") or {}
-        return {**stored, "spec": {**spec, "names": {**(spec.get("names") or {}), "plural": _plural(d.obj)}}}
-    if d.key.group != RBAC or d.key.kind not in (*ROLES, *BINDINGS):
-        return stored
-    out = dict(stored)
-    if d.key.kind in BINDINGS:
-        out["roleRef"] = d.obj.get("roleRef")  # declared as the probe's was, field by field
-        return out
-    for name in ("rules", "aggregationRule"):
-        declared.pop(f"f:{name}", None)
-        if name in d.obj:
-            declared[f"f:{name}"] = {}  # atomic lists: compared whole
-            if d.obj[name] not in (None, [], {}):  # else what the API server made of none (rules: null)
-                out[name] = d.obj[name]
-    return out
-
-
 def stored_form(
     cluster: Cluster, d: DesiredObject, probe_namespace: str = ""
 ) -> tuple[KubeObject, dict[str, Any], bool]:
@@ -158,29 +98,18 @@ def stored_form(
     namespace does not exist yet (an Application's first sync makes it), the probe runs in `probe_namespace`
     instead; the third value says so (the form is provisional, to be probed again once the namespace exists)."""
     assert d.info is not None
-    probe = _probe(d, secrets.token_hex(4))
+    probe = probe_of(d.obj, secrets.token_hex(4))
     elsewhere = False
     try:
-        stored = cluster.apply(d.info, probe, dry_run=True).obj
+        answered = cluster.apply(d.info, probe, dry_run=True).obj
     except ApiError as e:
         if not (d.info.namespaced and probe_namespace and _namespace_missing(e, d.key.namespace)):
             raise
         probe["metadata"] = {**probe["metadata"], "namespace": probe_namespace}
-        stored = cluster.apply(d.info, probe, dry_run=True).obj
+        answered = cluster.apply(d.info, probe, dry_run=True).obj
         elsewhere = True
-    declared = declared_fields(stored, FIELD_MANAGER)
-    stored = _restored(d, stored, declared)
-    # Our tracking marks are Git's: taking them off would take the object out of the webhook's sight.
-    marks = declared.setdefault("f:metadata", {})
-    marks.setdefault("f:labels", {})[f"f:{TRACKING_LABEL}"] = {}
-    marks.setdefault("f:annotations", {})[f"f:{TRACKING_ANNOTATION}"] = {}
-    metadata = {**stored.get("metadata", {}), "name": d.key.name}
-    if d.key.namespace:
-        metadata["namespace"] = d.key.namespace
-    metadata["labels"] = {**(metadata.get("labels") or {}), TRACKING_LABEL: d.obj["metadata"]["labels"][TRACKING_LABEL]}
-    for noise in ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation"):
-        metadata.pop(noise, None)
-    return {**stored, "metadata": metadata}, declared, elsewhere
+    stored, declared = from_probe(answered, d.key, d.obj["metadata"]["labels"][TRACKING_LABEL])
+    return restored(d.obj, stored, declared), declared, elsewhere
 
 
 class DesiredState:

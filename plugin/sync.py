@@ -8,11 +8,10 @@ import sys
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from engine.adapters.kube import KubeClient
 from engine.compare import DesiredObject
 from engine.core.errors import GitOpsError
 from engine.core.webhookconfig import managed_resources
-from engine.registration import Coverage, cover
+from engine.registration import Coverage, RegistrationStore, cover
 from engine.sync import Action, BeforeApply, SyncResult
 from engine.usecases import load_application, sync_loaded
 
@@ -84,7 +83,7 @@ def sync(
         raise CommandError(f"{len(failed)} object(s) failed to sync")
 
 
-def registration_guard(client: KubeClient, verbose: bool) -> BeforeApply:
+def registration_guard(client: RegistrationStore, verbose: bool) -> BeforeApply:
     """Before objects are applied, an existing webhook registration is made to cover their kinds, so that no
     freshly synced kind is unguarded until the webhook catches up. Best-effort: without RBAC on
     validatingwebhookconfigurations, or without a registration, the sync goes on (said only with -v)."""

@@ -18,7 +18,7 @@ from flask import Flask
 
 from engine.adapters.clock import SYSTEM
 from engine.core.admission import Exemptions, Found
-from engine.core.auditchain import AuditRecord, RetentionPolicy
+from engine.core.auditchain import RetentionPolicy
 from engine.core.clock import Clock
 from engine.core.normalize import SecretMasker
 from engine.core.objects import Claim, ObjectKey
@@ -45,7 +45,7 @@ class DesiredSource(Protocol):
 
 
 class AuditSink(Protocol):
-    def append(self, body: AuditRecord, received: float | None = None) -> dict[str, Any]: ...
+    def append(self, body: Mapping[str, Any], received: float | None = None) -> dict[str, Any]: ...
 
 
 class Webhook:

@@ -29,7 +29,6 @@ from ..core.auditchain import (
     POSITION,
     RECORD_API_VERSION,
     RECORD_KIND,
-    AuditRecord,
     Checkpoint,
     Problem,
     RetentionPolicy,
@@ -434,7 +433,7 @@ class AuditStore:
             return stored
         raise GitOpsError("could not append to the audit log: too much contention")
 
-    def append(self, body: AuditRecord, received: float | None = None) -> dict[str, Any]:
+    def append(self, body: Mapping[str, Any], received: float | None = None) -> dict[str, Any]:
         """Records one attempt and returns its record once the API server has it (durable in etcd): a new record,
         or an earlier one with the attempt folded into its tally. `received` (on the clock's monotonic scale) is
         when the request came; a record durable only after the API server's deadline says `late`."""

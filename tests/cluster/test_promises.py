@@ -18,12 +18,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engine.adapters.audit import PUBLIC_KEY_CONFIGMAP, AuditStore, read_records
-from engine.adapters.kube import KubeClient, KubeTarget, ResourceInfo
+from engine.adapters.kube import KubeClient, KubeTarget
 from engine.adapters.source import GitSource
 from engine.apps import get_application
 from engine.compare import load_desired
 from engine.core.auditchain import GENESIS, record_name, seal
 from engine.core.objects import REVISION_ANNOTATION, TRACKING_ANNOTATION, TRACKING_LABEL, AppRef, ObjectKey
+from engine.core.resources import ResourceInfo
 from engine.core.webhookconfig import NAME as REGISTRATION
 from engine.core.webhookconfig import webhook_configuration
 from engine.sync import Action, Syncer
@@ -555,7 +556,7 @@ def test_prune_does_not_delete_an_object_recreated_since_it_was_listed(
     app_obj, spec = get_application(client, AppRef("gitops-system", namespace))
     desired = load_desired(spec, client, source=GitSource(spec.repo_url, tmp_path / "mirrors"))
     cluster = RecreatedBeforeDelete(client, kubectl, namespace, "leftover")
-    results = {(r.key.kind, r.key.name): r for r in Syncer(cluster, spec).run(desired, app_obj, prune=True)}  # type: ignore[arg-type]
+    results = {(r.key.kind, r.key.name): r for r in Syncer(cluster, spec).run(desired, app_obj, prune=True)}
 
     assert cluster.recreated_uid
     outcome = results[("ConfigMap", "leftover")]

@@ -29,7 +29,7 @@ from engine.core.history import (
     counts_of,
     result_of,
 )
-from engine.core.objects import AppRef, ObjectKey
+from engine.core.objects import AppRef, DriftMode, ObjectKey
 from engine.sync import Action, SyncResult
 
 REPO = "https://git.example.com/shop.git"
@@ -54,7 +54,7 @@ def test_defaults() -> None:
         revision="",
         path=".",
         destination_namespace="default",
-        drift_mode="enforce",
+        drift_mode=DriftMode.ENFORCE,
         helm=HelmOptions(),
         ignore=(),
         prune=False,
@@ -88,7 +88,7 @@ def test_every_field() -> None:
         revision="v1.2.0",
         path="deploy/prod",
         destination_namespace="shop-prod",
-        drift_mode="warn",
+        drift_mode=DriftMode.WARN,
         helm=HelmOptions("shop", ("values.yaml", "values-prod.yaml")),
         ignore=(
             IgnoreRule("apps", "Deployment", ("/spec/replicas",)),
@@ -218,7 +218,7 @@ SPECS = [
         revision="3f2a9c1",
         path="charts/shop",
         destination_namespace="shop",
-        drift_mode="audit",
+        drift_mode=DriftMode.AUDIT,
         helm=HelmOptions("shop", ("values.yaml",)),
         ignore=(IgnoreRule("", "ConfigMap", ("/data/generated",)), IgnoreRule("*", "*", ("/a", "/b"))),
         prune=True,
@@ -227,7 +227,9 @@ SPECS = [
     ),
     ApplicationSpec(ref=AppRef("x", "values-only"), repo_url=REPO, helm=HelmOptions("", ("v.yaml",))),
     ApplicationSpec(ref=AppRef("x", "release-only"), repo_url=REPO, helm=HelmOptions("rel")),
-    ApplicationSpec(ref=AppRef("x", "off"), repo_url="file:///tmp/repo", drift_mode="off", self_heal=True),
+    ApplicationSpec(
+        ref=AppRef("x", DriftMode.OFF), repo_url="file:///tmp/repo", drift_mode=DriftMode.OFF, self_heal=True
+    ),
 ]
 
 

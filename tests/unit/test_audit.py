@@ -67,7 +67,7 @@ from engine.core.auditchain import (
 from engine.core.drift import DriftItem, DriftKind
 from engine.core.errors import GitOpsError
 from engine.core.normalize import SecretMasker
-from engine.core.objects import API_GROUP, TRACKING_LABEL, AppRef, ObjectKey
+from engine.core.objects import API_GROUP, TRACKING_LABEL, AppRef, DriftMode, ObjectKey
 
 pytestmark = pytest.mark.usefixtures("collect_git_processes")  # see tests/conftest.py
 
@@ -388,7 +388,7 @@ def admission_request(**more: Any) -> AdmissionRequest:
     return req  # type: ignore[return-value]
 
 
-GIT = GitObject(KEY, AppRef("gitops-system", "shop"), "warn", "f" * 40, {}, {})
+GIT = GitObject(KEY, AppRef("gitops-system", "shop"), DriftMode.WARN, "f" * 40, {}, {})
 
 
 def test_a_record_holds_the_facts_of_the_attempt() -> None:
@@ -467,7 +467,9 @@ def secret(password: str, **annotations: str) -> dict[str, Any]:
 def test_a_record_of_a_secret_change_holds_no_secret_value(mode: str, glass: bool) -> None:
     secret_key = ObjectKey("", "Secret", "shop", "db")
     fields: dict[str, Any] = {"f:type": {}, "f:data": {"f:password": {}}}
-    git = GitObject(secret_key, AppRef("gitops-system", "shop"), mode, "f" * 40, secret(GIT_PASSWORD), fields)
+    git = GitObject(
+        secret_key, AppRef("gitops-system", "shop"), DriftMode(mode), "f" * 40, secret(GIT_PASSWORD), fields
+    )
     annotations = {BREAK_GLASS_ANNOTATION: "INC-1"} if glass else {}
     req = admission_request(
         kind={"group": "", "version": "v1", "kind": "Secret"},

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import jsonpatch
 import pytest
@@ -26,8 +24,9 @@ from engine.core.objects import (
     is_tracked_by,
     tracking_id,
 )
-from engine.core.resources import Applied, ResourceInfo
+from engine.core.resources import ResourceInfo
 
+from ..fakes import DEPLOYMENTS, FakeCluster, Request, namespace
 from .stored import k
 
 RESOURCES = [
@@ -41,52 +40,9 @@ RESOURCES = [
 ]
 
 
-class FakeCluster:
-    """An API server that knows a few kinds (engine.compare.Cluster); prepare() must only ask it about them."""
-
-    def __init__(self, resources: list[ResourceInfo] = RESOURCES) -> None:
-        self.resources = {(r.api_version, r.kind): r for r in resources}
-        self.asked: list[tuple[str, str]] = []
-
-    def resource_for(self, api_version: str, kind: str) -> ResourceInfo | None:
-        self.asked.append((api_version, kind))
-        return self.resources.get((api_version, kind))
-
-    def preferred(self, group: str, kind: str) -> ResourceInfo | None:
-        return next((r for r in self.resources.values() if (r.group, r.kind) == (group, kind)), None)
-
-    def refresh_discovery(self) -> None:
-        pass
-
-    def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None:
-        return None
-
-    def list_objects(
-        self, info: ResourceInfo, *, namespace: str = "", label_selector: str = ""
-    ) -> Iterator[KubeObject]:
-        return iter(())
-
-    def apply(
-        self,
-        info: ResourceInfo,
-        obj: KubeObject,
-        *,
-        dry_run: bool = False,
-        force: bool = True,
-        field_manager: str = "kubectl-gitops",
-    ) -> Applied:
-        raise AssertionError("no writes expected")
-
-    def json_patch(
-        self, info: ResourceInfo, key: ObjectKey, ops: list[dict[str, Any]], *, field_manager: str = "kubectl-gitops"
-    ) -> KubeObject:
-        raise AssertionError("no writes expected")
-
-    def replace(self, info: ResourceInfo, obj: KubeObject, *, dry_run: bool = False) -> KubeObject:
-        raise AssertionError("no writes expected")
-
-    def delete(self, info: ResourceInfo, key: ObjectKey, *, uid: str = "") -> bool:
-        raise AssertionError("no writes expected")
+def cluster() -> FakeCluster:
+    """An API server that serves a few kinds, with the namespaces Git's objects go to."""
+    return FakeCluster(RESOURCES, objects=[namespace("shop"), namespace("other")])
 
 
 APP = ApplicationSpec(ref=AppRef("gitops-system", "shop"), repo_url="/srv/git/shop", destination_namespace="shop")
@@ -97,7 +53,10 @@ def manifests(*docs: str, source: str = "apps/all.yaml") -> list[Manifest]:
 
 
 def run(*docs: str) -> list[DesiredObject]:
-    return prepare(manifests(*docs), APP, FakeCluster())
+    fake = cluster()
+    prepared = prepare(manifests(*docs), APP, fake)
+    assert {r.verb for r in fake.requests} <= {"discover"}  # it reads discovery, and nothing else
+    return prepared
 
 
 DEPLOYMENT = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n"
@@ -163,7 +122,7 @@ def test_tracking_marks_are_added_and_existing_ones_kept() -> None:
 def test_prepare_keeps_order_place_and_resource() -> None:
     found = manifests(DEPLOYMENT, CONFIGMAP, source="apps/two.yaml")
     before = json.dumps([m.obj for m in found], sort_keys=True)
-    desired = prepare(found, APP, FakeCluster())
+    desired = prepare(found, APP, cluster())
     assert [d.key for d in desired] == [
         ObjectKey("apps", "Deployment", "shop", "web"),
         ObjectKey("", "ConfigMap", "other", "cfg"),
@@ -174,9 +133,9 @@ def test_prepare_keeps_order_place_and_resource() -> None:
 
 
 def test_only_the_kinds_in_git_are_looked_up() -> None:
-    cluster = FakeCluster()
-    prepare(manifests(DEPLOYMENT, NAMESPACE), APP, cluster)
-    assert cluster.asked == [("apps/v1", "Deployment"), ("v1", "Namespace")]
+    fake = cluster()
+    prepare(manifests(DEPLOYMENT, NAMESPACE), APP, fake)
+    assert fake.looked_up == [("apps/v1", "Deployment"), ("v1", "Namespace")]
 
 
 @pytest.mark.parametrize(
@@ -191,7 +150,7 @@ def test_only_the_kinds_in_git_are_looked_up() -> None:
 )
 def test_an_unknown_kind_is_an_error_that_says_what_to_do(doc: str, what: str) -> None:
     with pytest.raises(ManifestError) as caught:
-        prepare(manifests(NAMESPACE, doc), APP, FakeCluster())
+        prepare(manifests(NAMESPACE, doc), APP, cluster())
     assert str(caught.value) == (
         f"apps/all.yaml (document 2): the cluster does not know {what}; "
         "install its CustomResourceDefinition first or fix apiVersion/kind"
@@ -246,7 +205,7 @@ def test_a_cluster_scoped_custom_resource_whose_crd_is_in_git_gets_no_namespace(
 def test_duplicates_after_namespace_defaulting(first: str, second: str, message: str) -> None:
     found = parse(first, "a.yaml") + parse(second, "b.yaml")
     with pytest.raises(ManifestError) as caught:
-        prepare(found, APP, FakeCluster())
+        prepare(found, APP, cluster())
     assert str(caught.value) == message
 
 
@@ -437,35 +396,19 @@ def test_removal_ops_of_nothing_only_test() -> None:
 
 
 # --- the sync's hook before applying (where the plugin extends the webhook's registration) -----------------------
-class WritingCluster(FakeCluster):
-    """Applies succeed; applying the Widget CRD makes Widgets served; every CRD is established at once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[str] = []
-
-    def apply(self, info: ResourceInfo, obj: KubeObject, **options: Any) -> Applied:
-        self.events.append(f"apply {obj['kind']}")
-        if obj["kind"] == "CustomResourceDefinition" and not options.get("dry_run"):
-            widget = ResourceInfo("acme.io", "v1", "Widget", "widgets", True, frozenset({"scale"}))
-            self.resources[("acme.io/v1", "Widget")] = widget
-        return Applied(obj, created=True)
-
-    def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None:
-        if info.kind == "CustomResourceDefinition":
-            return {"status": {"conditions": [{"type": "Established", "status": "True"}]}}
-        return {"metadata": {"name": name}} if info.kind == "Namespace" else None
-
-
 def sync_with_hook(*docs: str, dry_run: bool = False) -> list[str]:
-    cluster = WritingCluster()
-    desired = Desired(Commit("a" * 40, "s", "a", "d"), prepare(manifests(*docs), APP, cluster))
+    """What a sync asks: the hook's calls and the applies, in order (applying the Widget CRD makes Widgets served)."""
+    fake = cluster()
+    events: list[str] = []
+    fake.after.append(lambda r: events.append(f"apply {r.key.kind}") if r.verb == "apply" and r.key else None)
+    desired = Desired(Commit("a" * 40, "s", "a", "d"), prepare(manifests(*docs), APP, fake))
 
     def before_apply(objects: list[DesiredObject]) -> None:
-        cluster.events.append("before " + ", ".join(sorted(d.key.kind for d in objects)))
+        events.append("before " + ", ".join(sorted(d.key.kind for d in objects)))
 
-    sync.Syncer(cluster, APP, dry_run=dry_run, before_apply=before_apply).run(desired, {}, prune=False)
-    return cluster.events
+    results = sync.Syncer(fake, APP, dry_run=dry_run, before_apply=before_apply).run(desired, {}, prune=False)
+    assert all(r.action is not sync.Action.FAILED for r in results)
+    return events
 
 
 def test_before_apply_sees_every_known_kind_first_then_custom_resources_once_their_crd_is_served() -> None:
@@ -489,75 +432,128 @@ def test_a_dry_run_sync_does_not_call_before_apply() -> None:
     assert sorted(events) == ["apply ConfigMap", "apply Deployment"]
 
 
+def test_a_sync_removes_what_others_added_and_git_does_not_declare() -> None:
+    fake = cluster()
+    (web,) = prepare(manifests(DEPLOYMENT_WITH_APP), APP, fake)
+    live = fake.apply(DEPLOYMENTS, web.obj).obj
+    live["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "DEBUG", "value": "1"}]
+    live["spec"]["paused"] = True
+    fake.replace(DEPLOYMENTS, live, field_manager="kubectl-edit")
+    desired = Desired(Commit("a" * 40, "s", "a", "d"), [web])
+    (result,) = sync.Syncer(fake, APP).run(desired, {}, prune=False)
+    assert result.action is sync.Action.CONFIGURED
+    synced = fake.stored(web.key)
+    assert synced is not None
+    assert synced["spec"] == {"template": {"spec": {"containers": [{"name": "app", "image": "web:1"}]}}}
+    (patch,) = fake.made("patch")  # guarded by the version the apply answered: a write since then fails it
+    assert patch.body[0]["path"] == "/metadata/resourceVersion"
+    assert [e["manager"] for e in synced["metadata"]["managedFields"]] == ["kubectl-gitops"]
+
+
 # --- the one place for apply, and for Git's object stored whole when the merge with others' changes is invalid ----
-SECRETS = ResourceInfo("", "v1", "Secret", "secrets", True)
+DEPLOYMENT_WITH_APP = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  template:
+    spec:
+      containers: [{name: app, image: "web:1"}]
+"""
+ROLLING = DEPLOYMENT_WITH_APP + "  strategy: {rollingUpdate: {maxSurge: 1}}\n"
 
 
-class MergeRefusingCluster(FakeCluster):
-    """Refuses every apply with 422 (a list re-keyed by hand makes the merged object invalid) until a replace stores
-    Git's object whole; records the calls."""
-
-    def __init__(self, *, live: KubeObject | None, apply_status: int = 422) -> None:
-        super().__init__([SECRETS])
-        self.live = live
-        self.apply_status = apply_status
-        self.calls: list[str] = []
-        self.replaced: KubeObject | None = None
-
-    def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None:
-        return self.live
-
-    def apply(self, info: ResourceInfo, obj: KubeObject, **options: Any) -> Applied:
-        self.calls.append("apply dry-run" if options.get("dry_run") else "apply")
-        if self.replaced is None or options.get("dry_run"):
-            raise ApiError(f"Secret is invalid: data.token: {obj['stringData']['token']!r}", self.apply_status)
-        return Applied({**obj, "stored": "applied"})
-
-    def replace(self, info: ResourceInfo, obj: KubeObject, *, dry_run: bool = False) -> KubeObject:
-        self.calls.append("replace dry-run" if dry_run else "replace")
-        if not dry_run:
-            self.replaced = obj
-        return {**obj, "stored": "whole"}
+def recreate_forbids_rolling_update(obj: KubeObject) -> str:
+    """The API server's validation of a Deployment's strategy."""
+    strategy = (obj.get("spec") or {}).get("strategy") or {}
+    if strategy.get("type") == "Recreate" and "rollingUpdate" in strategy:
+        return "spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy `type` is 'Recreate'"
+    return ""
 
 
-def secret_object() -> DesiredObject:
-    obj = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "web", "namespace": "shop"},
-        "stringData": {"token": "hunter2-secret"},
-    }
-    return DesiredObject(Manifest("secret.yaml", 1, obj), obj, SECRETS)
+def recreated_by_hand() -> tuple[FakeCluster, DesiredObject, KubeObject]:
+    """Git declares a rolling update; someone set the live object's strategy to Recreate by hand, so that Git's
+    object merged into it is invalid (422), while Git's object whole is not."""
+    fake = cluster()
+    fake.validators.append(recreate_forbids_rolling_update)
+    (desired,) = prepare(manifests(ROLLING), APP, fake)
+    by_hand = {**desired.obj, "spec": {**desired.obj["spec"], "strategy": {"type": "Recreate"}}}
+    live = fake.add(by_hand, manager="kubectl-edit")
+    fake.requests.clear()
+    return fake, desired, live
 
 
-LIVE_SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "web", "resourceVersion": "7"}}
+def writes(fake: FakeCluster) -> list[str]:
+    return [f"{r.verb} dry-run" if r.dry_run else r.verb for r in fake.requests if r.verb in ("apply", "replace")]
 
 
 def test_apply_desired_stores_gits_object_whole_then_applies_it_when_the_merge_is_invalid() -> None:
-    cluster = MergeRefusingCluster(live=LIVE_SECRET)
-    applied = apply_desired(cluster, secret_object(), None, dry_run=False)
-    assert cluster.calls == ["apply", "replace", "apply"]
-    assert cluster.replaced is not None
-    assert cluster.replaced["metadata"]["resourceVersion"] == "7"  # at the live version: a concurrent write fails it
+    fake, desired, live = recreated_by_hand()
+    applied = apply_desired(fake, desired, None, dry_run=False)
+    assert writes(fake) == ["apply", "replace", "apply"]
+    put = fake.made("replace")[0].body
+    assert put["metadata"]["resourceVersion"] == live["metadata"]["resourceVersion"]  # a concurrent write fails it
     assert applied.replaced
-    assert applied.obj["stored"] == "applied"
+    assert applied.obj["spec"]["strategy"] == {"rollingUpdate": {"maxSurge": 1}}
+    assert applied.obj == fake.stored(desired.key)
+    owners = {e["manager"]: e["fieldsV1"] for e in applied.obj["metadata"]["managedFields"]}
+    assert "f:strategy" in owners["kubectl-gitops"]["f:spec"]  # ours after the apply that followed
+    assert "f:spec" not in owners["kubectl-edit"]  # who set Recreate owns nothing of the spec any more
 
 
 def test_apply_desired_dry_run_answers_the_object_stored_whole_and_writes_nothing() -> None:
-    cluster = MergeRefusingCluster(live=LIVE_SECRET)
-    applied = apply_desired(cluster, secret_object(), LIVE_SECRET, dry_run=True)
-    assert cluster.calls == ["apply dry-run", "replace dry-run"]
-    assert cluster.replaced is None
+    fake, desired, live = recreated_by_hand()
+    applied = apply_desired(fake, desired, live, dry_run=True)
+    assert writes(fake) == ["apply dry-run", "replace dry-run"]
+    assert fake.stored(desired.key) == live
     assert applied.replaced
-    assert applied.obj["stored"] == "whole"
+    assert applied.obj["spec"]["strategy"] == {"rollingUpdate": {"maxSurge": 1}}
 
 
-@pytest.mark.parametrize(("live", "status"), [(LIVE_SECRET, 403), (None, 422)])
-def test_apply_desired_raises_other_refusals_without_the_objects_values(live: KubeObject | None, status: int) -> None:
-    """Another refusal, or a 422 for an object that does not exist (nothing to store whole), is the answer."""
-    cluster = MergeRefusingCluster(live=live, apply_status=status)
+def test_apply_desired_keeps_the_applys_reason_when_the_object_changed_before_the_put() -> None:
+    fake, desired, live = recreated_by_hand()
+
+    def another_writer(request: Request) -> None:
+        if request.verb == "apply" and not fake.made("replace"):  # between the refused apply and the PUT
+            fake.replace(DEPLOYMENTS, {**live, "metadata": {**live["metadata"], "labels": {"x": "1"}}})
+
+    fake.after.append(another_writer)
     with pytest.raises(ApiError) as raised:
-        apply_desired(cluster, secret_object(), None, dry_run=False)
-    assert raised.value.status == status
+        apply_desired(fake, desired, live, dry_run=False)
+    assert raised.value.status == 422
+    assert "may not be specified when strategy `type` is 'Recreate'" in str(raised.value)
+    refused = raised.value.__cause__  # the apply's refusal, caused in turn by the PUT's
+    assert isinstance(refused, ApiError)
+    assert isinstance(refused.__cause__, ApiError)
+    assert refused.__cause__.status == 409
+
+
+SECRET = 'apiVersion: v1\nkind: Secret\nmetadata: {name: web}\nstringData: {token: "hunter2-secret"}\n'
+
+
+def quotes_the_token(obj: KubeObject) -> str:
+    token = (obj.get("stringData") or {}).get("token")
+    return f'stringData.token: Invalid value: "{token}": not allowed here' if token else ""
+
+
+def policy_webhook(request: Request) -> None:
+    if request.verb == "apply":
+        token = request.body["stringData"]["token"]
+        raise ApiError(f'admission webhook "policy.example.com" denied the request: {token} is a password', 403)
+
+
+@pytest.mark.parametrize("refusal", ["admission-403", "invalid-422-without-live"])
+def test_apply_desired_raises_other_refusals_without_the_objects_values(refusal: str) -> None:
+    """Another refusal, or a 422 for an object that does not exist (nothing to store whole), is the answer."""
+    fake = cluster()
+    (secret,) = prepare(manifests(SECRET), APP, fake)
+    if refusal == "admission-403":
+        fake.add({**secret.obj, "stringData": {"token": "by-hand"}}, manager="kubectl-edit")
+        fake.gates.append(policy_webhook)
+    else:
+        fake.validators.append(quotes_the_token)
+    with pytest.raises(ApiError) as raised:
+        apply_desired(fake, secret, None, dry_run=False)
+    assert raised.value.status == (403 if refusal == "admission-403" else 422)
     assert "hunter2" not in str(raised.value)
-    assert cluster.calls == ["apply"]
+    assert writes(fake) == ["apply"]

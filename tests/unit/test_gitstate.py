@@ -13,51 +13,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from engine.adapters.source import GitSource
 from engine.compare import DesiredObject
 from engine.core.admission import Found, GitObject
 from engine.core.errors import ApiError, GitOpsError, SourceError
 from engine.core.manifests import Manifest
-from engine.core.objects import TRACKING_ANNOTATION, TRACKING_LABEL, AppRef, Claim, ObjectKey
+from engine.core.objects import REVISION_ANNOTATION, TRACKING_ANNOTATION, TRACKING_LABEL, AppRef, Claim, ObjectKey
 from engine.core.resources import Applied, ResourceInfo
 from engine.core.webhookconfig import ManagedResource
 from engine.gitstate import CHECKS_AT_ONCE, EXTRA_REVISIONS, DesiredState, stored_form
 
+from ..fakes import FakeClock, FakeCluster, namespace
+
 pytestmark = pytest.mark.usefixtures("collect_git_processes")  # see tests/conftest.py
 
-CONFIGMAP = ResourceInfo("", "v1", "ConfigMap", "configmaps", True)
-DEPLOYMENT = ResourceInfo("apps", "v1", "Deployment", "deployments", True, frozenset({"scale", "status"}))
-SERVED = {(r.api_version, r.kind): r for r in (CONFIGMAP, DEPLOYMENT)}
+
+def cluster(*namespaces: str) -> FakeCluster:
+    return FakeCluster(objects=[namespace(n) for n in namespaces])
 
 
-class FakeCluster:
-    """Answers a dry-run apply like the API server would, with our manager owning what was sent."""
-
-    def __init__(self) -> None:
-        self.dry_runs = 0
-
-    def resource_for(self, api_version: str, kind: str) -> ResourceInfo | None:
-        return SERVED.get((api_version, kind))
-
-    def refresh_discovery(self) -> None:
-        self.discoveries = getattr(self, "discoveries", 0) + 1
-
-    def preferred(self, group: str, kind: str) -> ResourceInfo | None:
-        return next((r for r in SERVED.values() if (r.group, r.kind) == (group, kind)), None)
-
-    def apply(self, info: ResourceInfo, obj: dict[str, Any], **kwargs: Any) -> Applied:
-        assert kwargs.get("dry_run"), "the index only ever dry-runs"
-        self.dry_runs += 1
-        fields = {"f:data": {f"f:{k}": {} for k in obj.get("data", {})}}
-        metadata = {
-            **obj["metadata"],
-            "uid": "u",
-            "managedFields": [
-                {"manager": "kubectl-gitops", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": fields}
-            ],
-        }
-        return Applied({**obj, "metadata": metadata})
+def dry_runs(cluster: FakeCluster) -> int:
+    return len(cluster.made("apply", dry_run=True))
 
 
 def git_at(index: DesiredState, key: ObjectKey, revision: str = "", app_name: str = "") -> GitObject | None:
@@ -106,16 +84,16 @@ def apps() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def state(tmp_path: Path, apps: list[dict[str, Any]]) -> tuple[DesiredState, FakeCluster]:
-    cluster = FakeCluster()
+    fake = cluster("shop", "gitops-system")
     return (
         DesiredState(
-            cluster,  # type: ignore[arg-type]
+            fake,
             lambda: list(apps),
             source_factory=lambda url: GitSource(url, tmp_path / "cache"),
             load_timeout=30,
             retry_seconds=0,
         ),
-        cluster,
+        fake,
     )
 
 
@@ -124,7 +102,7 @@ B = ObjectKey("", "ConfigMap", "shop", "b")
 
 
 def test_refresh_indexes_git_as_stored(state: tuple[DesiredState, FakeCluster], apps: list[Any], repo: Path) -> None:
-    index, _ = state
+    index, fake = state
     assert not index.ready
     apps.append(application(repo))
     index.refresh()
@@ -136,8 +114,13 @@ def test_refresh_indexes_git_as_stored(state: tuple[DesiredState, FakeCluster], 
     # yet taking the label off the live object is drift.
     assert dict(found.declared) == {
         "f:data": {"f:k": {}},
-        "f:metadata": {"f:labels": {f"f:{TRACKING_LABEL}": {}}, "f:annotations": {f"f:{TRACKING_ANNOTATION}": {}}},
+        "f:metadata": {
+            "f:labels": {f"f:{TRACKING_LABEL}": {}},
+            "f:annotations": {f"f:{TRACKING_ANNOTATION}": {}, f"f:{REVISION_ANNOTATION}": {}},
+        },
     }
+    assert "managedFields" not in found.stored["metadata"]
+    assert {(r.verb, r.dry_run) for r in fake.requests} == {("discover", False), ("apply", True)}  # dry runs only
     assert index.ready
     assert index.status()["applications"]["gitops-system/shop"]["objects"] == 1
 
@@ -145,16 +128,16 @@ def test_refresh_indexes_git_as_stored(state: tuple[DesiredState, FakeCluster], 
 def test_an_unchanged_application_is_not_rendered_again_until_a_full_refresh(
     state: tuple[DesiredState, FakeCluster], apps: list[Any], repo: Path
 ) -> None:
-    index, cluster = state
+    index, fake = state
     apps.append(application(repo))
     index.refresh()
     index.refresh(full=False)
-    assert cluster.dry_runs == 1
+    assert dry_runs(fake) == 1
     apps[0] = application(repo, generation=2)
     index.refresh(full=False)
-    assert cluster.dry_runs == 2
+    assert dry_runs(fake) == 2
     index.refresh()
-    assert cluster.dry_runs == 3
+    assert dry_runs(fake) == 3
 
 
 def test_a_failing_source_keeps_the_last_good_state_and_is_retried(
@@ -214,7 +197,9 @@ def test_newer_commits_loaded_beside_an_application_are_bounded_and_dropped_when
     assert found.revision == head
     status = index.status()["applications"]["gitops-system/shop"]
     assert (status["revision"], status["newer_commits_loaded"]) == (head, [])
-    assert git_at(index, A, revision=newer[-1]).revision == head  # type: ignore[union-attr]  # older now: ignored
+    found = git_at(index, A, revision=newer[-1])
+    assert found is not None
+    assert found.revision == head  # older now: ignored
     index.refresh()
     assert index.status()["applications"]["gitops-system/shop"]["newer_commits_loaded"] == []
 
@@ -295,13 +280,33 @@ def test_managed_resources_are_those_of_the_objects_in_the_index(
 
 class CountingSource(GitSource):
     """The real Git adapter, counting what it asks git. `after_fetch` runs once a fetch has finished, before it
-    returns (with the fetch lock held): a test holds it there to make requests arrive during a fetch."""
+    returns (with the fetch lock held): a test holds it there to make requests arrive during a fetch. `noted` are the
+    threads that have read how many fetches had begun (what ensure_commit compares with the last finished fetch)."""
 
     def __init__(self, url: str, cache_dir: Path) -> None:
-        super().__init__(url, cache_dir)
         self.calls: Counter[str] = Counter()
         self.looked: set[int] = set()  # the threads that have looked for a commit
+        self.noted: set[int] = set()
+        self._noting = threading.Condition()
+        self._started = 0
         self.after_fetch: Callable[[], object] = lambda: None
+        super().__init__(url, cache_dir)
+
+    @property
+    def _fetches_started(self) -> int:
+        with self._noting:
+            self.noted.add(threading.get_ident())
+            self._noting.notify_all()
+        return self._started
+
+    @_fetches_started.setter
+    def _fetches_started(self, value: int) -> None:
+        self._started = value
+
+    def wait_noted(self, callers: int) -> None:
+        """Until `callers` threads have read the fetch counter: each knows which fetches began before it looked."""
+        with self._noting:
+            assert self._noting.wait_for(lambda: len(self.noted) >= callers, timeout=20), "timed out"
 
     def has_commit(self, sha: str) -> bool:
         found = super().has_commit(sha)
@@ -323,29 +328,16 @@ class CountingSource(GitSource):
     def reset(self) -> None:
         self.calls.clear()
         self.looked.clear()
+        with self._noting:
+            self.noted.clear()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 20
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
-def held_until_looked(source: CountingSource, callers: int) -> Callable[[], None]:
-    """Holds a finished fetch until `callers` threads have looked for their commits: they arrived during it."""
+def held_until_noted(source: CountingSource, callers: int) -> Callable[[], None]:
+    """Holds a finished fetch until `callers` threads have looked for their commits and noted which fetches had
+    begun: they arrived during it."""
 
     def hold() -> None:
-        wait_until(lambda: len(source.looked) >= callers)
-        time.sleep(0.05)  # and each noted which fetches had begun
+        source.wait_noted(callers)
 
     return hold
 
@@ -355,17 +347,17 @@ def unknown_sha() -> str:
 
 
 @pytest.fixture
-def counted(tmp_path: Path, apps: list[dict[str, Any]], repo: Path) -> tuple[DesiredState, CountingSource, Clock]:
+def counted(tmp_path: Path, apps: list[dict[str, Any]], repo: Path) -> tuple[DesiredState, CountingSource, FakeClock]:
     """An index loaded at the repository's head, with the clock stopped and git's calls counted from zero."""
     made: list[CountingSource] = []
-    clock = Clock()
+    clock = FakeClock()
 
     def source(url: str) -> CountingSource:
         made.append(CountingSource(url, tmp_path / "cache"))
         return made[-1]
 
     index = DesiredState(
-        FakeCluster(),  # type: ignore[arg-type]
+        cluster("shop"),
         lambda: list(apps),
         source_factory=source,
         load_timeout=30,
@@ -399,7 +391,7 @@ def counted(tmp_path: Path, apps: list[dict[str, Any]], repo: Path) -> tuple[Des
     ],
 )
 def test_a_revision_that_is_not_a_full_commit_name_is_ignored_without_asking_git(
-    counted: tuple[DesiredState, CountingSource, Clock], repo: Path, revision: str
+    counted: tuple[DesiredState, CountingSource, FakeClock], repo: Path, revision: str
 ) -> None:
     index, source, _ = counted
     head = git(repo, "rev-parse", "HEAD")
@@ -410,7 +402,9 @@ def test_a_revision_that_is_not_a_full_commit_name_is_ignored_without_asking_git
     assert source.calls == Counter()
 
 
-def test_the_head_in_uppercase_is_ignored_too(counted: tuple[DesiredState, CountingSource, Clock], repo: Path) -> None:
+def test_the_head_in_uppercase_is_ignored_too(
+    counted: tuple[DesiredState, CountingSource, FakeClock], repo: Path
+) -> None:
     index, source, _ = counted
     second = commit(repo, {"b.yaml": configmap("b", "two")}, "second")
     assert git_at(index, B, revision=second.upper(), app_name="shop") is None
@@ -418,7 +412,7 @@ def test_the_head_in_uppercase_is_ignored_too(counted: tuple[DesiredState, Count
 
 
 def test_an_unknown_commit_is_fetched_once_while_its_absence_is_remembered(
-    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+    counted: tuple[DesiredState, CountingSource, FakeClock], repo: Path
 ) -> None:
     index, source, clock = counted
     head = git(repo, "rev-parse", "HEAD")
@@ -439,7 +433,7 @@ def test_an_unknown_commit_is_fetched_once_while_its_absence_is_remembered(
 
 
 def test_a_commit_pushed_after_it_was_missing_is_found_once_the_window_passed(
-    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+    counted: tuple[DesiredState, CountingSource, FakeClock], repo: Path
 ) -> None:
     index, source, clock = counted
     first = git(repo, "rev-parse", "HEAD")
@@ -462,13 +456,13 @@ def test_a_commit_pushed_after_it_was_missing_is_found_once_the_window_passed(
 
 
 def test_a_burst_of_requests_naming_unknown_commits_costs_at_most_two_fetches(
-    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+    counted: tuple[DesiredState, CountingSource, FakeClock], repo: Path
 ) -> None:
     index, source, _ = counted
     head = git(repo, "rev-parse", "HEAD")
     burst = 16
     # At most CHECKS_AT_ONCE of them reach Git; the others are judged against the loaded state at once.
-    source.after_fetch = held_until_looked(source, CHECKS_AT_ONCE)
+    source.after_fetch = held_until_noted(source, CHECKS_AT_ONCE)
     with ThreadPoolExecutor(burst) as pool:
         found = list(pool.map(lambda sha: git_at(index, A, revision=sha), [unknown_sha() for _ in range(burst)]))
     assert [f.revision if f else None for f in found] == [head] * burst
@@ -477,7 +471,7 @@ def test_a_burst_of_requests_naming_unknown_commits_costs_at_most_two_fetches(
 
 
 def test_a_sync_burst_naming_one_new_commit_waits_for_one_check(
-    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+    counted: tuple[DesiredState, CountingSource, FakeClock], repo: Path
 ) -> None:
     index, source, _ = counted
     pushed = commit(repo, {"b.yaml": configmap("b", "two")}, "the sync's new commit")
@@ -490,7 +484,7 @@ def test_a_sync_burst_naming_one_new_commit_waits_for_one_check(
 
 
 def test_a_hanging_remote_holds_a_request_no_longer_than_the_load_timeout(
-    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+    counted: tuple[DesiredState, CountingSource, FakeClock], repo: Path
 ) -> None:
     index, source, _ = counted
     index.load_timeout = 0.3
@@ -505,12 +499,11 @@ def test_a_hanging_remote_holds_a_request_no_longer_than_the_load_timeout(
     assert time.monotonic() - started < 5
     release.set()
     index.load_timeout = 30
-
-    def judged_against_the_new_commit() -> bool:
-        found = git_at(index, A, revision=pushed)
-        return found is not None and found.revision == pushed
-
-    wait_until(judged_against_the_new_commit)  # the late answer is remembered when it comes
+    for check in [t for t in threading.enumerate() if t.name == "revision-check"]:
+        check.join(20)
+    found = git_at(index, A, revision=pushed)  # the late answer was remembered when it came
+    assert found is not None
+    assert found.revision == pushed
 
 
 def test_a_commit_pushed_during_a_fetch_is_fetched_for_the_request_that_names_it(tmp_path: Path, repo: Path) -> None:
@@ -529,8 +522,7 @@ def test_a_commit_pushed_during_a_fetch_is_fetched_for_the_request_that_names_it
         assert fetched.wait(20)  # that fetch has run git, and holds the lock
         pushed = commit(repo, {"b.yaml": configmap("b", "two")}, "pushed during the fetch")
         after = pool.submit(source.ensure_commit, pushed)
-        wait_until(lambda: len(source.looked) == 2)
-        time.sleep(0.05)
+        source.wait_noted(2)  # it looked, while that fetch held the lock
         go.set()
         assert not before.result()
         assert after.result()  # a fetch that began before it looked cannot answer it: fetched again
@@ -543,7 +535,7 @@ def test_requests_waiting_on_a_failed_fetch_fail_with_it_instead_of_fetching_aga
     repo.rename(tmp_path / "gone")
     source.reset()
     burst = 8
-    source.after_fetch = held_until_looked(source, burst)
+    source.after_fetch = held_until_noted(source, burst)
 
     def ensure(sha: str) -> str:
         with pytest.raises(SourceError) as e:
@@ -557,7 +549,7 @@ def test_requests_waiting_on_a_failed_fetch_fail_with_it_instead_of_fetching_aga
 
 
 def test_the_memory_of_answers_is_bounded_least_recently_used_first(
-    counted: tuple[DesiredState, CountingSource, Clock],
+    counted: tuple[DesiredState, CountingSource, FakeClock],
 ) -> None:
     index, source, _ = counted
     index.revision_memory = 3
@@ -571,7 +563,7 @@ def test_the_memory_of_answers_is_bounded_least_recently_used_first(
 
 
 def test_a_known_newer_commit_is_asked_of_git_once_not_per_request(
-    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+    counted: tuple[DesiredState, CountingSource, FakeClock], repo: Path
 ) -> None:
     index, source, clock = counted
     newer = commit(repo, {"a.yaml": configmap("a", "newer")}, "newer, not the head")
@@ -590,7 +582,7 @@ def test_a_known_newer_commit_is_asked_of_git_once_not_per_request(
 
 
 def test_an_older_commit_is_asked_of_git_once_not_per_request(
-    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+    counted: tuple[DesiredState, CountingSource, FakeClock], repo: Path
 ) -> None:
     index, source, clock = counted
     first = git(repo, "rev-parse", "HEAD")
@@ -606,7 +598,7 @@ def test_an_older_commit_is_asked_of_git_once_not_per_request(
 
 
 def test_answers_at_once_says_when_a_lookup_would_wait_for_git(
-    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+    counted: tuple[DesiredState, CountingSource, FakeClock], repo: Path
 ) -> None:
     """What the webhook's event loop asks before judging a request there (webhook.front): a lookup that may ask Git
     or load a commit goes to a thread. Asking costs no Git."""
@@ -637,7 +629,7 @@ SHOP = (Claim("gitops-system", "shop"),)
 
 def test_the_crds_arriving_after_the_webhook_started_are_seen(tmp_path: Path, repo: Path) -> None:
     """The webhook started before `kubectl gitops install`: listing fails until discovery is read again."""
-    cluster = FakeCluster()
+    fake = cluster("shop")
     served = {"yes": False}
 
     def listing() -> list[dict[str, Any]]:
@@ -646,14 +638,14 @@ def test_the_crds_arriving_after_the_webhook_started_are_seen(tmp_path: Path, re
         return [application(repo)]
 
     index = DesiredState(
-        cluster,  # type: ignore[arg-type]
+        fake,
         listing,
         source_factory=lambda url: GitSource(url, tmp_path / "cache"),
         retry_seconds=0,
     )
     index.refresh()
     assert (index.ready, index.listed) == (False, False)
-    assert cluster.discoveries == 1  # read again, so that the next attempt can see CRDs installed since
+    assert len(fake.made("discover")) == 1  # read again, so that the next attempt can see CRDs installed since
     found = index.lookup(A, "", SHOP)
     assert found.git is None
     assert found.unjudged is not None
@@ -712,9 +704,9 @@ def test_claims_of_unknown_applications_cost_one_listing_per_interval(tmp_path: 
         calls["list"] += 1
         return []
 
-    clock = Clock()
+    clock = FakeClock()
     index = DesiredState(
-        FakeCluster(),  # type: ignore[arg-type]
+        cluster("shop"),
         listing,
         source_factory=lambda url: GitSource(url, tmp_path / "cache"),
         retry_seconds=5,
@@ -731,18 +723,9 @@ def test_claims_of_unknown_applications_cost_one_listing_per_interval(tmp_path: 
 
 def test_an_application_whose_namespace_does_not_exist_yet_is_loaded(tmp_path: Path, repo: Path) -> None:
     """Its first sync creates the namespace: Git's state must be there before, or the sync is refused."""
-
-    class NoShopYet(FakeCluster):
-        shop = False
-
-        def apply(self, info: ResourceInfo, obj: dict[str, Any], **kwargs: Any) -> Applied:
-            if obj["metadata"].get("namespace") == "shop" and not self.shop:
-                raise ApiError('namespaces "shop" not found', status=404, reason="NotFound")
-            return super().apply(info, obj, **kwargs)
-
-    cluster = NoShopYet()
+    fake = cluster("gitops-system")
     index = DesiredState(
-        cluster,  # type: ignore[arg-type]
+        fake,
         lambda: [application(repo)],
         source_factory=lambda url: GitSource(url, tmp_path / "cache"),
         retry_seconds=0,
@@ -753,14 +736,15 @@ def test_an_application_whose_namespace_does_not_exist_yet_is_loaded(tmp_path: P
     found = git_at(index, A)
     assert found is not None
     assert found.stored["metadata"]["namespace"] == "shop"  # probed elsewhere, stored where Git puts it
+    assert [r.key.namespace for r in fake.made("apply") if r.key] == ["shop", "gitops-system"]
     assert index._apps[next(iter(index._apps))].provisional
-    cluster.shop = True
+    fake.add(namespace("shop"))
     index.refresh(full=False)  # probed again where it belongs, once the namespace exists
     assert not index._apps[next(iter(index._apps))].provisional
 
 
 def test_an_unmerged_descendant_commit_does_not_count(
-    counted: tuple[DesiredState, CountingSource, Clock], repo: Path
+    counted: tuple[DesiredState, CountingSource, FakeClock], repo: Path
 ) -> None:
     """Anyone who can push a branch can make a commit that descends from the loaded one: only the Application's
     target counts."""
@@ -809,7 +793,7 @@ class GuardedCluster:
             raise ApiError("is attempting to grant RBAC permissions not currently held", 403)
         if "roleRef" in obj and obj["roleRef"]["name"] != "system:discovery":
             raise ApiError("is attempting to grant RBAC permissions not currently held", 403)
-        sent = {f"f:{k}": {} for k in obj if k not in ("apiVersion", "kind", "metadata")}
+        sent: dict[str, Any] = {f"f:{k}": {} for k in obj if k not in ("apiVersion", "kind", "metadata")}
         entry = {"manager": "kubectl-gitops", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": sent}
         stored = {**obj, "metadata": {**obj["metadata"], "uid": "u", "managedFields": [entry]}}
         if "spec" in obj:
@@ -898,24 +882,14 @@ def test_a_custom_resource_whose_crd_the_sync_just_made_is_judged_within_the_req
     and creates the Widgets, and their requests found the on-demand refresh used up for RETRY_SECONDS, so they were
     refused as unjudged. A request about a pending object waits, within its deadline, for the next refresh."""
 
-    class CrdLater(FakeCluster):
-        widgets = False
-
-        def resource_for(self, api_version: str, kind: str) -> ResourceInfo | None:
-            if (api_version, kind) == ("example.com/v1", "Widget"):
-                return WIDGET_INFO if self.widgets else None
-            if kind == "CustomResourceDefinition":
-                return ResourceInfo("apiextensions.k8s.io", "v1", kind, "customresourcedefinitions", False)
-            return super().resource_for(api_version, kind)
-
     commit(
         repo,
         {"crd.yaml": WIDGET_CRD, "w.yaml": "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"},
         "a CRD and a widget",
     )
-    cluster = CrdLater()
+    cluster = FakeCluster(objects=[namespace("shop")])
     index = DesiredState(
-        cluster,  # type: ignore[arg-type]
+        cluster,
         lambda: [application(repo)],
         source_factory=lambda url: GitSource(url, tmp_path / "cache"),
         retry_seconds=0.5,
@@ -923,7 +897,7 @@ def test_a_custom_resource_whose_crd_the_sync_just_made_is_judged_within_the_req
     widget = ObjectKey("example.com", "Widget", "shop", "w")
     assert index.lookup(A, "", SHOP).git is not None  # the sync's first request: the Application loads
     assert widget in index._apps[next(iter(index._apps))].pending
-    cluster.widgets = True  # the sync applied the CRD; discovery serves it
+    cluster.add(yaml.safe_load(WIDGET_CRD))  # the sync applied the CRD; discovery serves it
     found = index.lookup(widget, "", SHOP)
     assert found.unjudged is None
     assert found.git is not None

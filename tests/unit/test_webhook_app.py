@@ -1,7 +1,9 @@
-"""The webhook over HTTP: app.test_client() against fakes of Git's state and of the audit log.
+"""The webhook over HTTP: app.test_client() against fakes of Git's state and of the audit log (tests/fakes.py).
 
 FakeSource and FakeAudit implement webhook.app.DesiredSource and AuditSink; FakeAudit seals what it is given with
-engine.adapters.audit.seal, as the real store does, and keeps it in memory.
+engine.adapters.audit.seal, as the real store does, and keeps it in memory. What the webhook asks the cluster itself
+goes through the real webhook.lookups.ApiLookups to the fake API server. Git's objects are made as the webhook's
+index makes them (engine.gitstate.from_probe), from what the API server answers to its probe.
 """
 
 from __future__ import annotations
@@ -12,120 +14,46 @@ import io
 import json
 import os
 import string
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
-from hypothesis import given, settings
+from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
-from engine.adapters.audit import GENESIS, seal, verify
-from engine.core.admission import BREAK_GLASS_ANNOTATION, ClusterFacts, Found, GitObject, Unjudged
-from engine.core.errors import GitOpsError
+from engine.adapters.audit import verify
+from engine.core.admission import BREAK_GLASS_ANNOTATION, GitObject, Unjudged
+from engine.core.errors import ApiError
 from engine.core.objects import (
     REVISION_ANNOTATION,
     TRACKING_ANNOTATION,
     TRACKING_LABEL,
     AppRef,
-    Claim,
+    DriftMode,
     KubeObject,
     ObjectKey,
 )
 from webhook.app import AuditSink, DesiredSource, create_app, webhook_of
+from webhook.lookups import ApiLookups
 from webhook.review import API_VERSION
 
-from .stored import k
+from ..fakes import CONFIGMAPS, SIGNER, FakeAudit, FakeCluster, FakeSource, Request, namespace
+from .core import rule_model
+from .stored import git_object, k
 
 DEPLOYMENT = ObjectKey("apps", "Deployment", "shop", "web")
 CONFIGMAP = ObjectKey("", "ConfigMap", "shop", "settings")
 APP = AppRef("gitops-system", "shop")
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 UID = "705ab4f5-6393-11e8-b7cc-42010a800002"
-SIGNER = Ed25519PrivateKey.generate()
-
-
-# --- fakes -----------------------------------------------------------------------------------------------------------
-class FakeSource:
-    """Git's state, as webhook.app.DesiredSource: objects by key, and whether it is loaded."""
-
-    def __init__(self, objects: Iterable[GitObject] = (), *, ready: bool = True) -> None:
-        self.objects = {o.key: o for o in objects}
-        self.ready = ready
-        self.kinds = {("apps", "deployments"): "Deployment", ("", "configmaps"): "ConfigMap"}
-        self.lookups: list[tuple[ObjectKey, str]] = []
-        self.refreshes = 0
-        self.fail = False
-        self.slow: dict[str, threading.Event] = {}  # revisions whose lookup waits (for Git) until the event is set
-        self.lookup_threads: list[str] = []
-        self.unjudged: Unjudged | None = None  # what a claimed object gets when set: a state not loaded
-
-    def lookup(self, key: ObjectKey, revision: str = "", claims: tuple[Claim, ...] = ()) -> Found:
-        if self.fail:
-            raise RuntimeError("a bug in the desired state")
-        self.lookups.append((key, revision))
-        self.lookup_threads.append(threading.current_thread().name)
-        if revision in self.slow:
-            self.slow[revision].wait(30)
-        found = self.objects.get(key)
-        if found is not None:
-            return Found(found)
-        if self.unjudged is not None and claims:
-            return Found(unjudged=self.unjudged)
-        apps = {o.app for o in self.objects.values()}
-        return Found(claimed=frozenset(a for a in apps if any(c.matches(a) for c in claims)))
-
-    def answers_at_once(self, key: ObjectKey, revision: str = "", claims: tuple[Claim, ...] = ()) -> bool:
-        return revision not in self.slow
-
-    def all_loaded(self) -> bool:
-        return self.unjudged is None
-
-    def kind_of(self, group: str, resource: str) -> str:
-        return self.kinds.get((group, resource), "")
-
-    def refresh(self, *, full: bool = True) -> None:
-        self.refreshes += 1
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "ready": self.ready,
-            "applications": {str(APP): {"revision": REVISION, "objects": len(self.objects), "error": ""}},
-            "last_error": "",
-        }
-
-    def cache_age(self) -> float:
-        return 2.5
-
-
-class FakeAudit:
-    """The audit log, as webhook.app.AuditSink: seals records into an in-memory chain, or fails like the API server."""
-
-    def __init__(self, *, fail: str = "", keep: bool = True) -> None:
-        self.fail = fail
-        self.keep = keep
-        self.records: list[dict[str, Any]] = []
-        self.threads: list[str] = []
-        self.head = (0, GENESIS)
-
-    def append(self, body: dict[str, Any], received: float | None = None) -> dict[str, Any]:
-        self.threads.append(threading.current_thread().name)
-        if self.fail:
-            raise GitOpsError(self.fail)
-        sequence, previous = self.head
-        record = seal(body, sequence + 1, previous, SIGNER)
-        self.head = (sequence + 1, record["hash"])
-        if not self.keep:  # fuzzing: sealed all the same, but only its chain fields are kept and echoed
-            return {k: record[k] for k in ("sequence", "hash")}
-        self.records.append(record)
-        return record
 
 
 # --- Git's objects ---------------------------------------------------------------------------------------------------
 def deployment() -> KubeObject:
+    """Git's Deployment as stored (without the tracking annotation a sync adds: tests of webhook.front replace its
+    annotations whole)."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -149,8 +77,12 @@ def deployment() -> KubeObject:
     }
 
 
+# What our manager owns after a dry-run apply of the probe of Git's Deployment (which carries no tracking label).
 DEPLOYMENT_FIELDS = {
-    "f:metadata": {"f:labels": {"f:app": {}, f"f:{TRACKING_LABEL}": {}}},
+    "f:metadata": {
+        "f:labels": {"f:app": {}},
+        "f:annotations": {f"f:{REVISION_ANNOTATION}": {}},
+    },
     "f:spec": {
         "f:replicas": {},
         "f:selector": {},
@@ -166,22 +98,21 @@ def configmap() -> KubeObject:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": "settings", "namespace": "shop", "labels": {TRACKING_LABEL: "shop"}},
+        "metadata": {
+            "name": "settings",
+            "namespace": "shop",
+            "labels": {TRACKING_LABEL: "shop"},
+        },
         "data": {"level": "info"},
     }
 
 
 def git_objects(mode: str = "enforce") -> list[GitObject]:
+    """Git's Deployment and ConfigMap as the webhook's index holds them."""
+    configmap_fields: dict[str, Any] = {"f:data": {"f:level": {}}}
     return [
-        GitObject(DEPLOYMENT, APP, mode, REVISION, deployment(), DEPLOYMENT_FIELDS),
-        GitObject(
-            CONFIGMAP,
-            APP,
-            mode,
-            REVISION,
-            configmap(),
-            {"f:metadata": {"f:labels": {f"f:{TRACKING_LABEL}": {}}}, "f:data": {"f:level": {}}},
-        ),
+        git_object(deployment(), DEPLOYMENT_FIELDS, mode=mode, app=APP, revision=REVISION),
+        git_object(configmap(), configmap_fields, mode=mode, app=APP, revision=REVISION),
     ]
 
 
@@ -414,6 +345,8 @@ def test_a_new_object_that_claims_tracking_but_is_not_in_git(claimed: str, allow
     obj = deployment()
     obj["metadata"]["name"] = "rogue"
     obj["metadata"]["labels"] = {TRACKING_LABEL: claimed} if claimed else {}
+    tracking = {TRACKING_ANNOTATION: f"gitops-system/{claimed}:apps/Deployment:shop/rogue"} if claimed else {}
+    obj["metadata"]["annotations"] = tracking
     answer = assert_well_formed(post(app.test_client(), review("CREATE", obj, name="rogue"))[1])
     assert answer["allowed"] is allowed
 
@@ -537,8 +470,11 @@ def wsgi_call(app: Flask, body: bytes, **environ: Any) -> tuple[str, dict[str, s
     """One request straight through the WSGI interface, as gunicorn makes it (no test client in between)."""
     got: dict[str, Any] = {}
 
-    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: object = None
+    ) -> Callable[[bytes], object]:
         got["status"], got["headers"] = status, dict(headers)
+        return lambda data: None  # the `write` of WSGI, which Flask never calls
 
     env = {
         "REQUEST_METHOD": "POST",
@@ -798,23 +734,10 @@ def test_fuzz_huge_objects(
 
 
 # --- failing closed, through the webhook ------------------------------------------------------------------------------
-class FakeLookups:
-    """The cluster's word on a controller's request, and the parent of a scale, as webhook.lookups.ClusterLookups."""
-
-    def __init__(self, *, owners_gone: bool | None = None, parent: KubeObject | None = None) -> None:
-        self.owners_gone = owners_gone
-        self.parent_object = parent
-        self.parents = 0
-
-    def needed(self, request: Any) -> bool:
-        return request.get("operation") == "DELETE"
-
-    def facts(self, request: Any) -> ClusterFacts:
-        return ClusterFacts(owners_gone=self.owners_gone)
-
-    def parent(self, request: Any) -> KubeObject | None:
-        self.parents += 1
-        return self.parent_object
+def lookups_of(*objects: KubeObject) -> tuple[ApiLookups, FakeCluster]:
+    """What the webhook asks the cluster itself, asked of an API server that holds `objects`."""
+    cluster = FakeCluster(objects=[namespace("shop"), *objects])
+    return ApiLookups(cluster), cluster
 
 
 def claimed_configmap(name: str = "other") -> KubeObject:
@@ -848,7 +771,7 @@ def configmap_review(operation: str, obj: KubeObject | None, old: KubeObject | N
 @pytest.mark.parametrize("operation", ["CREATE", "UPDATE", "DELETE"])
 def test_a_claimed_object_of_an_application_not_loaded_is_refused_and_recorded(operation: str) -> None:
     app, source, audit = make_app()
-    source.unjudged = Unjudged(APP, "enforce", f"Git's state of {APP} is not loaded: cannot fetch")
+    source.unjudged = Unjudged(APP, DriftMode.ENFORCE, f"Git's state of {APP} is not loaded: cannot fetch")
     obj = claimed_configmap()
     body = configmap_review(
         operation, None if operation == "DELETE" else obj, None if operation == "CREATE" else claimed_configmap()
@@ -862,9 +785,9 @@ def test_a_claimed_object_of_an_application_not_loaded_is_refused_and_recorded(o
 
 def test_a_scale_while_a_state_is_not_loaded_asks_the_cluster_for_the_parents_marks() -> None:
     parent = {**deployment(), "metadata": {**deployment()["metadata"], "name": "api"}}
-    lookups = FakeLookups(parent=parent)
+    lookups, cluster = lookups_of(parent)
     source = FakeSource(git_objects())
-    source.unjudged = Unjudged(APP, "enforce", "not loaded")
+    source.unjudged = Unjudged(APP, DriftMode.ENFORCE, "not loaded")
     app = create_app(config={"BACKGROUND": False}, source=source, audit=FakeAudit(), lookups=lookups)
     body = review("UPDATE", {"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": 9}}, None)
     body["request"].update(
@@ -874,22 +797,39 @@ def test_a_scale_while_a_state_is_not_loaded_asks_the_cluster_for_the_parents_ma
         oldObject={"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": 2}},
     )
     answer = assert_well_formed(post(app.test_client(), body)[1])
-    assert lookups.parents == 1
+    assert [r.key.name for r in cluster.made("get") if r.key] == ["api"]
     assert answer["allowed"] is False  # the parent claims an Application whose state is not loaded
     source.unjudged = None
     answer = assert_well_formed(post(app.test_client(), body)[1])
     assert answer["allowed"] is True  # every state loaded, and Git has no such object: not managed
-    assert lookups.parents == 1
+    assert len(cluster.made("get")) == 1
 
 
-@pytest.mark.parametrize(("owners_gone", "allowed"), [(True, True), (False, False), (None, False)])
-def test_the_garbage_collector_deletes_only_what_has_lost_its_owners(owners_gone: bool | None, allowed: bool) -> None:
-    lookups = FakeLookups(owners_gone=owners_gone)
+OWNER = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bundle", "namespace": "shop"}}
+
+
+def unavailable(request: Request) -> None:
+    raise ApiError("etcdserver: request timed out", 500)
+
+
+@pytest.mark.parametrize(("owner", "allowed"), [("gone", True), ("alive", False), ("unknown", False)])
+def test_the_garbage_collector_deletes_only_what_has_lost_its_owners(owner: str, allowed: bool) -> None:
+    lookups, cluster = lookups_of(OWNER)
+    alive = cluster.stored(ObjectKey("", "ConfigMap", "shop", "bundle"))
+    assert alive is not None
+    if owner == "gone":
+        cluster.delete(CONFIGMAPS, ObjectKey("", "ConfigMap", "shop", "bundle"))
+    if owner == "unknown":
+        cluster.gates.append(unavailable)
+    old = deployment()
+    old["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "bundle", "uid": alive["metadata"]["uid"]}
+    ]
     app = create_app(config={"BACKGROUND": False}, source=FakeSource(git_objects()), audit=FakeAudit(), lookups=lookups)
     body = review(
         "DELETE",
         None,
-        deployment(),
+        old,
         user="system:serviceaccount:kube-system:generic-garbage-collector",
         groups=("system:serviceaccounts", "system:serviceaccounts:kube-system"),
     )
@@ -926,51 +866,88 @@ named_items = st.lists(
 )
 
 
+# What an ordinary user's change may carry, all of it what the API server stores (and so what reaches the webhook).
+valid_marks = st.one_of(
+    st.sampled_from(["shop", "gitops-system/shop:apps/Deployment:shop/web", REVISION, "e" * 40, "", "x"]),
+    st.text(alphabet="abc-./:", max_size=6),
+)
+valid_env = st.lists(
+    st.fixed_dictionaries(
+        {"name": st.sampled_from(["MODE", "LEVEL", "proxy"])}, optional={"value": st.sampled_from(["", "1", "evil"])}
+    ),
+    max_size=4,
+)
+valid_containers = st.lists(
+    st.fixed_dictionaries(
+        {"name": st.sampled_from(["app", "proxy", "debug"]), "image": st.sampled_from(["registry.local/web:1.0", "x"])},
+        optional={"env": valid_env, "imagePullPolicy": st.sampled_from(["Always", "IfNotPresent"])},
+    ),
+    min_size=1,
+    max_size=3,
+    unique_by=lambda c: c["name"],
+)
+owner_references = st.lists(
+    st.fixed_dictionaries(
+        {
+            "apiVersion": st.just("v1"),
+            "kind": st.just("ConfigMap"),
+            "name": st.sampled_from(["a", "b"]),
+            "uid": st.sampled_from(["uid-a", "uid-b"]),
+        }
+    ),
+    max_size=2,
+)
+
+
 @st.composite
 def attacking_reviews(draw: st.DrawFn) -> dict[str, Any]:
-    operation = draw(st.sampled_from(["CREATE", "UPDATE", "DELETE", "CONNECT"]))
-    sub = draw(st.sampled_from(["", "", "status", "scale", "eviction", "ephemeralcontainers", "resize", "binding"]))
-    version = draw(st.sampled_from(["v1", "v1beta1", "v2", ""]))
+    # Half of them an ordinary user's create, update or delete of Git's Deployment, in Git's version (what the
+    # reference model of the rule judges); the others anything.
+    ordinary = draw(st.booleans())
+    if ordinary:
+        operation, sub, version = draw(st.sampled_from(["CREATE", "UPDATE", "DELETE"])), "", "v1"
+    else:
+        operation = draw(st.sampled_from(["CREATE", "UPDATE", "DELETE", "CONNECT"]))
+        sub = draw(st.sampled_from(["", "", "status", "scale", "eviction", "ephemeralcontainers", "resize", "binding"]))
+        version = draw(st.sampled_from(["v1", "v1beta1", "v2", ""]))
     obj = with_image(draw(st.sampled_from(["registry.local/web:1.0", "evil"])))
-    obj["apiVersion"] = draw(st.sampled_from(["apps/v1", f"apps/{version}", "autoscaling/v1", "policy/v1", 7]))
-    for key, value in draw(st.dictionaries(marks, mark_values, max_size=3)).items():
+    if not ordinary:
+        obj["apiVersion"] = draw(st.sampled_from(["apps/v1", f"apps/{version}", "autoscaling/v1", "policy/v1", 7]))
+    for key, value in draw(st.dictionaries(marks, valid_marks if ordinary else mark_values, max_size=3)).items():
         obj["metadata"][draw(st.sampled_from(["labels", "annotations"]))][key] = value
     if draw(st.booleans()):
         obj["metadata"]["ownerReferences"] = draw(
-            st.one_of(json_values, st.lists(st.fixed_dictionaries({}), max_size=2))
+            owner_references if ordinary else st.one_of(json_values, st.lists(st.fixed_dictionaries({}), max_size=2))
         )
     if draw(st.booleans()):
-        obj["spec"]["template"]["spec"]["containers"][0]["env"] = draw(named_items)
+        obj["spec"]["template"]["spec"]["containers"][0]["env"] = draw(valid_env if ordinary else named_items)
     if draw(st.booleans()):
-        obj["spec"]["template"]["spec"]["containers"] = draw(named_items)
+        obj["spec"]["template"]["spec"]["containers"] = draw(valid_containers if ordinary else named_items)
     if draw(st.booleans()):
-        obj["spec"]["replicas"] = draw(json_values)
+        obj["spec"]["replicas"] = draw(st.integers(0, 4) if ordinary else json_values)
     old = copy.deepcopy(obj) if draw(st.booleans()) else deployment()
     if draw(st.booleans()):
         old["metadata"]["labels"].pop(TRACKING_LABEL, None)
-    user = draw(
-        st.sampled_from(
-            [
-                "alice",
-                "system:serviceaccount:kube-system:generic-garbage-collector",
-                "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
-                "system:serviceaccount:kube-system:persistent-volume-binder",
-                "system:node:n1",
-                "system:kube-controller-manager",
-            ]
-        )
-    )
+    users = [
+        "alice",
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+        "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+        "system:serviceaccount:kube-system:persistent-volume-binder",
+        "system:node:n1",
+        "system:kube-controller-manager",
+    ]
+    groups = ["developers", "system:nodes"] if ordinary else ["developers", "gitops:break-glass", "system:nodes"]
     body = review(
         operation,
         None if operation == "DELETE" else obj,
         None if operation == "CREATE" else old,
-        user=user,
-        groups=tuple(draw(st.lists(st.sampled_from(["developers", "gitops:break-glass", "system:nodes"]), max_size=2))),
+        user="alice" if ordinary else draw(st.sampled_from(users)),
+        groups=tuple(draw(st.lists(st.sampled_from(groups), max_size=2))),
     )
     request = body["request"]
     request["subResource"] = sub
     request["kind"]["version"] = version
-    request["name"] = draw(st.sampled_from(["web", "api", "", "../x"]))
+    request["name"] = "web" if ordinary else draw(st.sampled_from(["web", "api", "", "../x"]))
     if sub == "scale":
         request["object"] = {"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": draw(json_values)}}
     if sub == "eviction":
@@ -979,13 +956,16 @@ def attacking_reviews(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
+FUZZ_GIT = [git_objects(), git_objects("warn")]  # enforce, with every state loaded; warn, with one not loaded
+
+
 def fuzz_sources() -> list[Flask]:
-    loaded = FakeSource(git_objects())
-    unloaded = FakeSource(git_objects("warn"))
-    unloaded.unjudged = Unjudged(APP, "audit", "not loaded")
-    lookups = FakeLookups(owners_gone=True, parent=deployment())
+    loaded = FakeSource(FUZZ_GIT[0])
+    unloaded = FakeSource(FUZZ_GIT[1])
+    unloaded.unjudged = Unjudged(APP, DriftMode.AUDIT, "not loaded")
+    lookups, _ = lookups_of(deployment())  # and no owner of anything
     return [
-        create_app(config={"BACKGROUND": False}, source=src, audit=FakeAudit(), lookups=lookups)
+        create_app(config={"BACKGROUND": False}, source=src, audit=FakeAudit(keep=False), lookups=lookups)
         for src in (loaded, unloaded)
     ]
 
@@ -995,16 +975,85 @@ FUZZ_APPS = fuzz_sources()
 
 # 1,000 by default (about 15 s); hack/test raises it for CI (GITOPS_FUZZ_EXAMPLES).
 ATTACKS = int(os.environ.get("GITOPS_FUZZ_EXAMPLES", "1000"))
+CONTAINER_FIELDS = frozenset({"name", "image", "imagePullPolicy", "env"})
+ENV_FIELDS = frozenset({"name", "value"})
+
+
+def _strings(values: Any) -> bool:
+    return isinstance(values, dict) and all(isinstance(v, str) for v in values.values())
+
+
+def stored_validly(obj: Any) -> bool:
+    """Whether the API server would let `obj` reach a validating webhook at all (validating admission comes after
+    the server's own validation): string labels and annotations, owner references with a uid, containers with a
+    unique name, an image and only fields a container has (the server drops others), env vars with a name, and a
+    count of replicas."""
+    if not isinstance(obj, dict) or obj.get("apiVersion") != "apps/v1":
+        return False
+    metadata = obj["metadata"]
+    if not (_strings(metadata.get("labels", {})) and _strings(metadata.get("annotations", {}))):
+        return False
+    references = metadata.get("ownerReferences", [])
+    if not isinstance(references, list) or not all(isinstance(r, dict) and r.get("uid") for r in references):
+        return False
+    replicas = obj["spec"].get("replicas", 1)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        return False
+    containers = obj["spec"]["template"]["spec"]["containers"]
+    names = [c.get("name") for c in containers]
+    if not containers or len(set(map(str, names))) < len(names):
+        return False
+    for c in containers:
+        if set(c) - CONTAINER_FIELDS or not isinstance(c.get("name"), str) or not c["name"]:
+            return False
+        if not isinstance(c.get("image"), str) or not c["image"]:
+            return False
+        for e in c.get("env", []):
+            if set(e) - ENV_FIELDS or not isinstance(e.get("name"), str) or not e["name"]:
+                return False
+            if not isinstance(e.get("value", ""), str):
+                return False
+    return True
+
+
+def modelled_drift(body: dict[str, Any]) -> dict[rule_model.Path, Any] | None:
+    """What the reference model of the rule (tests/unit/core/rule_model.py) finds a request adds of drift, for the
+    requests it covers: an ordinary user's create, update or delete of Git's Deployment itself, in Git's version, of
+    objects the API server would store; None for the others."""
+    request = body["request"]
+    user = request["userInfo"]
+    if request["operation"] not in ("CREATE", "UPDATE", "DELETE") or request["subResource"] or request["name"] != "web":
+        return None
+    if user["username"] != "alice" or "gitops:break-glass" in user["groups"] or request["kind"]["version"] != "v1":
+        return None
+    new, old = request["object"], request["oldObject"]
+    if any(o is not None and not stored_validly(o) for o in (new, old)):
+        return None
+    git = FUZZ_GIT[0][0]
+    return rule_model.new_drift(git.stored, git.declared, request["operation"], old, new)
 
 
 @settings(max_examples=ATTACKS, deadline=None, database=None, derandomize=True)
 @given(attacking_reviews(), st.sampled_from([0, 1]))
-def test_fuzz_attacking_reviews_are_always_answered(body: dict[str, Any], which: int) -> None:
+def test_fuzz_attacking_reviews_are_answered_as_the_rule_says(body: dict[str, Any], which: int) -> None:
     """Well-formed reviews with hostile content (forged and removed marks, colliding list keys, odd versions,
     subresources and identities, a state loaded or not): always a 400 with a reason or a well-formed answer with
-    the request's uid, never a 500."""
+    the request's uid, never a 500; and for those the reference model of the rule covers, the answer it gives:
+    in enforce mode denied exactly when the request adds drift, in warn mode allowed, with a warning exactly then."""
     status, answer = post(FUZZ_APPS[which].test_client(), body)
     assert_answered(status, answer, UID)
+    expected = modelled_drift(body)
+    event("judged against the model" if expected is not None else "outside the model")
+    if expected is None:
+        return
+    note(f"the model finds drift at {sorted(expected, key=str)}")
+    assert status == 200, f"a review the model covers is refused: {answer}"
+    response = answer["response"]
+    if which == 0:
+        assert response["allowed"] is not bool(expected), response.get("status", {}).get("message", "allowed")
+    else:
+        assert response["allowed"] is True
+        assert bool(response.get("warnings")) is bool(expected), response.get("warnings")
 
 
 def test_audit_retention_comes_from_the_settings() -> None:
@@ -1020,11 +1069,7 @@ def test_audit_retention_comes_from_the_settings() -> None:
 
 
 def test_servingz_says_whether_a_replica_should_take_requests_and_readyz_whether_all_is_loaded() -> None:
-    class Loading(FakeSource):
-        def status(self) -> dict[str, Any]:
-            return {**super().status(), "ready": False, "serving": self.serving}
-
-    source = Loading(git_objects())
+    source = FakeSource(git_objects(), ready=False)
     source.serving = False
     client = make_app(source)[0].test_client()
     assert (client.get("/servingz").status_code, client.get("/readyz").status_code) == (503, 503)

@@ -1,8 +1,10 @@
 """The admission decision, from hand-built AdmissionRequests and Git objects as the API server would store them.
 
-`stored()` is Git's Deployment after a dry-run apply: Git's fields plus the server's defaults. `declared()` is the
-field set our manager ("kubectl-gitops") owns in it: what Git declares. A request is drift when the object after it
-strays from Git at a path where the object before it did not.
+`stored()` is Git's Deployment as a sync leaves it: Git's fields plus the server's defaults. `git_fields()` is the
+field set our manager ("kubectl-gitops") owns after a dry-run apply of the webhook's probe of it; `git()` is the object
+the webhook judges against, made from that answer as engine.gitstate makes it, and `declared()` what it declares (our
+tracking marks among it). A request is drift when the object after it strays from Git at a path where the object
+before it did not.
 """
 
 from __future__ import annotations
@@ -36,11 +38,12 @@ from engine.core.objects import (
     TRACKING_ANNOTATION,
     TRACKING_LABEL,
     AppRef,
+    DriftMode,
     KubeObject,
     ObjectKey,
 )
 
-from ..stored import container, k
+from ..stored import container, git_object, k
 
 KEY = ObjectKey("apps", "Deployment", "shop", "web")
 SERVICE_KEY = ObjectKey("", "Service", "shop", "web")
@@ -54,8 +57,9 @@ CONTAINERS = "/spec/template/spec/containers"
 
 
 # --- Git's Deployment ------------------------------------------------------------------------------------------------
-def declared(*, replicas: bool = True) -> dict[str, Any]:
-    """The fieldsV1 of what Git declares of the Deployment."""
+def git_fields(*, replicas: bool = True) -> dict[str, Any]:
+    """The fieldsV1 our manager owns after a dry-run apply of the webhook's probe of Git's Deployment (with the
+    tracking annotation and the revision, without the tracking label: the probe must not reach the webhook)."""
     env_var: dict[str, Any] = {".": {}, "f:name": {}, "f:value": {}}
     spec: dict[str, Any] = {
         "f:selector": {},
@@ -79,15 +83,34 @@ def declared(*, replicas: bool = True) -> dict[str, Any]:
         spec["f:replicas"] = {}
     return {
         "f:metadata": {
-            "f:labels": {"f:app": {}, f"f:{TRACKING_LABEL}": {}},
+            "f:labels": {"f:app": {}},
             "f:annotations": {"f:owner": {}, f"f:{TRACKING_ANNOTATION}": {}, f"f:{REVISION_ANNOTATION}": {}},
         },
         "f:spec": spec,
     }
 
 
+def declared(*, replicas: bool = True) -> dict[str, Any]:
+    """What Git declares of the Deployment, as the webhook holds it: what a sync's apply owns."""
+    return dict(git(replicas=replicas).declared)
+
+
 def stored(*, replicas: int = 2) -> KubeObject:
-    """Git's Deployment as the API server stores it."""
+    """Git's Deployment as the API server stores it after a sync."""
+    obj = deployment_as_stored(replicas)
+    obj["metadata"]["managedFields"] = [
+        {
+            "manager": FIELD_MANAGER,
+            "operation": "Apply",
+            "apiVersion": "apps/v1",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": declared(),
+        }
+    ]
+    return obj
+
+
+def deployment_as_stored(replicas: int) -> KubeObject:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -104,15 +127,6 @@ def stored(*, replicas: int = 2) -> KubeObject:
                 REVISION_ANNOTATION: REVISION,
                 "deployment.kubernetes.io/revision": "3",
             },
-            "managedFields": [
-                {
-                    "manager": FIELD_MANAGER,
-                    "operation": "Apply",
-                    "apiVersion": "apps/v1",
-                    "fieldsType": "FieldsV1",
-                    "fieldsV1": declared(),
-                }
-            ],
         },
         "spec": {
             "replicas": replicas,
@@ -141,16 +155,9 @@ def stored(*, replicas: int = 2) -> KubeObject:
 
 
 def git(mode: str = "enforce", *, replicas: bool = True, policy: DriftPolicy | None = None) -> GitObject:
-    obj = stored(replicas=2 if replicas else 1)
-    return GitObject(
-        key=KEY,
-        app=APP,
-        mode=mode,
-        revision=REVISION,
-        stored=obj,
-        declared=declared(replicas=replicas),
-        policy=policy or DriftPolicy(),
-    )
+    """Git's Deployment as the webhook's index holds it (engine.gitstate.from_probe of the probe's answer)."""
+    answered = deployment_as_stored(2 if replicas else 1)
+    return git_object(answered, git_fields(replicas=replicas), mode=mode, app=APP, revision=REVISION, policy=policy)
 
 
 def edited(obj: KubeObject, *changes: Callable[[KubeObject], Any]) -> KubeObject:
@@ -669,14 +676,13 @@ def service(cluster_ip: str) -> KubeObject:
 
 
 def service_git() -> GitObject:
-    fields = {
-        "f:metadata": {"f:labels": {f"f:{TRACKING_LABEL}": {}}},
+    fields: dict[str, Any] = {
         "f:spec": {
             "f:selector": {},
             "f:ports": {k(port=80, protocol="TCP"): {".": {}, "f:name": {}, "f:port": {}, "f:targetPort": {}}},
         },
     }
-    return GitObject(SERVICE_KEY, APP, "enforce", REVISION, service("10.96.0.10"), fields)
+    return git_object(service("10.96.0.10"), fields, app=APP, revision=REVISION)
 
 
 def test_create_with_fields_the_server_fills_in_differently_is_allowed() -> None:
@@ -994,8 +1000,8 @@ def secret(**data: str) -> KubeObject:
 
 
 def secret_git(mode: str) -> GitObject:
-    fields = {"f:metadata": {"f:labels": {f"f:{TRACKING_LABEL}": {}}}, "f:type": {}, "f:data": {"f:password": {}}}
-    return GitObject(SECRET_KEY, APP, mode, REVISION, secret(password=GIT_PASSWORD), fields)
+    fields: dict[str, Any] = {"f:type": {}, "f:data": {"f:password": {}}}
+    return git_object(secret(password=GIT_PASSWORD), fields, mode=mode, app=APP, revision=REVISION)
 
 
 def secret_request(operation: str, new: KubeObject | None, old: KubeObject | None, **kw: Any) -> AdmissionRequest:
@@ -1157,7 +1163,7 @@ def test_a_finished_job_goes_with_its_time_to_live_only() -> None:
         "metadata": {"name": "migrate", "namespace": "shop"},
         "spec": {"ttlSecondsAfterFinished": 60, "template": {}},
     }
-    target = GitObject(key=job_key, app=APP, mode="enforce", revision=REVISION, stored=job, declared={})
+    target = GitObject(key=job_key, app=APP, mode=DriftMode.ENFORCE, revision=REVISION, stored=job, declared={})
     done = {**job, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
     user = "system:serviceaccount:kube-system:ttl-after-finished-controller"
     kind, resource = ("batch", "v1", "Job"), ("batch", "v1", "jobs")
@@ -1169,14 +1175,14 @@ def test_a_finished_job_goes_with_its_time_to_live_only() -> None:
 
 def test_a_controller_writes_only_its_own_field() -> None:
     pvc_key = ObjectKey("", "PersistentVolumeClaim", "shop", "data")
-    pvc = {
+    pvc: KubeObject = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {"name": "data", "namespace": "shop"},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
     }
-    declared = {"f:spec": {"f:accessModes": {}, "f:resources": {"f:requests": {"f:storage": {}}}}}
-    target = GitObject(key=pvc_key, app=APP, mode="enforce", revision=REVISION, stored=pvc, declared=declared)
+    declared: dict[str, Any] = {"f:spec": {"f:accessModes": {}, "f:resources": {"f:requests": {"f:storage": {}}}}}
+    target = GitObject(key=pvc_key, app=APP, mode=DriftMode.ENFORCE, revision=REVISION, stored=pvc, declared=declared)
     binder = "system:serviceaccount:kube-system:persistent-volume-binder"
     kw: dict[str, Any] = {"kind": ("", "v1", "PersistentVolumeClaim"), "resource": ("", "v1", "persistentvolumeclaims")}
     bound = copy.deepcopy(pvc)
@@ -1211,7 +1217,7 @@ def test_an_eviction_of_a_pod_git_declares_is_a_deletion() -> None:
     pod_key = ObjectKey("", "Pod", "shop", "web")
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop"}, "spec": {}}
     for mode, verdict in (("enforce", Verdict.DENIED), ("warn", Verdict.WARNED), ("audit", Verdict.RECORDED)):
-        target = GitObject(key=pod_key, app=APP, mode=mode, revision=REVISION, stored=pod, declared={})
+        target = GitObject(key=pod_key, app=APP, mode=DriftMode(mode), revision=REVISION, stored=pod, declared={})
         decision = judged(eviction(), target)
         assert decision.verdict is verdict
         if mode == "enforce":
@@ -1243,18 +1249,8 @@ def test_the_injected_token_volume_of_a_pod_is_not_drift_on_create() -> None:
             },
         }
 
-    declared = {
-        "f:metadata": {"f:labels": {f"f:{TRACKING_LABEL}": {}}},
-        "f:spec": {"f:containers": {k(name="app"): {".": {}, "f:name": {}, "f:image": {}}}},
-    }
-    target = GitObject(
-        key=ObjectKey("", "Pod", "shop", "web"),
-        app=APP,
-        mode="enforce",
-        revision=REVISION,
-        stored=pod("abcde"),
-        declared=declared,
-    )
+    fields: dict[str, Any] = {"f:spec": {"f:containers": {k(name="app"): {".": {}, "f:name": {}, "f:image": {}}}}}
+    target = git_object(pod("abcde"), fields, app=APP, revision=REVISION)
     kw: dict[str, Any] = {"kind": ("", "v1", "Pod"), "resource": ("", "v1", "pods")}
     assert judged(request("CREATE", pod("x7k2p"), **kw), target).allowed
     assert not judged(request("CREATE", pod("x7k2p", extra=True), **kw), target).allowed
@@ -1275,7 +1271,7 @@ def test_what_the_webhook_cannot_judge_fails_closed(mode: str, allowed: bool, ve
     why = "Git's state of gitops-system/shop is not loaded: cannot fetch"
     after = None if operation == "DELETE" else edited(stored(), set_image("registry.local/web:evil"))
     req = request(operation, after, None if operation == "CREATE" else stored())
-    decision = judged(req, None, unjudged=Unjudged(APP, mode, why))
+    decision = judged(req, None, unjudged=Unjudged(APP, DriftMode(mode), why))
     assert decision.allowed is allowed
     assert decision.verdict is verdict
     assert decision.record is (mode != "off")
@@ -1288,7 +1284,7 @@ def test_what_the_webhook_cannot_judge_fails_closed(mode: str, allowed: bool, ve
 def test_break_glass_works_when_git_cannot_be_judged() -> None:
     after = edited(stored(), set_image("hotfix"), set_annotation(BREAK_GLASS_ANNOTATION, "INC-7: Git is down"))
     req = update(after, user="oncall", groups=("developers", "gitops:break-glass"))
-    decision = judged(req, None, unjudged=Unjudged(APP, "enforce", "not loaded"))
+    decision = judged(req, None, unjudged=Unjudged(APP, DriftMode.ENFORCE, "not loaded"))
     assert decision.verdict is Verdict.BREAK_GLASS
     assert decision.record
     assert decision.reason == "INC-7: Git is down"
@@ -1339,14 +1335,14 @@ def test_a_create_keeps_the_servers_defaults_where_git_leaves_fields_to_it(
 
 
 def test_what_the_server_allocates_on_each_creation_is_no_drift() -> None:
-    service = {
+    service: KubeObject = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": "web", "namespace": "shop"},
         "spec": {"clusterIP": "10.0.0.7", "clusterIPs": ["10.0.0.7"], "ports": [{"port": 80, "nodePort": 30001}]},
     }
-    declared = {"f:spec": {"f:ports": {k(port=80, protocol="TCP"): {".": {}, "f:port": {}}}}}
-    target = GitObject(ObjectKey("", "Service", "shop", "web"), APP, "enforce", REVISION, service, declared)
+    declared: dict[str, Any] = {"f:spec": {"f:ports": {k(port=80, protocol="TCP"): {".": {}, "f:port": {}}}}}
+    target = GitObject(ObjectKey("", "Service", "shop", "web"), APP, DriftMode.ENFORCE, REVISION, service, declared)
     created = copy.deepcopy(service)
     created["spec"].update(clusterIP="10.0.0.9", clusterIPs=["10.0.0.9"])
     kw: dict[str, Any] = {"kind": ("", "v1", "Service"), "resource": ("", "v1", "services")}
@@ -1380,7 +1376,7 @@ def test_node_ports_the_server_allocates_on_creation_are_no_drift(port: dict[str
         if git_declares_it:
             fields["f:nodePort"] = {}
         git_fields = {"f:spec": {"f:type": {}, "f:ports": {k(port=port["port"], protocol="TCP"): fields}}}
-        return GitObject(ObjectKey("", "Service", "shop", "web"), APP, "enforce", REVISION, service, git_fields)
+        return GitObject(ObjectKey("", "Service", "shop", "web"), APP, DriftMode.ENFORCE, REVISION, service, git_fields)
 
     kw: dict[str, Any] = {"kind": ("", "v1", "Service"), "resource": ("", "v1", "services")}
     created = copy.deepcopy(target(32769, False).stored)

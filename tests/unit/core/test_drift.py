@@ -1403,7 +1403,7 @@ def test_a_duplicate_of_a_controller_or_of_ours_is_not_drift(manager: str) -> No
 # one Git does not declare is drift, although it lives in metadata.
 DECOY_UID = "7d1c0c55-0000-4000-8000-00000000dec0"
 DECOY = {"apiVersion": "v1", "kind": "ConfigMap", "name": "decoy", "uid": DECOY_UID}
-DECOY_FIELDS = {".": {}, "f:apiVersion": {}, "f:kind": {}, "f:name": {}, "f:uid": {}}
+DECOY_FIELDS: dict[str, Any] = {".": {}, "f:apiVersion": {}, "f:kind": {}, "f:name": {}, "f:uid": {}}
 
 
 def add_owner(manager: str) -> Callable[[KubeObject], None]:

@@ -26,6 +26,7 @@ from engine.core.objects import (
     TRACKING_ANNOTATION,
     TRACKING_LABEL,
     AppRef,
+    DriftMode,
     KubeObject,
     ObjectKey,
 )
@@ -44,7 +45,7 @@ RULE = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     derandomize="RULE_MODEL_EXAMPLES" not in os.environ,
-    database=None if "RULE_MODEL_EXAMPLES" not in os.environ else settings.default.database,
+    database=None if "RULE_MODEL_EXAMPLES" not in os.environ else settings().database,
 )
 
 NAMES = ("app", "proxy", "worker")
@@ -136,7 +137,7 @@ def stored_of(manifest: KubeObject, declared: dict[str, Any]) -> KubeObject:
 
 
 def git_object(stored: KubeObject, declared: dict[str, Any]) -> GitObject:
-    return GitObject(key=KEY, app=APP, mode="enforce", revision=REVISION, stored=stored, declared=declared)
+    return GitObject(key=KEY, app=APP, mode=DriftMode.ENFORCE, revision=REVISION, stored=stored, declared=declared)
 
 
 # --- changes ---------------------------------------------------------------------------------------------------------
@@ -217,7 +218,7 @@ def drop_label(obj: KubeObject, data: st.DataObject) -> None:
     metadata = data.draw(st.sampled_from((obj["metadata"], obj["spec"]["template"]["metadata"])))
     values = metadata.get(where) or {}
     keys = sorted(k for k in values if k not in (TRACKING_LABEL, TRACKING_ANNOTATION))
-    if keys and data.draw(st.booleans()):
+    if keys and bool(data.draw(st.booleans())):
         values.pop(data.draw(st.sampled_from(keys)))
     elif keys:
         metadata.pop(where)

@@ -14,8 +14,8 @@ BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime.datetime(2026, 12, 1, 9, 30, tzinfo=datetime.UTC)
 
 
-def local(*args: int) -> datetime.datetime:
-    return datetime.datetime(*args, tzinfo=BERLIN)
+def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime.datetime:
+    return datetime.datetime(year, month, day, hour, minute, second, tzinfo=BERLIN)
 
 
 @pytest.mark.parametrize(

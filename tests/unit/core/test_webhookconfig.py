@@ -57,7 +57,7 @@ def listed(entry: dict[str, Any]) -> list[tuple[list[str], list[str], list[str]]
 
 def stored(obj: dict[str, Any]) -> dict[str, Any]:
     """As the API server returns it: an empty `rules` is left out, metadata grows."""
-    out = json.loads(json.dumps(obj))
+    out: dict[str, Any] = json.loads(json.dumps(obj))
     for hook in out["webhooks"]:
         if not hook["rules"]:
             del hook["rules"]
