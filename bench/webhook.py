@@ -337,7 +337,7 @@ def main() -> None:
             )
             info = kube.resource_for("apps/v1", "Deployment")
             assert info is not None
-            stored, declared = stored_form(kube, DesiredObject(Manifest("bench", 1, obj), obj, info))
+            stored, declared, _ = stored_form(kube, DesiredObject(Manifest("bench", 1, obj), obj, info))
             live = kube.apply(info, obj)
             live["metadata"].pop("managedFields", None)
             git = GitObject(key_of(obj), str(app), "enforce", "0" * 40, stored, declared)
