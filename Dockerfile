@@ -1,5 +1,7 @@
 # The gitops-webhook image that manifests/webhook/deployment.yaml runs (image: kubectl-gitops:0.1.0):
 #   docker build -t kubectl-gitops:0.1.0 .
+# The webhook serves HTTPS with gunicorn's arbiter and uvicorn's worker (uvloop, httptools: wheels from PyPI, no
+# compiler needed here); see webhook/server.py.
 # kubectl (for `kubectl kustomize`) and helm are built from the same pinned Go modules as the test control plane.
 FROM golang:1.26-bookworm AS tools
 WORKDIR /src

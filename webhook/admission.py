@@ -1,9 +1,10 @@
 """POST /validate: one AdmissionReview in, one out (or HTTP 400 for a malformed one).
 
 This is the webhook's hot path: the API server waits for it on every write to a managed object. `answer` is the
-whole of it, in steps that webhook.front runs on the event loop or in a thread (gitops-webhook serves it so, with
-webhook.worker). The Flask app answers /validate too, for any WSGI server, through a small WSGI layer in front of
-Flask (`ValidateFastPath`) that skips Flask's per-request machinery; /healthz, /readyz and /metrics are Flask's."""
+whole of it, in steps that webhook.asgi runs on the event loop or in a thread (gitops-webhook serves it so, with
+uvicorn: webhook.server). The Flask app answers /validate too, for any WSGI server, through a small WSGI layer in
+front of Flask (`ValidateFastPath`) that skips Flask's per-request machinery; /healthz, /readyz and /metrics are
+Flask's."""
 
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def judge(
     return decision, found.git, key
 
 
-# answer() in steps, so that webhook.front can hand the ones that may wait to a thread.
+# answer() in steps, so that webhook.asgi can hand the ones that may wait to a thread.
 def read_review(raw: bytes) -> AdmissionRequest | tuple[int, dict[str, Any]]:
     """The request of a POSTed AdmissionReview, or the 400 answer to a malformed one."""
     try:

@@ -1,10 +1,10 @@
-"""`gitops-webhook`: serves the admission webhook over HTTPS with gunicorn."""
+"""`gitops-webhook`: serves the admission webhook over HTTPS: gunicorn's arbiter, uvicorn's worker (webhook.server),
+the ASGI app in front of the Flask app (webhook.asgi)."""
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -20,18 +20,18 @@ from engine.core.redact import SEEN
 
 from . import tls
 from .app import create_app
-from .front import Front
+from .asgi import WebhookApp
 
 log = logging.getLogger("gitops-webhook")
 RENEW_CHECK_SECONDS = 3600.0
 
 
 class Server(BaseApplication):  # type: ignore[misc]
-    """gunicorn, configured in code, serving what `load` makes in each worker."""
+    """gunicorn, configured in code, serving what `load` makes in each worker (a WebhookApp, which asks
+    `client_auth` who may call /validate; TLS asks for a client certificate as `client_auth` says)."""
 
     def __init__(self, options: dict[str, Any], load: Callable[[], Any], client_auth: tls.ClientAuth) -> None:
         self.options = {**options, **client_auth.gunicorn_options()}
-        self.client_auth = client_auth  # webhook.worker asks it who may call /validate
         self._load = load
         super().__init__()
 
@@ -44,12 +44,13 @@ class Server(BaseApplication):  # type: ignore[misc]
 
 
 def gunicorn_options(bind: str, workers: int, threads: int, files: tls.CertFiles) -> dict[str, Any]:
-    """How gunicorn serves the webhook: with its own worker (webhook.worker says why), HTTPS, keep-alive."""
+    """How gunicorn serves the webhook: uvicorn's worker (webhook.server), HTTPS, keep-alive. `threads` is the size
+    of the pool for what may wait (webhook.asgi); uvicorn itself uses none."""
     return {
         "bind": bind,
         "workers": workers,
         "threads": threads,
-        "worker_class": "webhook.worker.WebhookWorker",
+        "worker_class": "webhook.server.Worker",
         "certfile": str(files.cert),
         "keyfile": str(files.key),
         "timeout": 30,
@@ -58,6 +59,7 @@ def gunicorn_options(bind: str, workers: int, threads: int, files: tls.CertFiles
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",
+        "control_socket_disable": True,  # gunicorn's management socket: nothing here uses it, nobody else may
     }
 
 
@@ -105,8 +107,9 @@ def _client_auth(ca_file: Path | None, names: tuple[str, ...], no_client_auth: b
 def _renewer(
     cert_dir: Path, hosts: list[str], shared: Callable[[], tls.CertFiles] | None, every: float = RENEW_CHECK_SECONDS
 ) -> Any:
-    """A gunicorn `when_ready` hook: every `every` seconds, renews the certificate in time (or takes the one another
-    replica renewed) and reloads the workers (SIGHUP) to serve it."""
+    """A gunicorn `when_ready` hook: every `every` seconds, renews the certificate files in time (or takes the ones
+    another replica renewed); the workers' TLS serves new files to the next handshake (webhook.tls.Reloading), without
+    a restart."""
 
     def when_ready(server: Any) -> None:
         def loop() -> None:
@@ -123,8 +126,7 @@ def _renewer(
                     log.error("renewing the serving certificate failed: %s", e)
                     continue
                 if renewed:
-                    log.info("serving certificate renewed; reloading workers")
-                    os.kill(server.pid, signal.SIGHUP)
+                    log.info("serving certificate renewed: new connections get it")
 
         threading.Thread(target=loop, name="cert-renewal", daemon=True).start()
 
@@ -202,7 +204,8 @@ def main(
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(ScrubSecrets())
-    logging.getLogger("gunicorn.error").addFilter(ScrubSecrets())
+    for name in ("gunicorn.error", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addFilter(ScrubSecrets())
     client_auth = _client_auth(client_ca_file, client_names, no_client_auth)
     host, port = _split_listen(listen)
     names = [h for h in (host, *hosts) if h not in ("0.0.0.0", "::")] or ["localhost"]
@@ -227,7 +230,7 @@ def main(
     options["when_ready"] = _renewer(cert_dir, names, shared, cert_check_seconds)
     options["raw_env"] = [f"GITOPS_WEBHOOK_NAMESPACE={namespace}"]
 
-    def load() -> Front:
-        return Front(create_app(kube=KubeClient(target)))
+    def load() -> WebhookApp:
+        return WebhookApp(create_app(kube=KubeClient(target)), client_auth, threads)
 
     Server(options, load, client_auth).run()

@@ -1,13 +1,17 @@
-"""Serving certificates the webhook makes for itself (a CA and a leaf for its hosts) and renews before expiry; and
-who may call /validate: the API server, known by the client certificate it presents (ClientAuth)."""
+"""Serving certificates the webhook makes for itself (a CA and a leaf for its hosts) and renews before expiry, served
+afresh as soon as they change (`reloading`); and who may call /validate: the API server, known by the client
+certificate it presents (ClientAuth)."""
 
 from __future__ import annotations
 
 import base64
 import datetime
 import ipaddress
+import logging
+import os
 import ssl
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from engine.core.errors import ApiError
+
+log = logging.getLogger(__name__)
 
 API_SERVER_CLIENT = "kube-apiserver-webhook-client"  # the CN of the client certificate the local cluster gives it
 CA_VALIDITY = datetime.timedelta(days=3650)
@@ -207,3 +213,56 @@ def common_name(peercert: Mapping[str, Any]) -> str:
             if key == "commonName":
                 return str(value)
     return ""
+
+
+class Reloading:
+    """A server SSL context that serves the certificate files as they are now: every handshake looks at the files
+    (a stat of each, a few microseconds; with keep-alive, handshakes are rare), and when they changed, the handshake
+    and every later one use a context made afresh from them. Why not a restart of the workers, as gunicorn's reload
+    would do: that drops every kept-alive connection of the API server at once, and needs a process to send the
+    signal. A pair that cannot be loaded (the key renewed but not the certificate yet) keeps the last good one
+    served, and is tried again at the next handshake."""
+
+    def __init__(self, make: Callable[[], ssl.SSLContext], files: tuple[Path, ...]) -> None:
+        self.make = make
+        self.files = files
+        self.lock = threading.Lock()
+        self.seen = self._stamp()
+        self.context = make()  # the listener's: its callback picks the context of each handshake
+        self.current = self.context
+        self.context.sni_callback = self._handshake
+
+    def _stamp(self) -> tuple[tuple[int, int, int], ...]:
+        stamps = []
+        for path in self.files:
+            try:
+                st = os.stat(path)
+            except OSError:
+                stamps.append((0, 0, 0))
+            else:
+                stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(stamps)
+
+    def _handshake(self, ssl_object: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:
+        stamp = self._stamp()
+        if stamp != self.seen:
+            with self.lock:
+                if stamp != self.seen:
+                    try:
+                        self.current = self.make()
+                    except (OSError, ssl.SSLError, ValueError) as e:
+                        log.error(
+                            "the serving certificate changed but cannot be loaded (still serving the last): %s", e
+                        )
+                    else:
+                        self.seen = stamp
+                        log.info("serving the renewed certificate")
+        if self.current is not self.context:
+            ssl_object.context = self.current
+
+
+def reloading(config: Any, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn's `ssl_context_factory`: its own context (certificate, key, client CA, verify mode), reloaded as the
+    certificate files change (Reloading)."""
+    files = tuple(Path(f) for f in (config.ssl_certfile, config.ssl_keyfile) if f)
+    return Reloading(default, files).context

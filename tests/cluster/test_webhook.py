@@ -373,21 +373,33 @@ def test_kill_9_loses_no_record_of_an_answered_request(
 ) -> None:
     app("enforce")
     answered: list[int] = []
+    attempts = 0  # attempts that have finished, answered or not
+    progress = threading.Condition()
     stop = threading.Event()
 
     def stream() -> None:
+        nonlocal attempts
         i = 0
         while not stop.is_set() and i < 60:
             proc = set_message(kubectl, namespace, f"attempt {i}")
-            if denied(proc):
-                answered.append(i)
+            with progress:
+                if denied(proc):
+                    answered.append(i)
+                attempts += 1
+                progress.notify_all()
             i += 1
+
+    def wait_for(condition: Callable[[], bool], what: str) -> None:
+        with progress:
+            assert progress.wait_for(condition, timeout=120), what
 
     worker = threading.Thread(target=stream)
     worker.start()
-    time.sleep(2.0)
+    wait_for(lambda: len(answered) >= 3, "three attempts answered before the kill")
     webhook.stop(signal.SIGKILL)
-    time.sleep(1.0)
+    with progress:
+        killed_at = attempts
+    wait_for(lambda: attempts >= killed_at + 2, "an attempt made while the webhook was down")
     webhook.start()
     stop.set()
     worker.join(timeout=120)

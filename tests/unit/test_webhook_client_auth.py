@@ -1,5 +1,5 @@
 """Only the API server may call /validate: it presents a client certificate, the webhook verifies it (webhook.tls
-ClientAuth, webhook.worker). Served for real over TLS (tests/unit/webhook_server.py), probes without a certificate."""
+ClientAuth, webhook.asgi). Served for real over TLS (tests/unit/webhook_server.py), probes without a certificate."""
 
 from __future__ import annotations
 
