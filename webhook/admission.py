@@ -20,7 +20,7 @@ from engine.core.auditchain import rfc3339
 from engine.core.errors import GitOpsError
 from engine.core.objects import REVISION_ANNOTATION, Claim, DriftMode, ObjectKey, claims_of
 
-from .app import Webhook
+from .hook import Webhook
 from .review import ReviewError, parse_review, response
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ class ValidateFastPath:
             return self._send(
                 start_response, 405, {"error": "method not allowed", "allowed": "POST"}, [("Allow", "POST")]
             )
-        limit = int(self.hook.config["MAX_REQUEST_BYTES"])
+        limit = self.hook.settings.max_request_bytes
         raw = _read_body(environ, limit)
         if raw is None:
             status, body = bad_request(f"the body is larger than {limit} bytes")

@@ -27,7 +27,7 @@ from a2wsgi import WSGIMiddleware
 from flask import Flask
 
 from .admission import PATH, answer, finish, judge_safely, must_record, read_review, record, waits_for_git
-from .app import Webhook, webhook_of
+from .hook import Webhook, webhook_of
 from .tls import ClientAuth
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class WebhookApp:
         self.flask = app
         self.hook: Webhook = webhook_of(app)
         self.client_auth = client_auth
-        self.limit = int(self.hook.config["MAX_REQUEST_BYTES"])
+        self.limit = self.hook.settings.max_request_bytes
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="webhook")
         self.other = WSGIMiddleware(app.wsgi_app, workers=max(1, threads))  # type: ignore[arg-type]
 

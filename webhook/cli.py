@@ -19,7 +19,7 @@ from engine.core.errors import GitOpsError
 from engine.core.redact import SEEN
 
 from . import tls
-from .app import create_app
+from .app import create_app, webhook_of
 from .asgi import WebhookApp
 
 log = logging.getLogger("gitops-webhook")
@@ -231,6 +231,8 @@ def main(
     options["raw_env"] = [f"GITOPS_WEBHOOK_NAMESPACE={namespace}"]
 
     def load() -> WebhookApp:
-        return WebhookApp(create_app(kube=KubeClient(target)), client_auth, threads)
+        app = create_app(kube=KubeClient(target))
+        webhook_of(app).start()  # the refresh and retention loops, in this worker
+        return WebhookApp(app, client_auth, threads)
 
     Server(options, load, client_auth).run()

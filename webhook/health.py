@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .app import webhook_of
+from .hook import webhook_of
 
 health = Blueprint("health", __name__)
 

@@ -27,16 +27,6 @@ class RegistrationKeeper:
         self.resources = resources
         self._said = ""
 
-    @classmethod
-    def of(cls, source: object) -> RegistrationKeeper:
-        """The keeper for a desired-state source: engine.gitstate.DesiredState knows its cluster and resources; any
-        other source (a test's fake) has no registration to keep."""
-        from engine.gitstate import DesiredState
-
-        if isinstance(source, DesiredState):
-            return cls(source.cluster, source.managed_resources)
-        return cls(None, set)
-
     def ensure(self) -> Outcome | None:
         if self.store is None:
             return None

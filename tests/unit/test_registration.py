@@ -302,8 +302,8 @@ def test_the_keeper_survives_an_api_error_and_says_it_once(caplog: pytest.LogCap
     ]
 
 
-def test_a_source_without_a_cluster_has_no_registration_to_keep() -> None:
-    assert RegistrationKeeper.of(object()).ensure() is None
+def test_a_webhook_without_a_cluster_keeps_no_registration() -> None:
+    assert RegistrationKeeper(None, set).ensure() is None
 
 
 # --- the sync's guard: best-effort, quiet unless -v --------------------------------------------------------------

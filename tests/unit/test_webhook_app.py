@@ -9,7 +9,6 @@ index makes them (engine.gitstate.from_probe), from what the API server answers 
 from __future__ import annotations
 
 import copy
-import datetime
 import io
 import json
 import os
@@ -156,7 +155,7 @@ def make_app(
 ) -> tuple[Flask, FakeSource, FakeAudit]:
     src = source if source is not None else FakeSource(git_objects())
     sink = audit if audit is not None else FakeAudit()
-    app = create_app(config={"BACKGROUND": False, **config}, source=src, audit=sink)
+    app = create_app(config, source=src, audit=sink)
     assert isinstance(src, FakeSource)
     assert isinstance(sink, FakeAudit)
     return app, src, sink
@@ -556,7 +555,7 @@ def test_apps_do_not_share_metrics() -> None:
 
 def test_create_app_needs_a_cluster_unless_both_adapters_are_given() -> None:
     with pytest.raises(ValueError, match="needs `kube`"):
-        create_app(config={"BACKGROUND": False}, source=FakeSource())
+        create_app(source=FakeSource())
 
 
 @pytest.mark.parametrize("where", ["spec", "data"])
@@ -585,7 +584,7 @@ def test_no_nesting_depth_up_to_the_parsers_limit_is_a_500(where: str, opener: s
 # --- fuzzing ---------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fuzz_client() -> FlaskClient:
-    app = create_app(config={"BACKGROUND": False}, source=FakeSource(git_objects()), audit=FakeAudit(keep=False))
+    app = create_app(source=FakeSource(git_objects()), audit=FakeAudit(keep=False))
     return app.test_client()
 
 
@@ -788,7 +787,7 @@ def test_a_scale_while_a_state_is_not_loaded_asks_the_cluster_for_the_parents_ma
     lookups, cluster = lookups_of(parent)
     source = FakeSource(git_objects())
     source.unjudged = Unjudged(APP, DriftMode.ENFORCE, "not loaded")
-    app = create_app(config={"BACKGROUND": False}, source=source, audit=FakeAudit(), lookups=lookups)
+    app = create_app(source=source, audit=FakeAudit(), lookups=lookups)
     body = review("UPDATE", {"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": 9}}, None)
     body["request"].update(
         name="api",
@@ -825,7 +824,7 @@ def test_the_garbage_collector_deletes_only_what_has_lost_its_owners(owner: str,
     old["metadata"]["ownerReferences"] = [
         {"apiVersion": "v1", "kind": "ConfigMap", "name": "bundle", "uid": alive["metadata"]["uid"]}
     ]
-    app = create_app(config={"BACKGROUND": False}, source=FakeSource(git_objects()), audit=FakeAudit(), lookups=lookups)
+    app = create_app(source=FakeSource(git_objects()), audit=FakeAudit(), lookups=lookups)
     body = review(
         "DELETE",
         None,
@@ -964,10 +963,7 @@ def fuzz_sources() -> list[Flask]:
     unloaded = FakeSource(FUZZ_GIT[1])
     unloaded.unjudged = Unjudged(APP, DriftMode.AUDIT, "not loaded")
     lookups, _ = lookups_of(deployment())  # and no owner of anything
-    return [
-        create_app(config={"BACKGROUND": False}, source=src, audit=FakeAudit(keep=False), lookups=lookups)
-        for src in (loaded, unloaded)
-    ]
+    return [create_app(source=src, audit=FakeAudit(keep=False), lookups=lookups) for src in (loaded, unloaded)]
 
 
 FUZZ_APPS = fuzz_sources()
@@ -1054,18 +1050,6 @@ def test_fuzz_attacking_reviews_are_answered_as_the_rule_says(body: dict[str, An
     else:
         assert response["allowed"] is True
         assert bool(response.get("warnings")) is bool(expected), response.get("warnings")
-
-
-def test_audit_retention_comes_from_the_settings() -> None:
-    from webhook import config as settings
-    from webhook.app import retention_policy
-
-    assert retention_policy(settings.load({})) is None  # no bound set: retention never runs
-    policy = retention_policy(
-        settings.load(environ={"GITOPS_WEBHOOK_RETAIN_RECORDS": "5000", "GITOPS_WEBHOOK_RETAIN_DAYS": "30"})
-    )
-    assert policy is not None
-    assert (policy.records, policy.max_age, policy.max_bytes) == (5000, datetime.timedelta(days=30), 0)
 
 
 def test_servingz_says_whether_a_replica_should_take_requests_and_readyz_whether_all_is_loaded() -> None:

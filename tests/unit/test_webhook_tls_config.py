@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import ipaddress
 import stat
@@ -176,65 +177,68 @@ def test_a_leaf_without_a_san_needs_renewal(tmp_path: Path) -> None:
 # --- settings --------------------------------------------------------------------------------------------------------
 def test_the_defaults() -> None:
     loaded = config.load(environ={})
-    assert loaded == dict(config.DEFAULTS)
-    assert loaded["MAX_REQUEST_BYTES"] == 8 * 1024 * 1024
-    assert loaded["BACKGROUND"] is True
-    loaded["NAMESPACE"] = "changed"
-    assert config.DEFAULTS["NAMESPACE"] == "gitops-system"
+    assert loaded == config.WebhookSettings()
+    assert loaded.max_request_bytes == 8 * 1024 * 1024
+    assert loaded.namespace == "gitops-system"
+    assert loaded.retention is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loaded.namespace = "changed"  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
-    ("name", "raw", "value"),
+    ("name", "raw", "field", "value"),
     [
-        ("NAMESPACE", "ops", "ops"),
-        ("EXEMPT_USERS", "a,b", "a,b"),
-        ("MAX_REQUEST_BYTES", "1024", 1024),
-        ("REFRESH_SECONDS", "5", 5.0),
-        ("POLL_SECONDS", "0.25", 0.25),
-        ("LOAD_TIMEOUT_SECONDS", "30", 30.0),
-        ("BACKGROUND", "false", False),
-        ("BACKGROUND", "0", False),
-        ("BACKGROUND", "no", False),
-        ("BACKGROUND", "", False),
-        ("BACKGROUND", "true", True),
-        ("BACKGROUND", " TRUE ", True),
-        ("BACKGROUND", "1", True),
-        ("BACKGROUND", "yes", True),
-        ("BACKGROUND", "on", True),
+        ("NAMESPACE", "ops", "namespace", "ops"),
+        ("EXEMPT_USERS", "a, b,,", "exempt_users", frozenset({"a", "b"})),
+        ("MAX_REQUEST_BYTES", "1024", "max_request_bytes", 1024),
+        ("REFRESH_SECONDS", "5", "refresh_seconds", 5.0),
+        ("POLL_SECONDS", "0.25", "poll_seconds", 0.25),
+        ("LOAD_TIMEOUT_SECONDS", "30", "load_timeout_seconds", 30.0),
+        ("RETAIN_DAYS", "30", "retain_days", 30.0),
     ],
 )
-def test_environment_variables_are_coerced_to_the_defaults_type(name: str, raw: str, value: Any) -> None:
+def test_environment_variables_are_read_as_their_settings_type(name: str, raw: str, field: str, value: Any) -> None:
     loaded = config.load(environ={f"GITOPS_WEBHOOK_{name}": raw})
-    assert loaded[name] == value
-    assert type(loaded[name]) is type(value)
+    assert getattr(loaded, field) == value
+    assert type(getattr(loaded, field)) is type(value)
+
+
+@pytest.mark.parametrize(("name", "raw"), [("MAX_REQUEST_BYTES", "8MB"), ("POLL_SECONDS", "-1"), ("RETAIN_DAYS", "x")])
+def test_a_value_that_does_not_parse_is_an_error_naming_its_variable(name: str, raw: str) -> None:
+    with pytest.raises(config.SettingsError, match=f"GITOPS_WEBHOOK_{name}="):
+        config.load(environ={f"GITOPS_WEBHOOK_{name}": raw})
 
 
 def test_precedence_is_defaults_then_environment_then_overrides() -> None:
-    environ = {
-        "GITOPS_WEBHOOK_NAMESPACE": "from-env",
-        "GITOPS_WEBHOOK_POLL_SECONDS": "9",
-        "GITOPS_WEBHOOK_BACKGROUND": "false",
-    }
-    loaded = config.load({"NAMESPACE": "from-override", "BACKGROUND": True}, environ=environ)
-    assert loaded["NAMESPACE"] == "from-override"
-    assert loaded["BACKGROUND"] is True
-    assert loaded["POLL_SECONDS"] == 9.0
-    assert loaded["REFRESH_SECONDS"] == config.DEFAULTS["REFRESH_SECONDS"]
+    environ = {"GITOPS_WEBHOOK_NAMESPACE": "from-env", "GITOPS_WEBHOOK_POLL_SECONDS": "9"}
+    loaded = config.load({"NAMESPACE": "from-override"}, environ=environ)
+    assert loaded.namespace == "from-override"
+    assert loaded.poll_seconds == 9.0
+    assert loaded.refresh_seconds == config.WebhookSettings().refresh_seconds
 
 
 def test_only_prefixed_known_settings_are_read() -> None:
     environ = {"NAMESPACE": "unprefixed", "GITOPS_WEBHOOK_UNKNOWN": "x", "gitops_webhook_namespace": "lowercase"}
-    assert config.load(environ=environ) == dict(config.DEFAULTS)
+    assert config.load(environ=environ) == config.WebhookSettings()
 
 
 def test_an_explicit_environ_replaces_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GITOPS_WEBHOOK_NAMESPACE", "from-process")
-    assert config.load(environ={})["NAMESPACE"] == "gitops-system"
-    assert config.load()["NAMESPACE"] == "from-process"
+    assert config.load(environ={}).namespace == "gitops-system"
+    assert config.load().namespace == "from-process"
 
 
-def test_overrides_may_add_settings() -> None:
-    assert config.load({"TESTING": True}, environ={})["TESTING"] is True
+def test_an_unknown_override_is_an_error_not_ignored() -> None:
+    with pytest.raises(config.SettingsError, match="no webhook setting 'BACKGROUND'"):
+        config.load({"BACKGROUND": False}, environ={})
+
+
+def test_audit_retention_comes_from_the_settings() -> None:
+    assert config.load({}, environ={}).retention is None  # no bound set: retention never runs
+    environ = {"GITOPS_WEBHOOK_RETAIN_RECORDS": "5000", "GITOPS_WEBHOOK_RETAIN_DAYS": "30"}
+    policy = config.load(environ=environ).retention
+    assert policy is not None
+    assert (policy.records, policy.max_age, policy.max_bytes) == (5000, datetime.timedelta(days=30), 0)
 
 
 @pytest.mark.parametrize(

@@ -107,7 +107,7 @@ def main(port: int, cert_dir: Path, keepalive: int, request_seconds: float | Non
 
     def load() -> BuggyApp:
         app = create_app(
-            config={"BACKGROUND": False, "MAX_REQUEST_BYTES": 1_000_000},
+            {"MAX_REQUEST_BYTES": 1_000_000},
             source=SlowGit(git_objects()),
             audit=SlowAudit(),
         )
