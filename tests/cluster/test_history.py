@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ..conftest import Gitops, GitRepo, Kubectl
-from .test_webhook import WebhookProcess, _free_port, denied, service_account_kubeconfig
+from .test_webhook import WebhookProcess, denied, registered_webhook
 
 pytestmark = pytest.mark.cluster
 
@@ -22,16 +22,8 @@ SECRET_A, SECRET_B = "guestbook-demo-only", "rotated-s3cret-value"
 
 @pytest.fixture(scope="module")
 def webhook(gitops: Gitops, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookProcess]:
-    work = tmp_path_factory.mktemp("history-webhook")
-    identity = service_account_kubeconfig(kubectl, work / "webhook.kubeconfig")
-    hook = WebhookProcess(
-        work / "certs", _free_port(), identity, work / "webhook.log", kubectl.cluster.webhook_client_ca
-    )
-    hook.start()
-    gitops.run("install", "--webhook-url", f"{hook.url}/validate", "--ca-file", str(hook.cert_dir / "ca.crt"))
-    yield hook
-    kubectl.run("delete", "validatingwebhookconfiguration", "gitops-drift.kubectl-gitops.io", check=False)
-    hook.stop()
+    with registered_webhook(gitops, kubectl, tmp_path_factory.mktemp("history-webhook")) as hook:
+        yield hook
 
 
 def wait_mode(webhook: WebhookProcess, app: str, mode: str) -> None:

@@ -4,6 +4,7 @@ and gitops-sync use real kubectl."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -129,20 +130,28 @@ def service_account_kubeconfig(kubectl: Kubectl, path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def webhook(gitops: Gitops, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookProcess]:
-    """gitops-webhook running as its ServiceAccount with the shipped RBAC, registered with the API server for this
-    module's tests; its certificate is shared through a Secret, as replicas in a cluster share it."""
-    work = tmp_path_factory.mktemp("webhook")
+@contextlib.contextmanager
+def registered_webhook(gitops: Gitops, kubectl: Kubectl, work: Path) -> Iterator[WebhookProcess]:
+    """gitops-webhook running as its ServiceAccount with the shipped RBAC, registered with the API server; its
+    certificate is shared through a Secret, as replicas in a cluster share it. Unregistered and stopped after."""
     identity = service_account_kubeconfig(kubectl, work / "webhook.kubeconfig")
     hook = WebhookProcess(
         work / "certs", _free_port(), identity, work / "webhook.log", kubectl.cluster.webhook_client_ca
     )
     hook.start()
-    gitops.run("install", "--webhook-url", f"{hook.url}/validate", "--ca-file", str(hook.cert_dir / "ca.crt"))
-    yield hook
-    kubectl.run("delete", "validatingwebhookconfiguration", "gitops-drift.kubectl-gitops.io", check=False)
-    hook.stop()
+    try:
+        gitops.run("install", "--webhook-url", f"{hook.url}/validate", "--ca-file", str(hook.cert_dir / "ca.crt"))
+        yield hook
+    finally:
+        kubectl.run("delete", "validatingwebhookconfiguration", "gitops-drift.kubectl-gitops.io", check=False)
+        hook.stop()
+
+
+@pytest.fixture(scope="module")
+def webhook(gitops: Gitops, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookProcess]:
+    """The webhook for this module's tests (registered_webhook)."""
+    with registered_webhook(gitops, kubectl, tmp_path_factory.mktemp("webhook")) as hook:
+        yield hook
 
 
 @pytest.fixture
