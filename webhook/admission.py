@@ -203,6 +203,19 @@ def answer(hook: Webhook, raw: bytes) -> tuple[int, dict[str, Any]]:
     if isinstance(req, tuple):
         return req
     decision, git, key = judge_safely(hook, req)
+    return conclude(hook, req, decision, git, key, started)
+
+
+def conclude(
+    hook: Webhook,
+    req: AdmissionRequest,
+    decision: Decision,
+    git: GitObject | None,
+    key: ObjectKey | None,
+    started: float,
+) -> tuple[int, dict[str, Any]]:
+    """The last steps of every answer, in one place: the audit record when the decision needs one (this may wait
+    for the API server; refused if the log cannot take it), then the metrics and the AdmissionReview."""
     if key is not None and must_record(req, decision):
         decision = record(hook, req, decision, git, key, received=started)
     return finish(hook, req, decision, git, started)

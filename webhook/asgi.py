@@ -26,7 +26,7 @@ from typing import Any
 from a2wsgi import WSGIMiddleware
 from flask import Flask
 
-from .admission import PATH, answer, finish, judge_safely, must_record, read_review, record, waits_for_git
+from .admission import PATH, answer, conclude, finish, judge_safely, must_record, read_review, waits_for_git
 from .hook import Webhook, webhook_of
 from .tls import ClientAuth
 
@@ -130,20 +130,12 @@ class WebhookApp:
         if slow:
 
             def judged_later() -> Answer:
-                decision, git, key = judge_safely(hook, req, target)
-                if key is not None and must_record(req, decision):
-                    decision = record(hook, req, decision, git, key, received=started)
-                return finish(hook, req, decision, git, started)
+                return conclude(hook, req, *judge_safely(hook, req, target), started)
 
             return judged_later
         decision, git, key = judge_safely(hook, req, target)
         if key is not None and must_record(req, decision):
-
-            def recorded_later() -> Answer:
-                assert key is not None
-                return finish(hook, req, record(hook, req, decision, git, key, received=started), git, started)
-
-            return recorded_later
+            return lambda: conclude(hook, req, decision, git, key, started)  # the record waits for the API server
         return finish(hook, req, decision, git, started)
 
     def too_large(self) -> dict[str, Any]:
