@@ -20,10 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .adapters.clock import SYSTEM
 from .adapters.source import GitSource
 from .compare import Cluster, DesiredObject, autoscaled_targets, concurrently, load_desired
 from .core.admission import Found, GitObject, Unjudged
 from .core.application import ApplicationSpec, parse_application
+from .core.clock import Clock
 from .core.errors import ApiError, GitOpsError
 from .core.objects import (
     TRACKING_LABEL,
@@ -125,7 +127,7 @@ class DesiredState:
         retry_seconds: float = RETRY_SECONDS,
         missing_revision_seconds: float = MISSING_REVISION_SECONDS,
         revision_memory: int = REVISION_MEMORY,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM,
         probe_namespace: str = "",
     ) -> None:
         self.cluster = cluster
@@ -153,6 +155,8 @@ class DesiredState:
         self.retry_seconds = retry_seconds
         self.missing_revision_seconds = missing_revision_seconds
         self.revision_memory = revision_memory
+        # One clock for every age and interval (tests pass their own). Waits for a load or a check are bounded by
+        # real deadlines: time.monotonic, as Event.wait counts.
         self._clock = clock
         self.ready = False
         self.listed = False  # the last attempt to list Applications succeeded
@@ -250,13 +254,13 @@ class DesiredState:
             pending = self._rereads.get(asked)
             owner = pending is None
             if owner:
-                if self._clock() - self._reread_at.get(asked, float("-inf")) < REREAD_SECONDS:
+                if self._clock.monotonic() - self._reread_at.get(asked, float("-inf")) < REREAD_SECONDS:
                     return False
                 if not self._checks.acquire(blocking=False):
                     return False
                 if len(self._reread_at) > self.revision_memory:
                     self._reread_at.clear()
-                self._reread_at[asked] = self._clock()
+                self._reread_at[asked] = self._clock.monotonic()
                 pending = self._rereads[asked] = threading.Event()
         assert pending is not None
         if owner:
@@ -285,6 +289,10 @@ class DesiredState:
         state = self._apps.get(app)
         return state is not None and state.revision == revision
 
+    def _now(self) -> float:
+        """Wall time in seconds (ages shown in status, when a render was last attempted)."""
+        return self._clock.wall().timestamp()
+
     def _not_loaded_in_time(self, app: AppRef, revision: str) -> Unjudged:
         state = self._apps.get(app)
         mode = state.spec.drift_mode if state is not None else DriftMode.ENFORCE
@@ -309,11 +317,11 @@ class DesiredState:
         with self._lock:
             pending = self._asked_refresh
             if pending is None:
-                delay = self._refresh_asked_at + self.retry_seconds - self._clock()
+                delay = self._refresh_asked_at + self.retry_seconds - self._clock.monotonic()
                 if delay > 0 and not (wait_for_turn and delay < deadline - time.monotonic()):
                     return
                 delay = max(0.0, delay)
-                self._refresh_asked_at = self._clock() + delay
+                self._refresh_asked_at = self._clock.monotonic() + delay
                 pending = self._asked_refresh = threading.Event()
 
                 def run() -> None:
@@ -367,12 +375,12 @@ class DesiredState:
             return True
         with self._lock:
             known = self._answers.get((app, state.revision, revision))
-            if known is None or self._clock() >= known.until:
+            if known is None or self._clock.monotonic() >= known.until:
                 return False
             if not known.newer:
                 # An older commit: the Application is read again first (a rollback may name it), unless it just was.
                 asked = (app, revision)
-                recent = self._clock() - self._reread_at.get(asked, float("-inf")) < REREAD_SECONDS
+                recent = self._clock.monotonic() - self._reread_at.get(asked, float("-inf")) < REREAD_SECONDS
                 return recent and asked not in self._rereads
             return (app, revision) in self._extra_revisions
 
@@ -390,7 +398,7 @@ class DesiredState:
         asked = (app, state.revision, revision)
         with self._lock:
             known = self._answers.get(asked)
-            if known is not None and self._clock() < known.until:
+            if known is not None and self._clock.monotonic() < known.until:
                 self._answers.move_to_end(asked)
                 return known.newer
             pending = self._asking.get(asked)
@@ -424,7 +432,7 @@ class DesiredState:
                 except GitOpsError as e:
                     log.warning("cannot tell whether %s is newer than %s: %s", revision[:12], loaded[:12], e)
                     newer = False  # the remote is unreachable: as good as missing for now
-                until = float("inf") if final else self._clock() + self.missing_revision_seconds
+                until = float("inf") if final else self._clock.monotonic() + self.missing_revision_seconds
                 with self._lock:
                     self._answers[asked] = RevisionAnswer(newer, until)
                     self._answers.move_to_end(asked)
@@ -473,7 +481,7 @@ class DesiredState:
                         "objects": len(s.objects),
                         "pending": sorted(str(key) for key in s.pending),
                         "error": s.error,
-                        "age_seconds": round(time.time() - s.loaded_at, 1) if s.loaded_at else None,
+                        "age_seconds": round(self._now() - s.loaded_at, 1) if s.loaded_at else None,
                         "newer_commits_loaded": [rev for app, rev in self._extra_revisions if app == ref],
                     }
                     for ref, s in self._apps.items()
@@ -482,7 +490,7 @@ class DesiredState:
             }
 
     def cache_age(self) -> float:
-        return time.time() - self.last_refresh if self.last_refresh else float("inf")
+        return self._now() - self.last_refresh if self.last_refresh else float("inf")
 
     # --- loading --------------------------------------------------------------------------------------------------
     def _source(self, url: str) -> GitSource:
@@ -569,7 +577,7 @@ class DesiredState:
             if (
                 unchanged
                 and current is not None
-                and (not incomplete or (not retry_failed and time.time() - current.attempted_at < self.retry_seconds))
+                and (not incomplete or (not retry_failed and self._now() - current.attempted_at < self.retry_seconds))
             ):
                 continue
             try:
@@ -581,7 +589,7 @@ class DesiredState:
                         state = AppState(spec)  # another source or mode: the old state judges nothing of it
                     state.error = str(e)
                     state.generation = generation
-                    state.attempted_at = time.time()
+                    state.attempted_at = self._now()
                     self._set_app(spec.ref, state)
                 self.last_error = f"{spec.ref}: {e}"
                 log.warning("keeping the last good state of %s: %s", spec.ref, e)
@@ -593,9 +601,9 @@ class DesiredState:
                         spec,
                         rendered.revision,
                         rendered.objects,
-                        time.time(),
+                        self._now(),
                         generation=generation,
-                        attempted_at=time.time(),
+                        attempted_at=self._now(),
                         pending=rendered.pending,
                         provisional=rendered.provisional,
                     ),
@@ -610,7 +618,7 @@ class DesiredState:
             self.listed = True
             # Ready only when every Application's state is loaded: until then its objects cannot be judged.
             self.ready = all(s.loaded for s in self._apps.values())
-            self.last_refresh = time.time()
+            self.last_refresh = self._now()
             if all(not s.error for s in self._apps.values()):
                 self.last_error = ""
 
@@ -624,9 +632,9 @@ class DesiredState:
                 state.spec,
                 rendered.revision,
                 rendered.objects,
-                time.time(),
+                self._now(),
                 generation=state.generation,
-                attempted_at=time.time(),
+                attempted_at=self._now(),
                 pending=rendered.pending,
                 provisional=rendered.provisional,
             ),

@@ -10,7 +10,6 @@ import random
 import secrets
 import sys
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -89,10 +88,10 @@ class Webhook:
         last_loaded: dict[str, Any] = {}
         while not self._stop.is_set():
             try:
-                due = time.monotonic() - last_full >= self.settings.refresh_seconds
+                due = self.clock.monotonic() - last_full >= self.settings.refresh_seconds
                 if due:
                     self.source.refresh()
-                    last_full = time.monotonic()
+                    last_full = self.clock.monotonic()
                 else:
                     # Cheap: one list call; renders only new or changed Applications, and those not loaded yet
                     # (every RETRY_SECONDS), so that one broken source does not make every poll render them all.
