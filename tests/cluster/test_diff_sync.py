@@ -221,7 +221,10 @@ def test_sync_records_history_in_status(gitops: Gitops, kubectl: Kubectl, git_re
     assert last["author"] == "Dev <dev@example.com>"
     assert last["user"] == "gitops-sync"
     assert last["result"] == "Succeeded"
-    assert [h["revision"] for h in app["status"]["history"]] == [first, second]
+    assert (last["id"], last["record"], last["trigger"]) == (2, f"{namespace}-2", "manual")
+    assert "history" not in app["status"]  # the syncs are SyncRecords now (kubectl gitops history)
+    history = json.loads(gitops.run("history", namespace, "-o", "json").stdout)
+    assert [h["revision"] for h in history] == [second, first]
     assert app["status"]["sync"] == {"status": "Synced", "revision": second}
     assert len(app["status"]["resources"]) == 6
 

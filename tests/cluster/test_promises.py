@@ -266,7 +266,7 @@ def test_sync_revision_syncs_that_commit_and_records_it(
     assert status["lastSync"]["revision"] == first
     assert status["lastSync"]["subject"] == "add examples/guestbook"
     assert status["sync"]["revision"] == first
-    assert [h["revision"] for h in status["history"]] == [first]
+    assert [h["revision"] for h in json.loads(gitops.run("history", namespace, "-o", "json").stdout)] == [first]
     # The Application's own target is still main: diff, without --revision, compares with the newer commit.
     assert gitops.run("diff", namespace, expect=1).returncode == 1
 
@@ -277,8 +277,8 @@ def test_sync_revision_syncs_that_commit_and_records_it(
     gitops.run("sync", namespace, "--revision", first[:10], user="gitops")
     assert message() == "Hello from Git!"
     assert annotation() == first
-    history = application(kubectl, namespace)["status"]["history"]
-    assert [h["revision"] for h in history] == [first, second, first]
+    history = json.loads(gitops.run("history", namespace, "-o", "json").stdout)
+    assert [h["revision"] for h in history] == [first, second, first]  # newest first
     assert "revision 'v9' does not exist" in gitops.run("sync", namespace, "--revision", "v9", expect=1).stderr
 
 
@@ -377,7 +377,8 @@ def test_install_dry_run_prints_what_it_would_apply_and_applies_nothing(
     ca = tmp_path / "ca.crt"
     ca.write_bytes(kubectl.cluster.webhook_client_ca.read_bytes())  # any CA: a dry run calls nobody
     names = ["crd/applications.gitops.kubectl-gitops.io", "crd/auditrecords.gitops.kubectl-gitops.io"]
-    names += ["crd/auditcheckpoints.gitops.kubectl-gitops.io", "namespace/gitops-system"]
+    names += ["crd/auditcheckpoints.gitops.kubectl-gitops.io", "crd/syncrecords.gitops.kubectl-gitops.io"]
+    names += ["namespace/gitops-system"]
     before = {n: resource_version(kubectl, "get", n) for n in names}
     url = "https://127.0.0.1:9/validate"
     try:
@@ -393,13 +394,14 @@ def test_install_dry_run_prints_what_it_would_apply_and_applies_nothing(
             ("CustomResourceDefinition", crd),
             ("CustomResourceDefinition", "auditrecords.gitops.kubectl-gitops.io"),
             ("CustomResourceDefinition", "auditcheckpoints.gitops.kubectl-gitops.io"),
+            ("CustomResourceDefinition", "syncrecords.gitops.kubectl-gitops.io"),
             ("ValidatingWebhookConfiguration", REGISTRATION),
         ]
         assert docs[1]["spec"]["names"]["categories"] == ["gitops"]
         for entry in docs[-1]["webhooks"]:
             assert entry["clientConfig"] == {"url": url, "caBundle": base64.b64encode(ca.read_bytes()).decode()}
         plain = [d for d in yaml.safe_load_all(gitops.run("install", "--dry-run").stdout) if d]
-        assert [d["kind"] for d in plain] == ["Namespace"] + ["CustomResourceDefinition"] * 3
+        assert [d["kind"] for d in plain] == ["Namespace"] + ["CustomResourceDefinition"] * 4
 
         assert {n: resource_version(kubectl, "get", n) for n in names} == before
         live = json.loads(kubectl.run("get", "crd", crd, "-o", "json").stdout)

@@ -156,7 +156,7 @@ def test_a_certificate_due_for_renewal_is_renewed_and_served_after_a_reload(
     assert pem_of(now) == (hook.cert_dir / "tls.crt").read_bytes()
     assert (hook.cert_dir / "ca.crt").read_bytes() == ca_before  # the registered caBundle stays valid
     assert now.issuer == first.issuer
-    assert "serving certificate renewed; reloading workers" in hook.log.read_text()
+    assert "serving certificate renewed: new connections get it" in hook.log.read_text()
     assert hook.proc is not None
     assert hook.proc.poll() is None
     assert hook.get("/healthz") == {"status": "ok"}
@@ -195,7 +195,7 @@ def test_replicas_take_over_the_certificate_one_of_them_renewed_in_the_shared_se
     assert days_left(x509.load_pem_x509_certificate(after["tls.crt"])) > 80
     for hook in (first, second):
         assert (hook.cert_dir / "tls.crt").read_bytes() == after["tls.crt"]
-        assert "serving certificate renewed; reloading workers" in hook.log.read_text()
+        assert "serving certificate renewed: new connections get it" in hook.log.read_text()
 
 
 def source_errors(hook: WebhookProcess) -> float | None:
