@@ -646,6 +646,10 @@ class DesiredState:
         old = self._apps.get(ref)
         # Other commits were loaded because they were newer than the old state: that says nothing about the new one.
         self._extra_revisions = {k: v for k, v in self._extra_revisions.items() if k[0] != ref}
+        if old is not None and old.spec != state.spec:
+            # Whether a commit is newer depends on the target (a rollback held or lifted moves it): ask again.
+            for asked in [a for a in self._answers if a[0] == ref]:
+                del self._answers[asked]
         index = dict(self._index)
         for key in old.objects if old else ():
             index.pop(key, None)

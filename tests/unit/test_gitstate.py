@@ -902,3 +902,48 @@ def test_a_custom_resource_whose_crd_the_sync_just_made_is_judged_within_the_req
     assert found.unjudged is None
     assert found.git is not None
     assert found.git.key == widget
+
+
+def held(repo: Path, generation: int, revision: str = "") -> dict[str, Any]:
+    """The Application with a rollback held at `revision` (none: lifted)."""
+    app = application(repo, generation)
+    if revision:
+        app["spec"]["rollback"] = {"revision": revision, "reason": "bad release", "user": "admin", "at": ""}
+    return app
+
+
+def test_a_rollback_held_and_lifted_is_followed_and_what_the_sync_prunes_next_is_judged_against_it(
+    state: tuple[DesiredState, FakeCluster], apps: list[dict[str, Any]], repo: Path
+) -> None:
+    """Found by `rollback --resume --prune` through the webhook: that a commit was newer than the loaded one was
+    remembered from before the rollback (when the target reached it). After the rollback's lift the sync's applies
+    were judged against that commit without the index moving to it, so pruning an object only the held commit had
+    was refused as deleting what Git declares. Whether a commit is newer depends on the target: asked again."""
+    index, _ = state
+    b_only = ObjectKey("", "ConfigMap", "shop", "b")
+    b = commit(repo, {"a.yaml": configmap("a", "two"), "b.yaml": configmap("b", "x")}, "second")
+    apps.append(application(repo, 1))
+    index.refresh()
+    (repo / "b.yaml").unlink()
+    c = commit(repo, {"a.yaml": configmap("a", "three")}, "third")
+    found = git_at(index, A, c, "shop")  # a sync to the new commit: newer, loaded, promoted
+    assert found is not None
+    assert found.revision == c
+
+    apps[0] = held(repo, 2, b)  # kubectl gitops rollback: the Application holds the second commit
+    found = git_at(index, A, b, "shop")  # the rollback's first request: the Application is read again
+    assert found is not None
+    assert found.revision == b
+    assert git_at(index, b_only, b, "shop") is not None
+
+    apps[0] = held(repo, 3)  # rollback --resume: the target is the branch again
+    found = git_at(index, A, c, "shop")
+    assert found is not None
+    assert found.revision == c
+    # What the sync prunes next (it carries the held commit's annotation) is judged against the branch's commit.
+    assert git_at(index, b_only, b, "shop") is None
+
+    # And a hand-set annotation naming the held commit, now lifted, brings nothing back.
+    stale = git_at(index, A, b, "shop")
+    assert stale is not None
+    assert stale.revision == c
