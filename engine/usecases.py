@@ -5,7 +5,8 @@ print what these return."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,7 +199,7 @@ class Rendered:
     def matches_record(self) -> bool:
         return self.record is None or self.digest == self.record.render_digest
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         return render_digest({d.key: object_digest(d.obj) for d in self.desired.objects})
 
@@ -246,13 +247,19 @@ LET_THROUGH = ("warned", "recorded", "break-glass")
 
 
 def drift_attempts(
-    cluster: KubeClient, ref: AppRef, since: datetime.datetime | None, until: datetime.datetime, *, allowed_only: bool
+    audit: Iterable[Mapping[str, Any]],
+    ref: AppRef,
+    since: datetime.datetime | None,
+    until: datetime.datetime,
+    *,
+    allowed_only: bool,
 ) -> list[dict[str, Any]]:
-    """The audit log's records of `ref` between two times (oldest first): every attempt, or those let through."""
+    """The audit log's records (`audit`, as read_records gives them) of `ref` between two times, oldest first:
+    every attempt, or those the webhook let through."""
     low = rfc3339(since, milliseconds=True) if since else ""
     high = rfc3339(until, milliseconds=True)
     out = []
-    for r in filter_records(read_records(cluster, ref.namespace), app=ref.name, since=low):
+    for r in filter_records(audit, app=ref.name, since=low):
         if r.get("type") == "retention" or str(r.get("time", "")) > high:
             continue
         if str(r.get("application", "")) not in (str(ref), ref.name):
@@ -263,12 +270,14 @@ def drift_attempts(
     return out
 
 
+def _at(records: list[SyncRecord], audit: list[dict[str, Any]], ref: AppRef, at: datetime.datetime) -> AtTime:
+    live = live_at(records, at)
+    return AtTime(at, live, drift_attempts(audit, ref, live.finished if live else None, at, allowed_only=True))
+
+
 def at_time(cluster: KubeClient, ref: AppRef, at: datetime.datetime) -> AtTime:
     """Which sync was live at `at`, and the drift the webhook let through after it and up to `at`."""
-    records = history_of(cluster, ref)
-    live = live_at(records, at)
-    drift = drift_attempts(cluster, ref, live.finished if live else None, at, allowed_only=True)
-    return AtTime(at, live, drift)
+    return _at(history_of(cluster, ref), read_records(cluster, ref.namespace), ref, at)
 
 
 @dataclass(frozen=True)
@@ -291,13 +300,14 @@ def diff_times(
     those of the sync live at `until`, the syncs in between, and the drift attempts of the span."""
     _, spec = get_application(cluster, ref)
     records = history_of(cluster, ref)
-    first, last = at_time(cluster, ref, since), at_time(cluster, ref, until)
+    audit = read_records(cluster, ref.namespace)  # the history and the audit log read once for both times
+    first, last = _at(records, audit, ref, since), _at(records, audit, ref, until)
     diff = None
     if first.record is not None and last.record is not None:
         before = render_revision(cluster, spec, first.record.commit.sha, first.record)
         after = render_revision(cluster, spec, last.record.commit.sha, last.record)
         diff = RenderDiff(before, after, diff_renders(before.objects, after.objects, masker or new_masker()))
-    attempts = drift_attempts(cluster, ref, since, until, allowed_only=False)
+    attempts = drift_attempts(audit, ref, since, until, allowed_only=False)
     return TimeDiff(first, last, diff, between(records, since, until), attempts)
 
 
