@@ -95,6 +95,7 @@ def main(
     metrics = ControllerMetrics()
     repos = Repositories(git_cache)
     metrics.git_fetches.set_function(lambda: float(repos.fetches()))
+    metrics.api_requests.set_function(lambda: float(cluster.requests_sent() + watch_client.requests_sent()))
     leadership: Leadership | None = None
 
     def leading() -> bool:

@@ -86,13 +86,15 @@ def _git_message(e: git.GitCommandError, url: str) -> str:
 class GitSource:
     """One repository URL mirrored into the cache; fetches are explicit so that reads are cheap."""
 
-    def __init__(self, url: str, cache_dir: Path | None = None) -> None:
+    def __init__(self, url: str, cache_dir: Path | None = None, *, fetched: bool = False) -> None:
+        """`fetched`: the mirror is kept up to date by its owner (the reconciler fetches once per interval for every
+        reader), so `resolve` reads it as it is instead of fetching first."""
         self.url = url
         self.shown = redact_url(url)  # in every message: never the credentials a URL may carry
         digest = hashlib.sha256(url.encode()).hexdigest()[:24]
         self.path = (cache_dir or default_cache_dir()) / digest
         self._repo: git.Repo | None = None
-        self._fetched = False
+        self._fetched = fetched
         self._fetch_lock = threading.Lock()
         # Fetches are numbered as they start; the latest to finish is kept with its error, if any, so that callers
         # waiting for a missing commit can tell whether a fetch begun after they looked has already answered them.
