@@ -22,7 +22,8 @@ from engine.core.application import (
     parse_application,
 )
 from engine.core.errors import ManifestError, RenderError
-from engine.core.objects import AppRef
+from engine.core.objects import AppRef, Claim, ObjectKey
+from engine.gitstate import DesiredState
 
 from ..fakes import FakeCluster, namespace
 from .test_compare_sync import RESOURCES
@@ -422,3 +423,40 @@ def test_chart_yaml_that_is_not_yaml_names_the_file(tmp_path: Path) -> None:
     (directory / "Chart.yaml").write_text("dependencies: [\n")
     with pytest.raises(ManifestError, match=r"web@abc/Chart.yaml: cannot read"):
         render_helm(directory, "web@abc", "shop", HelmOptions(), root=tmp_path)
+
+
+# --- the webhook's view: an empty source judges nothing (fails closed), unless allowed -----------------------------
+
+
+@pytest.mark.parametrize("allow_empty", [False, True])
+def test_the_webhook_cannot_judge_an_application_whose_source_renders_nothing(
+    repo: Repo, tmp_path: Path, allow_empty: bool
+) -> None:
+    application = {
+        "apiVersion": "gitops.kubectl-gitops.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": "shop", "namespace": "gitops-system", "generation": 1},
+        "spec": {
+            "source": {"repoURL": str(repo.path), "path": "only-libs", "allowEmpty": allow_empty},
+            "destination": {"namespace": "shop"},
+        },
+    }
+    index = DesiredState(
+        FakeCluster(objects=[namespace("shop"), namespace("gitops-system")]),
+        lambda: [application],
+        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
+        load_timeout=30,
+        retry_seconds=0,
+    )
+    index.refresh()
+    status = index.status()["applications"]["gitops-system/shop"]
+    found = index.lookup(ObjectKey("", "ConfigMap", "shop", "a"), "", (Claim("", "shop"),))
+    if allow_empty:
+        assert (status["loaded"], status["objects"], status["error"]) == (True, 0, "")
+        assert found.unjudged is None
+        assert found.git is None  # nothing in Git: the object is extra, as a prune sees it
+    else:
+        assert not status["loaded"]
+        assert "the source renders no object" in status["error"]
+        assert found.unjudged is not None  # fails closed, as for any render error
+        assert "the source renders no object" in found.unjudged.why
