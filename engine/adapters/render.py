@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import _jsonnet
+import _gojsonnet
 import yaml
 from wcmatch import fnmatch
 
@@ -101,26 +101,42 @@ def render_files(
     return found
 
 
-def _jsonnet_importer(read: ReadFile, libs: tuple[str, ...]) -> Callable[[str, str], tuple[str, bytes]]:
-    """Jsonnet's import callback over the commit's tree. A path is looked for as Jsonnet's own importer does (the
-    importing file's folder first, then the library folders, the last named first, as `-J` works), but only inside
-    the repository: an absolute path, or a `..` that climbs out of its root, is refused, and nothing else is read."""
+class _Importer:
+    """The import callback over the commit's tree. A path is looked for as Jsonnet's own importer does (the importing
+    file's folder first, then the library folders, the last named first, as `-J` works), but only inside the
+    repository: an absolute path, or a `..` that climbs out of its root, is refused, and nothing else is read.
 
-    def callback(folder: str, wanted: str) -> tuple[str, bytes]:
+    It never raises: the binding reads past the end of a failing callback's message (measured: stray bytes, or a
+    UnicodeDecodeError instead of the error). A refused or missing file is answered with a program that fails with
+    the reason (`import` stops there, with Jsonnet's trace), and kept in `refused`: an evaluation that asked for one
+    fails even where the answer was only read as text (`importstr`, `importbin`)."""
+
+    def __init__(self, read: ReadFile, libs: tuple[str, ...]) -> None:
+        self.read = read
+        self.libs = libs
+        self.refused: list[str] = []
+
+    def __call__(self, folder: str, wanted: str) -> tuple[str, bytes]:
+        try:
+            return self._find(folder, wanted)
+        except LookupError as e:
+            reason = str(e.args[0])
+            self.refused.append(reason)
+            return f"<refused {len(self.refused)}: {wanted}>", f"error {json.dumps(reason)}".encode()
+
+    def _find(self, folder: str, wanted: str) -> tuple[str, bytes]:
         if posixpath.isabs(wanted):
-            raise RuntimeError(f"import of {wanted!r} refused: an absolute path points outside the repository")
+            raise LookupError(f"import of {wanted!r} refused: an absolute path points outside the repository")
         tried = []
-        for base in (folder, *(lib.strip("/") + "/" for lib in reversed(libs))):
+        for base in (folder, *(lib.strip("/") + "/" for lib in reversed(self.libs))):
             path = posixpath.normpath(posixpath.join(base, wanted))
             if path == ".." or path.startswith("../"):
-                raise RuntimeError(f"import of {wanted!r} refused: it leads outside the repository")
-            data = read(path)
+                raise LookupError(f"import of {wanted!r} refused: it leads outside the repository")
+            data = self.read(path)
             if data is not None:
                 return path, data
             tried.append(path)
-        raise RuntimeError(f"cannot import {wanted!r}: no file {' or '.join(map(repr, tried))} in the repository")
-
-    return callback
+        raise LookupError(f"cannot import {wanted!r}: no file {' or '.join(map(repr, tried))} in the repository")
 
 
 def _jsonnet_values(values: tuple[JsonnetVar, ...], env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -132,7 +148,7 @@ def _jsonnet_values(values: tuple[JsonnetVar, ...], env: Mapping[str, str]) -> t
 def render_jsonnet(
     repo_path: str, data: bytes, label: str, options: DirectoryOptions, read: ReadFile, env: Mapping[str, str]
 ) -> list[Manifest]:
-    """One .jsonnet file evaluated (the reference implementation, through its Python binding) with the
+    """One .jsonnet file evaluated (go-jsonnet, the implementation Argo CD renders with) with the
     Application's library folders, top-level arguments and external variables. Its output is an object, a list of
     objects or a `List`."""
     try:
@@ -141,18 +157,22 @@ def render_jsonnet(
         raise ManifestError(f"{repo_path}: not UTF-8 text: {e}") from e
     ext_vars, ext_codes = _jsonnet_values(options.ext_vars, env)
     tla_vars, tla_codes = _jsonnet_values(options.tlas, env)
+    importer = _Importer(read, options.jsonnet_libs)
+    failed = f"jsonnet evaluation of {repo_path} ({label}) failed"
     try:
-        out = _jsonnet.evaluate_snippet(
+        out = _gojsonnet.evaluate_snippet(
             repo_path,
             text,
             ext_vars=ext_vars,
             ext_codes=ext_codes,
             tla_vars=tla_vars,
             tla_codes=tla_codes,
-            import_callback=_jsonnet_importer(read, options.jsonnet_libs),
+            import_callback=importer,
         )
     except RuntimeError as e:
-        raise RenderError(f"jsonnet evaluation of {repo_path} ({label}) failed: {str(e).strip()}") from e
+        raise RenderError(f"{failed}: {str(e).strip()}") from e
+    if importer.refused:
+        raise RenderError(f"{failed}: {importer.refused[0]}")
     value: Any = json.loads(out)
     documents = value if isinstance(value, list) else [value]
     return from_documents(enumerate(documents, start=1), f"{repo_path} (jsonnet, {label})")

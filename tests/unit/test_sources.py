@@ -281,9 +281,9 @@ def test_a_library_folder_is_no_way_out_either() -> None:
 @pytest.mark.parametrize(
     ("program", "where"),
     [
-        ("{a: 1 +}", r"STATIC ERROR: app/main\.jsonnet:1:8: unexpected"),  # a syntax error
+        ("{a: 1 +}", r"app/main\.jsonnet:1:8-9 Unexpected"),  # a syntax error
         ("local x = 1;\n{a: error 'boom'}", r"RUNTIME ERROR: boom\s+app/main\.jsonnet:2:5"),
-        ("{a: std.extVar('missing')}", r"undefined external variable: missing\s+app/main\.jsonnet:1:5"),
+        ("{a: std.extVar('missing')}", r"Undefined external variable: missing\s+app/main\.jsonnet:1:5"),
     ],
 )
 def test_jsonnet_errors_name_the_file_and_line(program: str, where: str) -> None:
@@ -460,3 +460,9 @@ def test_the_webhook_cannot_judge_an_application_whose_source_renders_nothing(
         assert "the source renders no object" in status["error"]
         assert found.unjudged is not None  # fails closed, as for any render error
         assert "the source renders no object" in found.unjudged.why
+
+
+def test_jsonnet_code_from_the_application_cannot_import_outside_the_repository_either() -> None:
+    options = DirectoryOptions(tlas=(JsonnetVar("x", "importstr '/etc/passwd'", code=True),))
+    with pytest.raises(RenderError, match="import of '/etc/passwd' refused"):
+        jsonnet({"app/main.jsonnet": "function(x) {apiVersion: 'v1', kind: 'ConfigMap', data: {x: x}}"}, options)
