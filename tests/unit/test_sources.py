@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from engine.adapters.render import expand_build_env, render_files, render_helm, selected
 from engine.adapters.source import GitSource
@@ -24,6 +25,7 @@ from engine.core.application import (
 from engine.core.errors import ManifestError, RenderError
 from engine.core.objects import AppRef, Claim, ObjectKey
 from engine.gitstate import DesiredState
+from plugin.cli import cli
 
 from ..fakes import FakeCluster, namespace
 from .test_compare_sync import RESOURCES
@@ -466,3 +468,24 @@ def test_jsonnet_code_from_the_application_cannot_import_outside_the_repository_
     options = DirectoryOptions(tlas=(JsonnetVar("x", "importstr '/etc/passwd'", code=True),))
     with pytest.raises(RenderError, match="import of '/etc/passwd' refused"):
         jsonnet({"app/main.jsonnet": "function(x) {apiVersion: 'v1', kind: 'ConfigMap', data: {x: x}}"}, options)
+
+
+# --- kubectl gitops create's flags ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "code", "message"),
+    [
+        (["--jsonnet-tla", "replicas"], 2, "--jsonnet-tla wants NAME=VALUE, not 'replicas'"),
+        (["--jsonnet-ext-code", "=1"], 2, "--jsonnet-ext-code wants NAME=VALUE, not '=1'"),
+        (["--jsonnet-lib", "../elsewhere"], 1, "jsonnet.libs[0] '../elsewhere' must be a path inside the repository"),
+        (["--jsonnet-tla", "a=1", "--jsonnet-tla-code", "a=2"], 1, "jsonnet.tlas[1].name 'a' is given twice"),
+    ],
+)
+def test_create_flags_are_checked_before_anything_is_asked(
+    tmp_path: Path, flags: list[str], code: int, message: str
+) -> None:
+    kubeconfig = tmp_path / "nowhere.yaml"  # never read: the flags fail first
+    result = CliRunner().invoke(cli, ["--kubeconfig", str(kubeconfig), "create", "gb", "--repo", "/srv/git/x", *flags])
+    assert result.exit_code == code, result.output
+    assert message in result.output
