@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from ..conftest import Gitops, GitRepo, Kubectl
+from . import test_sync_through_webhook as through_webhook
+from .test_webhook import WebhookProcess, denied
 
 pytestmark = pytest.mark.cluster
 
 MakeRepo = Callable[[str | None], GitRepo]
+
+# The webhook registered in enforce mode (alice exempt), for the last test: the other front door.
+webhook = through_webhook.webhook
+judged = through_webhook.judged
+
+
+@pytest.fixture(autouse=True)
+def application_deleted(kubectl: Kubectl, namespace: str) -> Iterator[None]:
+    """Each test's Application is deleted after it: those whose sources fail on purpose would otherwise be rendered
+    again by every webhook that later tests start (a Helm dependency build that cannot reach its repository each
+    time)."""
+    yield
+    kubectl.run("-n", "gitops-system", "delete", "application", namespace, "--ignore-not-found", check=False)
+
 
 JSONNET_APP = ["--path", "guestbook", "--jsonnet-lib", "vendor", "--jsonnet-ext-var", "environment=staging"]
 
@@ -185,3 +201,31 @@ def test_helm_dependencies_missing_offline_are_a_clear_error(
         assert "charts.example.invalid" in failed.stderr  # helm's own reason
         assert "Traceback" not in failed.stderr
     assert kubectl.run("-n", namespace, "get", "deployments", "-o", "name").stdout == ""
+
+
+def test_the_webhook_renders_jsonnet_as_the_cli_does(
+    gitops: Gitops,
+    kubectl: Kubectl,
+    git_repo: MakeRepo,
+    namespace: str,
+    webhook: WebhookProcess,
+    judged: Callable[..., None],
+) -> None:
+    """The other front door: the webhook loads the Jsonnet Application with the same libraries, TLAs and external
+    variables, so the sync passes it and a hand edit of a rendered field is denied with Git's value."""
+    repo = git_repo("examples/jsonnet-guestbook")
+    gitops.run(
+        "create", namespace, "--repo", str(repo.path), "--dest-namespace", namespace, *JSONNET_APP,
+        "--jsonnet-tla-code", "replicas=2",
+    )  # fmt: skip
+    webhook.wait_loaded(namespace)  # its objects rendered from Jsonnet by the webhook, before any is created
+    gitops.run("sync", namespace, user="gitops")
+    judged("deployments", "services")
+    scale = kubectl.run("-n", namespace, "scale", "deployment/guestbook-ui", "--replicas=5", check=False)
+    assert denied(scale), scale.stderr
+    annotate = kubectl.run(
+        "-n", namespace, "annotate", "deployment/guestbook-ui", "guestbook.example/environment=prod", "--overwrite",
+        check=False,
+    )  # fmt: skip
+    assert denied(annotate), annotate.stderr
+    assert deployment(kubectl, namespace, "guestbook-ui")["spec"]["replicas"] == 2
