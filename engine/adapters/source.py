@@ -242,9 +242,12 @@ class GitSource:
             raise SourceError(f"path {path!r} is not a directory at {sha[:12]} in {self.shown}")
         return {blob.name for blob in tree.blobs}
 
-    def read_files(self, sha: str, path: str, suffixes: tuple[str, ...]) -> Iterator[tuple[str, bytes]]:
-        """(path relative to `path`, content) of every file below `path` with one of `suffixes`, in path order;
-        hidden files and folders skipped. Read from Git's object store: nothing touches the disk."""
+    def read_files(
+        self, sha: str, path: str, suffixes: tuple[str, ...], *, recurse: bool = True
+    ) -> Iterator[tuple[str, bytes]]:
+        """(path relative to `path`, content) of every file below `path` (directly in it unless `recurse`) with one
+        of `suffixes`, in path order; hidden files and folders skipped. Read from Git's object store: nothing
+        touches the disk."""
         root = self.repo.commit(sha).tree
         tree = self._tree(sha, path)
         pending = [(tree, "")]
@@ -255,11 +258,24 @@ class GitSource:
                     data = self._blob_data(root, blob)
                     if data is not None:
                         yield prefix + blob.name, data
+            if not recurse:
+                break
             pending.extend(
                 (t, f"{prefix}{t.name}/")
                 for t in sorted(current.trees, key=lambda t: t.name, reverse=True)
                 if not t.name.startswith(".")
             )
+
+    def read_file(self, sha: str, path: str) -> bytes | None:
+        """The content of the file at `path` (relative to the repository's root, `/`-separated, normalized) at
+        `sha`, or None when the commit has no file there. Only the commit's own tree is reachable: a symbolic link
+        is followed inside it, and one that leads out of it reads as no file."""
+        root = self.repo.commit(sha).tree
+        try:
+            blob = root / path
+        except KeyError:
+            return None
+        return self._blob_data(root, blob) if blob.type == "blob" else None
 
     @staticmethod
     def _blob_data(root: git.Tree, blob: git.Blob) -> bytes | None:
