@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from localcluster.build import bin_dir
 
 from engine.adapters.render import expand_build_env, render_files, render_helm, selected
 from engine.adapters.source import GitSource
@@ -370,7 +371,18 @@ def chart(root: Path, dependencies: str = "") -> Path:
     return directory
 
 
-needs_helm = pytest.mark.skipif(not shutil.which("helm") and not os.environ.get("HELM"), reason="helm")
+# The helm that hack/setup builds (hack/local-cluster build) when none is on PATH: these tests run in CI.
+CACHED_HELM = bin_dir() / "helm"
+needs_helm = pytest.mark.skipif(
+    not (shutil.which("helm") or os.environ.get("HELM") or CACHED_HELM.exists()),
+    reason="no helm: hack/setup builds one",
+)
+
+
+@pytest.fixture(autouse=True)
+def helm_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not shutil.which("helm") and not os.environ.get("HELM") and CACHED_HELM.exists():
+        monkeypatch.setenv("HELM", str(CACHED_HELM))
 
 
 @needs_helm
