@@ -138,7 +138,9 @@ def main(
     def ready() -> tuple[bool, str]:
         if leadership is not None and not leadership.leading.is_set():
             return True, f"following: {lease.namespace}/{lease.name} is held by another replica"
-        return (True, "leading") if reconciler.ready() else (False, "listing Applications")
+        if reconciler.ready():
+            return True, "leading"
+        return False, reconciler.waiting_for or "listing Applications"
 
     try:
         _, bound = serve(host, port, probes_app(metrics.registry, healthy, ready))

@@ -8,6 +8,7 @@ next step from engine.core.automation and health from engine.core.health. This m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 CHANGE_DELAY = 1.0  # a changed managed object is compared this soon (a burst of changes costs one compare)
 STATUS_DELAY = 5.0  # an object whose status alone changed (a rollout): its health is looked at this soon
 ERROR_RETRY_SECONDS = 30.0
+CRD_POLL_SECONDS = 5.0
 MAX_LISTED_DRIFT = 20
 
 
@@ -111,10 +113,31 @@ class Reconciler:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.app_watch: KindWatch | None = None
+        self.waiting_for = "starting"
 
     # --- start and health ------------------------------------------------------------------------------------
     def start(self) -> None:
-        info = application_resource(self.cluster)
+        """Starts watching and working; when the Application CRD is not installed yet (a reconciler deployed before
+        `kubectl gitops install`), waits for it in the background and says so in /readyz and the log."""
+        threading.Thread(target=self._start_when_served, name="start", daemon=True).start()
+
+    def _start_when_served(self) -> None:
+        told = False
+        while not self.stop.is_set():
+            try:
+                info = application_resource(self.cluster)
+                break
+            except GitOpsError as e:
+                self.waiting_for = str(e)
+                if not told:
+                    log.warning("waiting: %s", e)
+                    told = True
+            self.stop.wait(CRD_POLL_SECONDS)
+            with contextlib.suppress(GitOpsError):
+                self.cluster.refresh_discovery()
+        else:
+            return
+        self.waiting_for = ""
         self.app_watch = KindWatch(self.watch_client, info, self._on_application, self.stop).start()
         for n in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"reconcile-{n}", daemon=True)
@@ -125,6 +148,8 @@ class Reconciler:
         return self.app_watch is not None and self.app_watch.synced.is_set()
 
     def healthy(self) -> tuple[bool, str]:
+        if self.waiting_for:
+            return True, self.waiting_for  # alive: waiting for the CRD is no reason to be restarted
         if self.app_watch is not None and not self.app_watch.alive():
             return False, "the Applications watch stopped"
         dead = [t.name for t in self._threads if not t.is_alive()]

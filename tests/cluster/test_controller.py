@@ -272,6 +272,18 @@ def test_audit_mode_drift_is_found_from_the_watch_and_healed(
     heals = [r for r in records(kubectl, namespace) if r["trigger"] == "self-heal"]
     assert heals, records(kubectl, namespace)
     assert any(e["reason"] == "DriftDetected" for e in events(kubectl, namespace))
+    # A removed tracking label comes back: the object leaves the labelled watch as a deletion, and is compared.
+    kubectl.run(
+        "-n", namespace, "label", "configmap", "settings", "gitops.kubectl-gitops.io/application-", user="alice"
+    )
+    wait_for(
+        "the tracking label put back",
+        lambda: kubectl.run(
+            "-n", namespace, "get", "configmap", "settings", "-o", "jsonpath={.metadata.labels}"
+        ).stdout.count("gitops.kubectl-gitops.io/application"),
+        timeout=30,
+        log=controller.log,
+    )
     # A deleted object comes back too.
     kubectl.run("-n", namespace, "delete", "configmap", "settings", user="alice")
     wait_for(
@@ -456,3 +468,111 @@ def test_two_controllers_one_leads_and_a_killed_leader_hands_over(
         second.stop()
         controller.start()  # the module's controller again, for any test after this one
         controller.wait_ready()
+
+
+def test_a_leader_whose_lease_is_taken_stops_at_once(
+    kubectl: Kubectl, controller: ControllerProcess, controller_identity: Path
+) -> None:
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    patch = json.dumps({"spec": {"holderIdentity": "someone-else", "renewTime": now, "leaseDurationSeconds": 6}})
+    try:
+        kubectl.run("-n", "gitops-system", "patch", "lease", "gitops-controller", "--type=merge", "-p", patch)
+        assert controller.proc is not None
+        code = controller.proc.wait(timeout=20)
+        assert code == 1
+        assert "the lease was lost" in controller.log.read_text()
+    finally:
+        controller.start()
+        controller.wait_ready(timeout=60)
+
+
+def test_a_sync_waits_for_the_lock_of_another_and_takes_over_an_expired_one(
+    gitops: Gitops, kubectl: Kubectl, small_repo: GitRepo, namespace: str
+) -> None:
+    create(gitops, namespace, small_repo, namespace)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": f"gitops-sync-{namespace}", "namespace": "gitops-system"},
+        "spec": {"holderIdentity": "a-killed-cli", "leaseDurationSeconds": 3, "renewTime": now, "acquireTime": now},
+    }
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(lease))
+    started = time.monotonic()
+    gitops.run("sync", namespace, user="gitops")
+    assert time.monotonic() - started >= 2  # it waited for the holder's lease to run out
+    assert configmap_value(kubectl, namespace, "settings", "greeting") == "hello"
+    left = kubectl.run("-n", "gitops-system", "get", "lease", f"gitops-sync-{namespace}", check=False)
+    assert left.returncode != 0, "the sync lock is released after the sync"
+
+
+def test_a_controller_started_before_install_waits_and_then_works(tmp_path: Path, small_repo: GitRepo) -> None:
+    """A fresh control plane with nothing installed: the reconciler waits (no crash loop), and works once
+    `kubectl gitops install` ran."""
+    from localcluster.cluster import LocalCluster
+
+    cluster = LocalCluster(tmp_path / "fresh")
+    state = cluster.up()
+    proc = None
+    try:
+        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig("admin")), "XDG_CACHE_HOME": str(tmp_path / "c")}
+        port = _free_port()
+        with open(tmp_path / "controller.log", "ab") as out:
+            proc = subprocess.Popen(
+                [
+                    str(CONTROLLER),
+                    "--probe-address",
+                    f"127.0.0.1:{port}",
+                    "--lease-duration",
+                    "6",
+                    "--renew-deadline",
+                    "4",
+                    "--retry-period",
+                    "1",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        probe = ControllerProcess(Path(), tmp_path, tmp_path / "controller.log", port=port, proc=proc)
+        wait_for("the probes answer", lambda: probe.get("/healthz")[0] == 200, timeout=30)
+        assert proc.poll() is None
+        kubectl = str(Path(state.bin_dir) / "kubectl")
+        plugin = Path(sys.executable).parent / "kubectl-gitops"
+        # Its namespace first (where the Lease goes), the CRDs not yet: it leads, and waits for them.
+        subprocess.run([kubectl, "create", "namespace", "gitops-system"], env=env, check=True, capture_output=True)
+        wait_for("leading", probe.leading, timeout=60, log=probe.log)
+        status, body = probe.get("/readyz")
+        assert status == 503, body
+        assert "kubectl gitops install" in body, body
+        assert proc.poll() is None
+        subprocess.run([str(plugin), "install"], env=env, check=True, capture_output=True)
+        subprocess.run([kubectl, "create", "namespace", "shop"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [str(plugin), "create", "shop", "--repo", str(small_repo.path), "--dest-namespace", "shop", "--auto-sync"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        done = subprocess.run(
+            [
+                kubectl,
+                "-n",
+                "gitops-system",
+                "wait",
+                "application.gitops.kubectl-gitops.io/shop",
+                "--for=condition=Synced",
+                "--timeout=60s",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=70,
+        )
+        assert done.returncode == 0, done.stderr + probe.log.read_text()[-3000:]
+        assert proc.poll() is None
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        cluster.down()
