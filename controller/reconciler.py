@@ -292,29 +292,14 @@ class Reconciler:
         loaded = Loaded(ref, obj, spec, desired)
         comparison = compare(spec, obj, desired, self.cluster, self.masker)
         self._track(ref, memory, comparison)
-        facts = Facts(
-            target=desired.commit.sha,
-            synced=synced_commit(status),
-            drifted=comparison.drifted,
-            automated=spec.automated,
-            self_heal=spec.self_heal,
-            suspended=spec.suspend is not None,
-        )
+        facts = _facts(spec, desired.commit.sha, obj, comparison)
         now = self.clock.monotonic()
         step = plan(facts, memory.attempts, now)
         self._tell_drift(obj, memory, comparison, step)
         sync_error = ""
         if step.step is Step.SYNC:
             sync_error, obj, comparison = self._sync(loaded, memory, step, now)
-            status = dict(obj.get("status") or {})
-            facts = Facts(
-                target=desired.commit.sha,
-                synced=synced_commit(status),
-                drifted=comparison.drifted,
-                automated=spec.automated,
-                self_heal=spec.self_heal,
-                suspended=spec.suspend is not None,
-            )
+            facts = _facts(spec, desired.commit.sha, obj, comparison)
         elif step.fighting and not memory.fight_told:
             memory.fight_told = True
             self._event(obj, "Warning", "SelfHealBackoff", step.message)
@@ -524,6 +509,17 @@ class Reconciler:
             self.cluster.request("POST", info.path(str(metadata.get("namespace") or "")), body=event)
         except GitOpsError as e:
             log.warning("recording the event %s on %s failed: %s", reason, metadata.get("name"), e)
+
+
+def _facts(spec: ApplicationSpec, target: str, obj: KubeObject, comparison: Comparison) -> Facts:
+    return Facts(
+        target=target,
+        synced=synced_commit(dict(obj.get("status") or {})),
+        drifted=comparison.drifted,
+        automated=spec.automated,
+        self_heal=spec.self_heal,
+        suspended=spec.suspend is not None,
+    )
 
 
 def _unknown_all(reason: str, message: str) -> list[Condition]:

@@ -19,28 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from ..conftest import REPO_ROOT, Gitops, GitRepo, Kubectl
-from .test_webhook import WebhookProcess, _free_port, registered_webhook
+from ..conftest import Gitops, GitRepo, Kubectl
+from .test_webhook import WebhookProcess, _free_port, registered_webhook, service_account_kubeconfig
 
 pytestmark = pytest.mark.cluster
 
 MakeRepo = Callable[[str | None], GitRepo]
 CONTROLLER = Path(sys.executable).parent / "gitops-controller"
 APP_GROUP = "applications.gitops.kubectl-gitops.io"
-
-
-def controller_kubeconfig(kubectl: Kubectl, path: Path) -> Path:
-    """A kubeconfig for the gitops-controller ServiceAccount of manifests/controller/rbac.yaml, and nothing more."""
-    kubectl.run("-n", "gitops-system", "apply", "-f", str(REPO_ROOT / "manifests" / "controller" / "rbac.yaml"))
-    token = kubectl.run("-n", "gitops-system", "create", "token", "gitops-controller", "--duration=2h").stdout.strip()
-    admin = yaml.safe_load(kubectl.cluster.kubeconfig("admin").read_text())
-    admin["users"] = [{"name": "gitops-controller", "user": {"token": token}}]
-    admin["contexts"] = [{"name": "sa", "context": {"cluster": "local", "user": "gitops-controller"}}]
-    admin["current-context"] = "sa"
-    path.write_text(yaml.safe_dump(admin))
-    return path
 
 
 @dataclass
@@ -117,7 +104,7 @@ def webhook(gitops: Gitops, kubectl: Kubectl, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture(scope="module")
 def controller_identity(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return controller_kubeconfig(kubectl, tmp_path_factory.mktemp("controller-sa") / "controller.kubeconfig")
+    return service_account_kubeconfig(kubectl, tmp_path_factory.mktemp("controller-sa") / "c.kubeconfig", "controller")
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +195,13 @@ def small_repo(git_repo: MakeRepo) -> GitRepo:
     return repo
 
 
+def wait_synced(kubectl: Kubectl, name: str) -> None:
+    """kubectl wait --for=condition=Synced, as a user would."""
+    kubectl.run(
+        "-n", "gitops-system", "wait", f"{APP_GROUP}/{name}", "--for=condition=Synced", "--timeout=60s", timeout=70
+    )
+
+
 def create(gitops: Gitops, name: str, repo: GitRepo, namespace: str, *args: str) -> None:
     gitops.run("create", name, "--repo", str(repo.path), "--dest-namespace", namespace, *args)
 
@@ -216,9 +210,7 @@ def test_a_new_commit_is_synced_on_its_own_and_kubectl_wait_sees_it(
     gitops: Gitops, kubectl: Kubectl, controller: ControllerProcess, small_repo: GitRepo, namespace: str
 ) -> None:
     create(gitops, namespace, small_repo, namespace, "--auto-sync", "--interval", "3s", "--mode", "enforce")
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     assert configmap_value(kubectl, namespace, "settings", "greeting") == "hello"
     small_repo.write("settings.yaml", CONFIG.format(value="bonjour"))
     commit = small_repo.commit("bonjour")
@@ -242,9 +234,7 @@ def test_reconcile_wait_syncs_at_once_and_reports(
     gitops: Gitops, kubectl: Kubectl, controller: ControllerProcess, small_repo: GitRepo, namespace: str
 ) -> None:
     create(gitops, namespace, small_repo, namespace, "--auto-sync", "--interval", "1h")
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     small_repo.write("settings.yaml", CONFIG.format(value="hola"))
     commit = small_repo.commit("hola")
     out = gitops.run("reconcile", namespace, "--timeout", "60s").stdout
@@ -259,9 +249,7 @@ def test_audit_mode_drift_is_found_from_the_watch_and_healed(
     create(
         gitops, namespace, small_repo, namespace, "--auto-sync", "--self-heal", "--mode", "audit", "--interval", "1h"
     )
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     kubectl.run("-n", namespace, "patch", "configmap", "settings", "-p", '{"data":{"greeting":"hacked"}}', user="alice")
     wait_for(
         "alice's change healed",
@@ -298,9 +286,7 @@ def test_without_self_heal_drift_is_only_reported(
     gitops: Gitops, kubectl: Kubectl, controller: ControllerProcess, small_repo: GitRepo, namespace: str
 ) -> None:
     create(gitops, namespace, small_repo, namespace, "--auto-sync", "--mode", "audit", "--interval", "1h")
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     kubectl.run("-n", namespace, "patch", "configmap", "settings", "-p", '{"data":{"greeting":"hacked"}}', user="alice")
     kubectl.run(
         "-n",
@@ -328,9 +314,7 @@ def test_a_fight_with_another_writer_backs_off(
     create(
         gitops, namespace, small_repo, namespace, "--auto-sync", "--self-heal", "--mode", "audit", "--interval", "1h"
     )
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     deadline = time.monotonic() + 25
     writes = 0
     backoff = False
@@ -352,9 +336,7 @@ def test_git_unreachable_deletes_nothing_and_recovers(
     gitops: Gitops, kubectl: Kubectl, controller: ControllerProcess, small_repo: GitRepo, namespace: str
 ) -> None:
     create(gitops, namespace, small_repo, namespace, "--auto-sync", "--prune", "--interval", "2s")
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     away = small_repo.path.with_name(small_repo.path.name + "-away")
     small_repo.path.rename(away)
     try:
@@ -380,9 +362,7 @@ def test_suspend_pauses_and_resume_goes_on(
     gitops: Gitops, kubectl: Kubectl, controller: ControllerProcess, small_repo: GitRepo, namespace: str
 ) -> None:
     create(gitops, namespace, small_repo, namespace, "--auto-sync", "--interval", "1h")
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     gitops.run("suspend", namespace, "--reason", "incident 42")
     small_repo.write("settings.yaml", CONFIG.format(value="paused"))
     commit = small_repo.commit("while suspended")
@@ -406,9 +386,7 @@ def test_a_rollback_is_honoured_by_automated_sync(
 ) -> None:
     first = small_repo.git("rev-parse", "HEAD")
     create(gitops, namespace, small_repo, namespace, "--auto-sync", "--interval", "1h")
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     small_repo.write("settings.yaml", CONFIG.format(value="second"))
     second = small_repo.commit("second")
     gitops.run("reconcile", namespace, "--timeout", "60s")
