@@ -30,6 +30,7 @@ from engine.core.health import Health, application_health
 from engine.core.history import Result
 from engine.core.objects import TRACKING_LABEL, AppRef, KubeObject, ObjectKey, key_of
 from engine.core.resources import ResourceInfo
+from engine.gitcredentials import git_credentials
 from engine.usecases import RECONCILE_ANNOTATION, Loaded, SyncSuperseded, sync_loaded
 
 from .metrics import ControllerMetrics
@@ -270,19 +271,25 @@ class Reconciler:
             self._write(ref, obj, generation, requested, _unknown_all("InvalidSpec", str(e)), {})
             self._event(obj, "Warning", "InvalidSpec", str(e))
             return None
-        source, fetch_error = self.repos.source(spec.repo_url, max_age=spec.interval, force=answering)
+        source, fetch_error = None, ""
         try:
+            credentials = git_credentials(self.cluster, spec)
+            source, fetch_error = self.repos.source(
+                spec.repo_url, max_age=spec.interval, force=answering, credentials=credentials
+            )
             desired = load_desired(spec, self.cluster, source=source)
             applied = str((status.get("lastSync") or {}).get("revision") or "")
             if applied and applied != desired.commit.sha and not fetch_error and self._behind(source, applied, desired):
                 # Someone synced a commit this mirror has not fetched yet (kubectl gitops sync, another replica
                 # before a handover): Git is asked again before anything is taken for the target, so that an old
                 # mirror never syncs the cluster backwards.
-                source, fetch_error = self.repos.source(spec.repo_url, max_age=spec.interval, force=True)
+                source, fetch_error = self.repos.source(
+                    spec.repo_url, max_age=spec.interval, force=True, credentials=credentials
+                )
                 desired = load_desired(spec, self.cluster, source=source)
         except GitOpsError as e:
             message = f"{fetch_error}; {e}" if fetch_error and fetch_error not in str(e) else str(e)
-            reason = "SourceUnavailable" if fetch_error else "RenderFailed"
+            reason = "SourceUnavailable" if fetch_error or source is None else "RenderFailed"
             self._write(ref, obj, generation, requested, _unknown_all(reason, message), {"source": {"error": message}})
             if memory.source_told != message:
                 memory.source_told = message

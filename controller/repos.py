@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.adapters.source import GitSource
+from engine.adapters.source import GitCredentials, GitSource
 from engine.core.errors import GitOpsError
 
 RETRY_SECONDS = 15.0  # a failed fetch is tried again this soon (or at the interval, if shorter)
@@ -42,7 +42,9 @@ class Repositories:
                 self._mirrors[url] = _Mirror(GitSource(url, self._cache_dir))
             return self._mirrors[url]
 
-    def source(self, url: str, *, max_age: float, force: bool = False) -> tuple[GitSource, str]:
+    def source(
+        self, url: str, *, max_age: float, force: bool = False, credentials: GitCredentials | None = None
+    ) -> tuple[GitSource, str]:
         """The mirror of `url`, fetched first when its last fetch is older than `max_age` seconds (or `force`), and
         the error of the last fetch ("" when it succeeded). Callers that wait while another fetches use that fetch.
         A failed fetch leaves the mirror as it was: what it holds is still Git's last known state, and nothing is
@@ -55,6 +57,7 @@ class Repositories:
             if due:
                 mirror.tried_at = self._clock()
                 mirror.fetches += 1
+                mirror.source.credentials = credentials
                 try:
                     mirror.source.fetch()
                 except GitOpsError as e:
@@ -65,6 +68,7 @@ class Repositories:
         if reader is None:
             reader = GitSource(url, self._cache_dir, fetched=True)
             mirror.readers.source = reader
+        reader.credentials = credentials  # it never fetches; the credentials only spare load_desired a read
         return reader, mirror.error
 
     def fetches(self) -> int:

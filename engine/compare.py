@@ -21,6 +21,7 @@ from .core.normalize import SecretMasker
 from .core.objects import TRACKING_LABEL, AppRef, KubeObject, ObjectKey, is_tracked_by, key_of, with_tracking
 from .core.redact import scrub_for
 from .core.resources import Applied, ResourceInfo
+from .gitcredentials import with_credentials
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -134,6 +135,8 @@ def load_desired(
 ) -> Desired:
     """Git's objects for `app` at `revision` (default: the Application's), rendered and prepared."""
     source = source or GitSource(app.repo_url)
+    if source.credentials is None:
+        with_credentials(source, cluster, app)
     commit = source.resolve(revision or app.target or None)
     label = f"{app.path.strip('/') or '.'}@{commit.sha[:12]}"
     kind = detect_from_names(source.file_names(commit.sha, app.path))

@@ -14,6 +14,7 @@ from engine.core.application import ApplicationSpec, HelmOptions, parse_applicat
 from engine.core.errors import ApiError, GitOpsError
 from engine.core.objects import API_GROUP, DRIFT_MODES, DriftMode, ObjectKey
 from engine.core.timespec import duration
+from engine.gitcredentials import with_credentials
 
 from .context import CliContext, CommandError, domain_errors, output_option, pass_cli
 from .render import print_table
@@ -27,6 +28,9 @@ from .render import print_table
 @click.option("--dest-namespace", default="default", show_default=True, help="Namespace for namespaced objects.")
 @click.option("--mode", type=click.Choice(DRIFT_MODES), default="enforce", show_default=True, help="Drift mode.")
 @click.option("--prune", is_flag=True, help="Sync deletes tracked objects that Git no longer has.")
+@click.option(
+    "--secret", "secret_ref", default="", help="A Secret beside the Application with Git credentials (secretRef)."
+)
 @click.option("--auto-sync", is_flag=True, help="The reconciler syncs each new commit (syncPolicy.automated).")
 @click.option("--self-heal", is_flag=True, help="The reconciler syncs drift back (syncPolicy.selfHeal).")
 @click.option("--interval", default="3m", show_default=True, help="How often the reconciler fetches Git (30s, 5m).")
@@ -52,6 +56,7 @@ def create(
     dest_namespace: str,
     mode: str,
     prune: bool,
+    secret_ref: str,
     auto_sync: bool,
     self_heal: bool,
     interval: str,
@@ -99,8 +104,10 @@ def create(
             automated=auto_sync,
             self_heal=self_heal,
             interval=_seconds(interval),
+            secret_ref=secret_ref,
         )
-        GitSource(repo).resolve(revision or None)  # fail now on a bad URL or revision, not at the first sync
+        # Fail now on a bad URL, revision or credentials, not at the first sync.
+        with_credentials(GitSource(repo), cli.client, spec).resolve(revision or None)
         try:
             created = create_application(cli.client, spec)
         except ApiError as e:

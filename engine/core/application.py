@@ -104,6 +104,7 @@ class ApplicationSpec:
     helm: HelmOptions = field(default_factory=HelmOptions)
     directory: DirectoryOptions = field(default_factory=DirectoryOptions)
     allow_empty: bool = False  # spec.source.allowEmpty: a render with no object is not an error
+    secret_ref: str = ""  # spec.source.secretRef.name: the Secret (beside the Application) with Git credentials
     ignore: tuple[IgnoreRule, ...] = ()
     prune: bool = False
     history: Retention = field(default_factory=Retention)
@@ -306,6 +307,7 @@ def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
         ),
         directory=directory,
         allow_empty=allow_empty,
+        secret_ref=_secret_ref(source.get("secretRef"), ref),
         ignore=tuple(rules),
         history=retention,
         rollback=rollback,
@@ -315,6 +317,17 @@ def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
         automated=bool(policy.get("automated", False)),
         self_heal=bool(policy.get("selfHeal", False)),
     )
+
+
+def _secret_ref(value: Any, ref: AppRef) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise InvalidApplication(f"Application {ref}: spec.source.secretRef must be {{name: SECRET}}")
+    name = value["name"]
+    if name and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):
+        raise InvalidApplication(f"Application {ref}: spec.source.secretRef.name {name!r} is not a Secret's name")
+    return str(name)
 
 
 def application_manifest(spec: ApplicationSpec) -> KubeObject:
@@ -327,6 +340,8 @@ def application_manifest(spec: ApplicationSpec) -> KubeObject:
         source["directory"] = directory_manifest(spec.directory)
     if spec.allow_empty:
         source["allowEmpty"] = True
+    if spec.secret_ref:
+        source["secretRef"] = {"name": spec.secret_ref}
     body: dict[str, Any] = {
         "source": source,
         "destination": {"namespace": spec.destination_namespace},

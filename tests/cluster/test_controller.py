@@ -554,3 +554,32 @@ def test_a_controller_started_before_install_waits_and_then_works(tmp_path: Path
             proc.terminate()
             proc.wait(30)
         cluster.down()
+
+
+def test_the_controller_reads_a_private_repository_with_the_secrets_credentials(
+    gitops: Gitops, kubectl: Kubectl, controller: ControllerProcess, small_repo: GitRepo, namespace: str, tmp_path: Path
+) -> None:
+    from ..githttp import serve
+    from .test_git_credentials import TOKEN, credentials_secret, no_token
+
+    root = tmp_path / "served"
+    root.mkdir()
+    subprocess.run(["git", "clone", "-q", "--bare", str(small_repo.path), str(root / "private.git")], check=True)
+    with serve(root, "deploy-bot", TOKEN) as base:
+        credentials_secret(kubectl, f"{namespace}-git", TOKEN)
+        gitops.run(
+            "create",
+            namespace,
+            "--repo",
+            f"{base}/private.git",
+            "--dest-namespace",
+            namespace,
+            "--secret",
+            f"{namespace}-git",
+            "--auto-sync",
+        )
+        wait_synced(kubectl, namespace)
+        assert configmap_value(kubectl, namespace, "settings", "greeting") == "hello"
+    no_token(
+        controller.log.read_text(), json.dumps(events(kubectl, namespace)), json.dumps(application(kubectl, namespace))
+    )
