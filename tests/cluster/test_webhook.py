@@ -413,10 +413,14 @@ def test_kill_9_loses_no_record_of_an_answered_request(
     webhook.start()
     stop.set()
     worker.join(timeout=120)
-    recorded = {r["fields"][0]["requested"] for r in records(kubectl, namespace)}
+    kept = records(kubectl, namespace)
+    recorded = {r["fields"][0].get("requested") for r in kept if not r.get("unjudged")}
     assert answered, "no request was answered before the kill"
     missing = [i for i in answered if f"attempt {i}" not in recorded]
-    assert missing == []
+    # The restarted webhook answers before it has loaded Git's state: it denies what it cannot judge, and records
+    # each such attempt as unjudged (the field values it could not compare are not in that record).
+    unjudged = [r for r in kept if r.get("unjudged") and r["decision"] == "denied"]
+    assert len(missing) <= len(unjudged), (missing, unjudged)
 
 
 def test_audit_cli_lists_and_verify_catches_tampering(
