@@ -107,6 +107,7 @@ class Reconciler:
         self.queue: WorkQueue[AppRef] = WorkQueue(clock.monotonic)
         self.masker = new_masker()
         self._memory: dict[AppRef, AppMemory] = {}
+        self._by_name: dict[str, set[AppRef]] = {}  # the tracking label names an Application by its name only
         self._owners: dict[ObjectKey, set[AppRef]] = {}  # which Applications manage (or managed) each object
         self._fingerprints: dict[ObjectKey, str] = {}
         self._generations: dict[AppRef, tuple[int, str]] = {}
@@ -191,7 +192,7 @@ class Reconciler:
         with self._lock:
             owners = set(self._owners.get(key, ()))
             if name:
-                owners |= {ref for ref in self._memory if ref.name == name}
+                owners |= self._by_name.get(str(name), set())
             before = self._fingerprints.get(key)
             if event == DELETED:
                 self._fingerprints.pop(key, None)
@@ -219,6 +220,7 @@ class Reconciler:
     def _forget(self, ref: AppRef) -> None:
         with self._lock:
             self._memory.pop(ref, None)
+            self._by_name.get(ref.name, set()).discard(ref)
             self._generations.pop(ref, None)
             for owners in self._owners.values():
                 owners.discard(ref)
@@ -234,6 +236,9 @@ class Reconciler:
                 delay = self.reconcile(ref)
             except LeadershipLost:
                 return
+            except GitOpsError as e:  # the API server unreachable, a write refused: said, and tried again later
+                log.warning("reconciling %s: %s", ref, e)
+                delay = ERROR_RETRY_SECONDS
             except Exception:  # a bug in one reconcile must not stop the worker that serves every Application
                 log.exception("reconciling %s failed", ref)
                 delay = ERROR_RETRY_SECONDS
@@ -248,6 +253,7 @@ class Reconciler:
 
     def _memory_of(self, ref: AppRef) -> AppMemory:
         with self._lock:
+            self._by_name.setdefault(ref.name, set()).add(ref)
             return self._memory.setdefault(ref, AppMemory())
 
     def reconcile(self, ref: AppRef) -> float | None:
