@@ -10,9 +10,9 @@ from typing import Any, Protocol, TypeVar
 
 from .adapters.render import detect_from_names, parse_files, render_directory
 from .adapters.source import Commit, GitSource
-from .core import redact
+from .core import fingerprint, redact
 from .core.application import ApplicationSpec
-from .core.drift import ObjectDiff, diff_object, diff_replaced
+from .core.drift import DriftPolicy, ObjectDiff, ObjectState, diff_object, diff_replaced
 from .core.errors import ApiError, ManifestError
 from .core.manifests import MANIFEST_SUFFIXES, Manifest, check_unique
 from .core.normalize import SecretMasker
@@ -191,6 +191,32 @@ class LiveState:
         return (key.namespace, key.kind, key.name) in self.scaled
 
 
+@dataclass(frozen=True)
+class Fingerprints:
+    """What tells an object left as the last sync left it (engine.core.fingerprint): the signing key (None: trust
+    nothing) and the fingerprints the Application's status inventory holds."""
+
+    secret: bytes | None
+    stored: dict[ObjectKey, str]
+
+    @classmethod
+    def of(cls, app_obj: KubeObject, secret: bytes | None) -> Fingerprints:
+        inventory = (app_obj.get("status") or {}).get("resources") or []
+        return cls(secret, fingerprint.recorded(inventory) if secret is not None else {})
+
+    def unchanged(self, app: ApplicationSpec, d: DesiredObject, live: KubeObject | None, policy: DriftPolicy) -> bool:
+        return fingerprint.unchanged(self.secret, self.stored.get(d.key), app.ref, d.key, d.obj, live, policy)
+
+    def of_left(self, app: ApplicationSpec, d: DesiredObject, live: KubeObject, policy: DriftPolicy) -> str:
+        """The fingerprint of `live` as a sync leaves it ("" without a key)."""
+        if self.secret is None:
+            return ""
+        return fingerprint.fingerprint(self.secret, app.ref, d.key, d.obj, live, policy)
+
+
+NO_FINGERPRINTS = Fingerprints(None, {})
+
+
 def live_state(cluster: Cluster, app: ApplicationSpec, app_obj: KubeObject, desired: Desired) -> LiveState:
     kinds = {d.key.group_kind for d in desired.objects} | inventory_kinds(app_obj)
     return LiveState(tracked_live(cluster, app.ref, kinds), frozenset(autoscaled_targets(desired.objects)))
@@ -245,8 +271,11 @@ def compare(
     desired: Desired,
     cluster: Cluster,
     masker: SecretMasker,
+    *,
+    fingerprints: Fingerprints = NO_FINGERPRINTS,
 ) -> Comparison:
-    """Diffs every desired object against the cluster (server-side dry-run, concurrently) and finds extras."""
+    """Diffs every desired object against the cluster (server-side dry-run, concurrently) and finds extras. An object
+    whose fingerprint says it is as the last sync left it for this same Git object is synced without a dry-run."""
     state = live_state(cluster, app, app_obj, desired)
     live = state.objects
 
@@ -257,6 +286,8 @@ def compare(
         policy = app.policy(autoscaled=state.autoscaled(d.key))
         if current is None or d.info is None:
             return diff_object(d.key, d.obj, None, policy, masker), current
+        if fingerprints.unchanged(app, d, current, policy):
+            return ObjectDiff(d.key, ObjectState.SYNCED), current
         try:
             applied = apply_desired(cluster, d, current, dry_run=True)
         except ApiError as e:

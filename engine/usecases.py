@@ -12,11 +12,12 @@ from typing import Any
 
 from .adapters.audit import read_records
 from .adapters.clock import SYSTEM
+from .adapters.fingerprintkey import ensure_key, read_key
 from .adapters.history import HistoryStore
 from .adapters.kube import KubeClient
 from .adapters.source import GitSource
 from .apps import application_resource, comparison_status, get_application, patch_status, sync_status
-from .compare import Comparison, Desired, compare, load_desired, new_masker
+from .compare import NO_FINGERPRINTS, Comparison, Desired, Fingerprints, compare, load_desired, new_masker
 from .core.application import KIND, ApplicationSpec, Rollback
 from .core.auditchain import filter_records, parse_time
 from .core.clock import Clock, rfc3339
@@ -60,11 +61,22 @@ def load_application(
 
 
 def compare_application(
-    cluster: KubeClient, ref: AppRef, *, revision: str | None = None, masker: SecretMasker | None = None
+    cluster: KubeClient,
+    ref: AppRef,
+    *,
+    revision: str | None = None,
+    masker: SecretMasker | None = None,
+    shortcut: bool = True,
 ) -> tuple[Loaded, Comparison]:
-    """How the cluster differs from Git for `ref` (Secret values masked with `masker`, by default one of its own)."""
+    """How the cluster differs from Git for `ref` (Secret values masked with `masker`, by default one of its own).
+    With `shortcut`, objects whose fingerprint shows them as the last sync left them are not dry-run again
+    (engine.core.fingerprint); without it, or without the key to check fingerprints with, every object is."""
     loaded = load_application(cluster, ref, revision=revision)
-    return loaded, compare(loaded.spec, loaded.obj, loaded.desired, cluster, masker or new_masker())
+    fingerprints = Fingerprints.of(loaded.obj, read_key(cluster, ref.namespace)) if shortcut else NO_FINGERPRINTS
+    comparison = compare(
+        loaded.spec, loaded.obj, loaded.desired, cluster, masker or new_masker(), fingerprints=fingerprints
+    )
+    return loaded, comparison
 
 
 @dataclass(frozen=True)
@@ -78,9 +90,9 @@ class StatusReport:
         return dict((self.loaded.obj.get("status") or {}).get("lastSync") or {})
 
 
-def application_status(cluster: KubeClient, ref: AppRef) -> StatusReport:
+def application_status(cluster: KubeClient, ref: AppRef, *, shortcut: bool = True) -> StatusReport:
     """Compares `ref` with Git and records the outcome in the Application's status."""
-    loaded, comparison = compare_application(cluster, ref)
+    loaded, comparison = compare_application(cluster, ref, shortcut=shortcut)
     summary = comparison_status(comparison)
     patch_status(cluster, ref, summary)
     return StatusReport(loaded, comparison, summary)
@@ -109,11 +121,18 @@ def sync_loaded(
     progress: Callable[[SyncResult], None] = lambda _: None,
     before_apply: BeforeApply = lambda _: None,
     clock: Clock = SYSTEM,
+    shortcut: bool = True,
 ) -> SyncReport:
     """Applies Git's objects of `loaded` (pruning when asked or when the Application says so) and, unless it is a dry
     run, records the sync: a SyncRecord with the authenticated user (kubectl gitops history), its summary in the
-    Application's status, and the records retention now drops. A sync that stops on an error is recorded too."""
-    syncer = Syncer(cluster, loaded.spec, dry_run=dry_run, progress=progress, before_apply=before_apply)
+    Application's status, and the records retention now drops. A sync that stops on an error is recorded too.
+    With `shortcut`, an object whose fingerprint shows it as the last sync left it, at this commit, is not applied
+    again; every object applied without drift left gets a new fingerprint either way."""
+    secret = read_key(cluster, loaded.ref.namespace) if dry_run else ensure_key(cluster, loaded.ref.namespace)
+    fingerprints = Fingerprints.of(loaded.obj, secret) if shortcut else Fingerprints(secret, {})
+    syncer = Syncer(
+        cluster, loaded.spec, dry_run=dry_run, progress=progress, before_apply=before_apply, fingerprints=fingerprints
+    )
     started = clock.wall()
     try:
         results = syncer.run(loaded.desired, loaded.obj, prune=prune or loaded.spec.prune)

@@ -53,6 +53,24 @@ COMMON_OPTIONS = (
     (("-n", "--namespace"), "namespace", "Namespace where Applications live (default: gitops-system)."),
 )
 
+
+def _full(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    state = ctx.find_object(CliContext)
+    if state is not None and value:
+        state.full = True
+
+
+FULL_HELP = (
+    "Dry-run (sync: apply) every object, also those whose fingerprint shows them as the last sync left them "
+    "[env KUBECTL_GITOPS_FULL=1]."
+)
+for command in (diff, status, sync):
+    command.params.append(
+        click.Option(
+            ["--full"], is_flag=True, envvar="KUBECTL_GITOPS_FULL", expose_value=False, callback=_full, help=FULL_HELP
+        )
+    )
+
 for command in (install, create, list_, delete, diff, sync, status, history, changes, rollback_, audit, version):
     for names, attribute, text in COMMON_OPTIONS:
         command.params.append(click.Option(list(names), expose_value=False, callback=_override(attribute), help=text))

@@ -47,7 +47,9 @@ def diff(
         diff_revisions_verb(cli, name, from_revision, to_revision, output)
         return
     with domain_errors(exit_code=2):
-        loaded, comparison = compare_application(cli.client, cli.app_ref(name), revision=revision)
+        loaded, comparison = compare_application(
+            cli.client, cli.app_ref(name), revision=revision, shortcut=not cli.full
+        )
     drifted = [d for d in comparison.diffs if d.drifted]
     if output == "json":
         click.echo(

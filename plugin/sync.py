@@ -57,6 +57,7 @@ def sync(
                 dry_run=dry_run,
                 progress=advance,
                 before_apply=registration_guard(client, verbose),
+                shortcut=not cli.full,
             )
     results, failed = report.results, report.failed
     if output == "json":
