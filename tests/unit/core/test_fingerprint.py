@@ -68,14 +68,11 @@ def test_a_new_commit_that_leaves_the_object_as_it_was_keeps_the_fingerprint() -
     assert fp(DEPLOYMENT, moved, live()) == fp(DEPLOYMENT, desired(), live())
 
 
-def _set(obj: dict[str, Any], path: str, value: Any) -> None:
+def _set(obj: Any, path: str, value: Any) -> None:
     *parents, last = path.split(".")
     for p in parents:
         obj = obj[int(p)] if p.isdigit() else obj.setdefault(p, {})
-    if last.isdigit():
-        obj[int(last)] = value  # type: ignore[index]
-    else:
-        obj[last] = value
+    obj[int(last) if last.isdigit() else last] = value
 
 
 @pytest.mark.parametrize(
