@@ -31,7 +31,12 @@ def drift_paths(entry: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {d["path"]: (d["kind"], d.get("manager", "")) for d in entry["drift"]}
 
 
-def test_realistic_corpus_has_no_false_drift_after_sync(gitops: Gitops, git_repo: MakeRepo, namespace: str) -> None:
+def test_realistic_corpus_has_no_false_drift_after_sync(
+    gitops_both_ways: Gitops, kubectl: Kubectl, git_repo: MakeRepo, namespace: str
+) -> None:
+    gitops = gitops_both_ways  # trusting the last sync's fingerprints, and with --full
+    # The corpus's CRD is cluster-wide: the run before (the other way) made it, tracked by its own Application.
+    kubectl.run("delete", "crd", "widgets.corpus.example.com", "--ignore-not-found", "--wait=true")
     repo = git_repo("tests/corpus/realistic")
     gitops.run("create", namespace, "--repo", str(repo.path), "--dest-namespace", namespace)
     before = diff_json(gitops, namespace, 1)
@@ -51,8 +56,9 @@ def test_realistic_corpus_has_no_false_drift_after_sync(gitops: Gitops, git_repo
 
 
 def test_ad_hoc_changes_show_as_changed_added_or_missing(
-    gitops: Gitops, kubectl: Kubectl, git_repo: MakeRepo, namespace: str, tmp_path: Path
+    gitops_both_ways: Gitops, kubectl: Kubectl, git_repo: MakeRepo, namespace: str, tmp_path: Path
 ) -> None:
+    gitops = gitops_both_ways  # trusting the last sync's fingerprints, and with --full
     repo = git_repo("examples/guestbook")
     gitops.run("create", namespace, "--repo", str(repo.path), "--dest-namespace", namespace)
     gitops.run("sync", namespace, user="gitops")
