@@ -32,11 +32,11 @@ def drift_paths(entry: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 def test_realistic_corpus_has_no_false_drift_after_sync(
-    gitops_both_ways: Gitops, kubectl: Kubectl, git_repo: MakeRepo, namespace: str
+    gitops_both_ways: Gitops, git_repo: MakeRepo, namespace: str
 ) -> None:
     gitops = gitops_both_ways  # trusting the last sync's fingerprints, and with --full
     # The corpus's CRD is cluster-wide: the run before (the other way) made it, tracked by its own Application.
-    kubectl.run("delete", "crd", "widgets.corpus.example.com", "--ignore-not-found", "--wait=true")
+    gitops.kubectl.run("delete", "crd", "widgets.corpus.example.com", "--ignore-not-found", "--wait=true")
     repo = git_repo("tests/corpus/realistic")
     gitops.run("create", namespace, "--repo", str(repo.path), "--dest-namespace", namespace)
     before = diff_json(gitops, namespace, 1)
