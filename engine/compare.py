@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from .adapters.parsedcache import ParsedCache
 from .adapters.render import detect_from_names, parse_files, render_directory
 from .adapters.source import Commit, GitSource
 from .core import fingerprint, redact
@@ -67,8 +69,8 @@ class DesiredObject:
     obj: KubeObject
     info: ResourceInfo | None  # None: a custom resource whose CRD is part of this same sync
 
-    @property
-    def key(self) -> ObjectKey:
+    @functools.cached_property
+    def key(self) -> ObjectKey:  # asked for many times per object: computed once
         return key_of(self.obj)
 
 
@@ -134,8 +136,13 @@ def load_desired(
     source = source or GitSource(app.repo_url)
     commit = source.resolve(revision or app.target or None)
     label = f"{app.path.strip('/') or '.'}@{commit.sha[:12]}"
-    if detect_from_names(source.file_names(commit.sha, app.path)) == "directory":
+    parsed = ParsedCache(source.path.with_name(source.path.name + ".parsed"))
+    cached = parsed.get(commit.sha, app.path, label)
+    if cached is not None:
+        manifests = cached
+    elif detect_from_names(source.file_names(commit.sha, app.path)) == "directory":
         manifests = parse_files(source.read_files(commit.sha, app.path, MANIFEST_SUFFIXES), label)
+        parsed.put(commit.sha, app.path, label, manifests)
     else:
         with source.checkout(commit.sha, app.path) as directory:
             manifests = render_directory(directory, label, app.destination_namespace, app.helm)
@@ -286,8 +293,6 @@ def compare(
         policy = app.policy(autoscaled=state.autoscaled(d.key))
         if current is None or d.info is None:
             return diff_object(d.key, d.obj, None, policy, masker), current
-        if fingerprints.unchanged(app, d, current, policy):
-            return ObjectDiff(d.key, ObjectState.SYNCED), current
         try:
             applied = apply_desired(cluster, d, current, dry_run=True)
         except ApiError as e:
@@ -296,7 +301,19 @@ def compare(
             return diff_replaced(d.key, applied.obj, current, policy, masker), current
         return diff_object(d.key, applied.obj, current, policy, masker), current
 
-    results = concurrently(one, desired.objects)
+    # The fingerprints first, here (CPU only: a thread pool would only add its overhead); the rest is dry-run.
+    left_alone = {
+        d.key
+        for d in desired.objects
+        if d.info is not None
+        and fingerprints.unchanged(app, d, live.get(d.key), app.policy(autoscaled=state.autoscaled(d.key)))
+    }
+    pending = [d for d in desired.objects if d.key not in left_alone]
+    asked = dict(zip((d.key for d in pending), concurrently(one, pending), strict=True))
+    results = [
+        (ObjectDiff(d.key, ObjectState.SYNCED), live[d.key]) if d.key in left_alone else asked[d.key]
+        for d in desired.objects
+    ]
     diffs = [diff for diff, _ in results]
     found_live = {d.key: cur for d, (_, cur) in zip(desired.objects, results, strict=True) if cur is not None}
     wanted = {d.key for d in desired.objects}

@@ -216,12 +216,17 @@ class Syncer:
 
             def apply(d: DesiredObject) -> SyncResult:
                 # An object not tracked yet is created, or adopted (configured): the apply's answer tells which.
-                current, autoscaled = live.get(d.key), state.autoscaled(d.key)
-                result = self._left_alone(d, current, autoscaled) or self._apply_one(d, current, autoscaled)
+                result = self._apply_one(d, live.get(d.key), state.autoscaled(d.key))
                 self.progress(result)
                 return result
 
-            done = concurrently(apply, wave)
+            # What the last sync left as Git has it is found first, here: CPU only, no thread pool needed.
+            alone = {d.key: r for d in wave if (r := self._left_alone(d, live.get(d.key), state.autoscaled(d.key)))}
+            for r in alone.values():
+                self.progress(r)
+            pending = [d for d in wave if d.key not in alone]
+            applied = dict(zip((d.key for d in pending), concurrently(apply, pending), strict=True))
+            done = [alone[d.key] if d.key in alone else applied[d.key] for d in wave]
             results.extend(done)
             self._new_namespaces |= {
                 r.key.name for r in done if r.key.kind == "Namespace" and r.action is Action.CREATED

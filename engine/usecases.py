@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .adapters.audit import read_records
 from .adapters.clock import SYSTEM
 from .adapters.fingerprintkey import ensure_key, read_key
 from .adapters.history import HistoryStore
@@ -19,7 +18,6 @@ from .adapters.source import GitSource
 from .apps import application_resource, comparison_status, get_application, patch_status, sync_status
 from .compare import NO_FINGERPRINTS, Comparison, Desired, Fingerprints, compare, load_desired, new_masker
 from .core.application import KIND, ApplicationSpec, Rollback
-from .core.auditchain import filter_records, parse_time
 from .core.clock import Clock, rfc3339
 from .core.errors import GitOpsError
 from .core.history import (
@@ -275,6 +273,8 @@ def drift_attempts(
 ) -> list[dict[str, Any]]:
     """The audit log's records (`audit`, as read_records gives them) of `ref` between two times, oldest first:
     every attempt, or those the webhook let through."""
+    from .core.auditchain import filter_records  # the audit log's modules: imported by what reads it (a diff need not)
+
     low = rfc3339(since, milliseconds=True) if since else ""
     high = rfc3339(until, milliseconds=True)
     out = []
@@ -296,6 +296,8 @@ def _at(records: list[SyncRecord], audit: list[dict[str, Any]], ref: AppRef, at:
 
 def at_time(cluster: KubeClient, ref: AppRef, at: datetime.datetime) -> AtTime:
     """Which sync was live at `at`, and the drift the webhook let through after it and up to `at`."""
+    from .adapters.audit import read_records  # as in drift_attempts
+
     return _at(history_of(cluster, ref), read_records(cluster, ref.namespace), ref, at)
 
 
@@ -317,6 +319,8 @@ def diff_times(
 ) -> TimeDiff:
     """What changed in the cluster between two times: the rendered objects of the sync live at `since` against
     those of the sync live at `until`, the syncs in between, and the drift attempts of the span."""
+    from .adapters.audit import read_records  # as in drift_attempts
+
     _, spec = get_application(cluster, ref)
     records = history_of(cluster, ref)
     audit = read_records(cluster, ref.namespace)  # the history and the audit log read once for both times
@@ -343,6 +347,9 @@ class Event:
 
 def timeline(cluster: KubeClient, namespace: str, since: datetime.datetime, application: str = "") -> list[Event]:
     """Syncs, rollbacks and drift attempts of every Application in `namespace` (or of one), newest first."""
+    from .adapters.audit import read_records
+    from .core.auditchain import filter_records, parse_time  # as in drift_attempts
+
     events = []
     for r in HistoryStore(cluster, namespace).records(application):
         if r.finished < since:
