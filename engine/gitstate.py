@@ -26,6 +26,7 @@ from .compare import Cluster, DesiredObject, autoscaled_targets, concurrently, l
 from .core.admission import Found, GitObject, Unjudged
 from .core.application import ApplicationSpec, parse_application
 from .core.clock import Clock
+from .core.compact import DeclaredSets, interned
 from .core.errors import ApiError, GitOpsError
 from .core.objects import (
     TRACKING_LABEL,
@@ -141,6 +142,7 @@ class DesiredState:
         # Application's state changes (newer than what it was), at most EXTRA_REVISIONS of each, oldest dropped first.
         self._extra_revisions: dict[tuple[AppRef, str], dict[ObjectKey, GitObject]] = {}
         self._kinds: dict[tuple[str, str], str] = {}
+        self._declared_sets = DeclaredSets()  # one copy of each distinct declared-field set (engine.core.compact)
         # (group, version, kind) -> how the cluster serves it, for every version Git declares a kind in
         self._served: dict[tuple[str, str, str], ResourceInfo] = {}
         self._loading: dict[tuple[AppRef, str], tuple[threading.Event, dict[str, Any]]] = {}  # loads in flight
@@ -527,8 +529,8 @@ class DesiredState:
                 app=spec.ref,
                 mode=spec.drift_mode,
                 revision=desired.commit.sha,
-                stored=stored,
-                declared=declared,
+                stored=interned(stored),
+                declared=self._declared_sets.shared(declared),
                 policy=dataclasses.replace(policy, autoscaled=True) if scaled else policy,
             )
         pending = frozenset(d.key for d in desired.objects if d.info is None)
