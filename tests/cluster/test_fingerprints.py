@@ -33,6 +33,15 @@ metadata:
   name: creds
 stringData:
   password: from-git
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+    - {name: http, port: 80, targetPort: 8080}
 """
 
 
@@ -53,14 +62,15 @@ class CountingClient(KubeClient):
 
 
 class App:
-    """An Application of a ConfigMap, a Deployment and a Secret, synced by gitops, in a namespace alice edits."""
+    """An Application of a ConfigMap, a Deployment, a Secret and a Service, synced by gitops, in a namespace alice
+    edits."""
 
     def __init__(self, gitops: Gitops, kubectl: Kubectl, repo: GitRepo, namespace: str, cache: Path) -> None:
         self.gitops, self.kubectl, self.repo, self.namespace = gitops, kubectl, repo, namespace
         self.ref = AppRef("gitops-system", namespace)
         self.cache = cache
         repo.write("app.yaml", MANIFESTS + SECRET_MANIFEST)
-        repo.commit("web, its settings and its credentials")
+        repo.commit("web, its settings, its credentials and its service")
         gitops.run("create", namespace, "--repo", str(repo.path), "--dest-namespace", namespace)
         gitops.run("sync", namespace, user="gitops")
 
@@ -110,7 +120,7 @@ def app(
 
 def test_a_sync_leaves_a_fingerprint_per_object_and_a_diff_after_it_sends_no_dry_run(app: App) -> None:
     entries = app.inventory()
-    assert {e["kind"] for e in entries} == {"ConfigMap", "Deployment", "Secret"}
+    assert {e["kind"] for e in entries} == {"ConfigMap", "Deployment", "Secret", "Service"}
     assert all(len(e["fingerprint"]) == LENGTH for e in entries), entries
 
     client = app.client()
@@ -121,7 +131,7 @@ def test_a_sync_leaves_a_fingerprint_per_object_and_a_diff_after_it_sends_no_dry
     full = app.client()
     _, comparison = compare_application(full, app.ref, shortcut=False)
     assert not comparison.drifted
-    assert full.dry_runs == 3
+    assert full.dry_runs == 4
 
 
 def test_a_sync_with_nothing_to_do_applies_nothing_and_a_new_commit_applies_again(app: App) -> None:
@@ -133,7 +143,7 @@ def test_a_sync_with_nothing_to_do_applies_nothing_and_a_new_commit_applies_agai
 
     full = app.client()
     sync_loaded(full, load_application(full, app.ref), shortcut=False)
-    assert full.applies == 3
+    assert full.applies == 4
 
     # A commit that changes one object: diff dry-runs only that one, and the sync applies every object, so that each
     # carries the new commit's revision mark (which the webhook reads).
@@ -144,7 +154,7 @@ def test_a_sync_with_nothing_to_do_applies_nothing_and_a_new_commit_applies_agai
     assert [str(d.key) for d in comparison.diffs if d.drifted] == [f"ConfigMap {app.namespace}/settings"]
     assert moved.dry_runs == 1
     sync_loaded(moved, load_application(moved, app.ref))
-    assert moved.applies == 3
+    assert moved.applies == 4
     assert app.get("deployment/web")["metadata"]["annotations"]["gitops.kubectl-gitops.io/revision"] == head
     app.diff(0)
 
@@ -228,5 +238,5 @@ def test_without_the_key_every_object_is_compared(app: App) -> None:
     app.kubectl.run("-n", "gitops-system", "delete", "secret", FINGERPRINT_SECRET)
     client = app.client()
     _, comparison = compare_application(client, app.ref)
-    assert client.dry_runs == 3
+    assert client.dry_runs == 4
     assert [str(d.key) for d in comparison.diffs if d.drifted] == [f"ConfigMap {app.namespace}/settings"]
