@@ -8,10 +8,13 @@ the decision reads it as before (bench/webhook_memory.py measures the memory and
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Mapping
 from typing import Any
+
+from .paths import Path, declared_paths
 
 LONG = 256  # longer strings (a ConfigMap's file, a certificate) are rarely repeated: left as they are
 
@@ -27,18 +30,27 @@ def interned(value: Any) -> Any:
     return value
 
 
+class DeclaredSet(dict[str, Any]):
+    """A declared-field set shared by the objects that declare those fields, with its paths (what the decision
+    derives from it, engine.core.admission) computed once for all of them."""
+
+    @functools.cached_property
+    def paths(self) -> set[Path]:
+        return declared_paths(self)
+
+
 class DeclaredSets:
     """Hands out one shared copy per distinct declared-field set. The sets are read, never changed, once an object is
     in the index; the table only grows with distinct shapes (a few per kind), not with objects."""
 
     def __init__(self) -> None:
-        self._sets: dict[str, Mapping[str, Any]] = {}
+        self._sets: dict[str, DeclaredSet] = {}
 
-    def shared(self, declared: Mapping[str, Any]) -> Mapping[str, Any]:
+    def shared(self, declared: Mapping[str, Any]) -> DeclaredSet:
         key = json.dumps(declared, sort_keys=True, separators=(",", ":"))
         found = self._sets.get(key)
         if found is None:
-            found = self._sets[key] = interned(declared)
+            found = self._sets[key] = DeclaredSet(interned(dict(declared)))
         return found
 
     def __len__(self) -> int:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+from engine.core.admission import GitObject
 from engine.core.compact import LONG, DeclaredSets, interned
+from engine.core.objects import AppRef, DriftMode, ObjectKey
+from engine.core.paths import declared_paths
 
 
 def test_interned_is_equal_and_shares_short_strings() -> None:
@@ -32,3 +35,14 @@ def test_equal_declared_sets_are_one_object_and_others_are_not() -> None:
     assert other is not first
     assert other == {"f:data": {"f:other": {}}}
     assert len(sets) == 2
+
+
+def test_a_shared_set_s_paths_are_computed_once_for_every_object_that_shares_it() -> None:
+    sets = DeclaredSets()
+    declared = {"f:data": {"f:k": {}}}
+    objects = [
+        GitObject(ObjectKey("", "ConfigMap", "ns", name), AppRef("a", "b"), DriftMode.ENFORCE, "0" * 40, {}, d)
+        for name, d in (("one", sets.shared(declared)), ("two", sets.shared(declared)))
+    ]
+    assert objects[0].declared_paths is objects[1].declared_paths
+    assert objects[0].declared_paths == declared_paths(declared)
