@@ -36,6 +36,24 @@ def install_manifests() -> list[KubeObject]:
     return out
 
 
+def controller_manifests(image: str = "") -> list[KubeObject]:
+    """The objects of manifests/controller/ (what `kubectl apply -k manifests/controller/` applies), in
+    gitops-system; `image` replaces the Deployment's image when given."""
+    folder = resources.files("kubectl_gitops_manifests").joinpath("controller")
+    out: list[KubeObject] = []
+    for name in ("rbac.yaml", "deployment.yaml", "pdb.yaml"):
+        for doc in yaml.safe_load_all(folder.joinpath(name).read_text()):
+            if not doc:
+                continue
+            if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+                doc["metadata"]["namespace"] = "gitops-system"
+            if image and doc["kind"] == "Deployment":
+                for container in doc["spec"]["template"]["spec"]["containers"]:
+                    container["image"] = image
+            out.append(doc)
+    return out
+
+
 def application_resource(cluster: KubeClient) -> ResourceInfo:
     info = cluster.resource_for(API_VERSION, KIND)
     if info is None:
@@ -61,9 +79,6 @@ def now() -> str:
     return rfc3339(SYSTEM.wall())
 
 
-KEY_FIELDS = ("group", "kind", "namespace", "name")
-
-
 def sync_status(app_obj: KubeObject, record: SyncRecord, results: Sequence[SyncResult]) -> dict[str, Any]:
     """The status a sync leaves behind: its summary (the whole record is the SyncRecord `record.name`), the
     inventory, and no more the bounded list of syncs earlier versions kept in the status."""
@@ -84,16 +99,12 @@ def sync_status(app_obj: KubeObject, record: SyncRecord, results: Sequence[SyncR
     inventory = {r.key for r in results if r.action not in (Action.PRUNED, Action.FAILED)}
     if failed:
         # Keep what the last good sync managed, so that a later prune still finds it.
-        inventory |= {ObjectKey(**{f: r[f] for f in KEY_FIELDS}) for r in status.get("resources") or []}
-    # Each object's fingerprint of what this sync left (engine.core.fingerprint); one that failed keeps none.
-    left = {r.key: r.fingerprint for r in results if r.fingerprint and r.action is not Action.FAILED}
+        inventory |= {ObjectKey(**r) for r in status.get("resources") or []}
     return {
         "sync": {"status": "Synced" if not failed else "OutOfSync", "revision": record.commit.sha},
         "lastSync": entry,
         "history": None,  # a merge patch's null: the list of syncs earlier versions kept here goes
-        "resources": [
-            {**key.as_dict(), **({"fingerprint": left[key]} if key in left else {})} for key in sorted(inventory)
-        ],
+        "resources": [key.as_dict() for key in sorted(inventory)],
     }
 
 

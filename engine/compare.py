@@ -200,19 +200,14 @@ class LiveState:
 
 @dataclass(frozen=True)
 class Fingerprints:
-    """What tells an object left as the last sync left it (engine.core.fingerprint): the signing key (None: trust
-    nothing) and the fingerprints the Application's status inventory holds."""
+    """What tells an object left as the last sync left it (engine.core.fingerprint): the key (None: trust nothing)
+    and the fingerprints that sync kept."""
 
     secret: bytes | None
-    stored: dict[ObjectKey, str]
-
-    @classmethod
-    def of(cls, app_obj: KubeObject, secret: bytes | None) -> Fingerprints:
-        inventory = (app_obj.get("status") or {}).get("resources") or []
-        return cls(secret, fingerprint.recorded(inventory) if secret is not None else {})
+    kept: frozenset[str]
 
     def unchanged(self, app: ApplicationSpec, d: DesiredObject, live: KubeObject | None, policy: DriftPolicy) -> bool:
-        return fingerprint.unchanged(self.secret, self.stored.get(d.key), app.ref, d.key, d.obj, live, policy)
+        return fingerprint.unchanged(self.secret, self.kept, app.ref, d.key, d.obj, live, policy)
 
     def of_left(self, app: ApplicationSpec, d: DesiredObject, live: KubeObject, policy: DriftPolicy) -> str:
         """The fingerprint of `live` as a sync leaves it ("" without a key)."""
@@ -221,7 +216,7 @@ class Fingerprints:
         return fingerprint.fingerprint(self.secret, app.ref, d.key, d.obj, live, policy)
 
 
-NO_FINGERPRINTS = Fingerprints(None, {})
+NO_FINGERPRINTS = Fingerprints(None, frozenset())
 
 
 def live_state(cluster: Cluster, app: ApplicationSpec, app_obj: KubeObject, desired: Desired) -> LiveState:

@@ -183,9 +183,10 @@ class Syncer:
         wanted = ((d.obj.get("metadata") or {}).get("annotations") or {}).get(REVISION_ANNOTATION)
         if marks.get(REVISION_ANNOTATION) != wanted:
             return None
-        if not self.fingerprints.unchanged(self.app, d, live, self.app.policy(autoscaled=autoscaled)):
+        policy = self.app.policy(autoscaled=autoscaled)
+        if not self.fingerprints.unchanged(self.app, d, live, policy):
             return None
-        return SyncResult(d.key, Action.UNCHANGED, fingerprint=self.fingerprints.stored[d.key])
+        return SyncResult(d.key, Action.UNCHANGED, fingerprint=self.fingerprints.of_left(self.app, d, live, policy))
 
     def _ensure_namespace(self, desired: Desired) -> None:
         """The destination namespace, created if missing (not tracked: pruning never deletes it)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .adapters.clock import SYSTEM
-from .adapters.fingerprintkey import ensure_key, read_key
+from .adapters.fingerprintkey import ensure_key, read_kept, read_key, write_kept
 from .adapters.history import HistoryStore
 from .adapters.kube import KubeClient
 from .adapters.source import GitSource
@@ -70,11 +70,15 @@ def compare_application(
     With `shortcut`, objects whose fingerprint shows them as the last sync left them are not dry-run again
     (engine.core.fingerprint); without it, or without the key to check fingerprints with, every object is."""
     loaded = load_application(cluster, ref, revision=revision)
-    fingerprints = Fingerprints.of(loaded.obj, read_key(cluster, ref.namespace)) if shortcut else NO_FINGERPRINTS
+    fingerprints = _fingerprints(cluster, ref, read_key(cluster, ref.namespace)) if shortcut else NO_FINGERPRINTS
     comparison = compare(
         loaded.spec, loaded.obj, loaded.desired, cluster, masker or new_masker(), fingerprints=fingerprints
     )
     return loaded, comparison
+
+
+def _fingerprints(cluster: KubeClient, ref: AppRef, secret: bytes | None) -> Fingerprints:
+    return Fingerprints(secret, read_kept(cluster, ref) if secret is not None else frozenset())
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ def sync_loaded(
     With `shortcut`, an object whose fingerprint shows it as the last sync left it, at this commit, is not applied
     again; every object applied without drift left gets a new fingerprint either way."""
     secret = read_key(cluster, loaded.ref.namespace) if dry_run else ensure_key(cluster, loaded.ref.namespace)
-    fingerprints = Fingerprints.of(loaded.obj, secret) if shortcut else Fingerprints(secret, {})
+    fingerprints = _fingerprints(cluster, loaded.ref, secret) if shortcut else Fingerprints(secret, frozenset())
     syncer = Syncer(
         cluster, loaded.spec, dry_run=dry_run, progress=progress, before_apply=before_apply, fingerprints=fingerprints
     )
@@ -183,6 +187,15 @@ def _record(
         patch_status(cluster, loaded.ref, sync_status(loaded.obj, record, results))
         raise GitOpsError(f"{loaded.ref}: the sync ran, but its record was not kept: {e}") from e
     patch_status(cluster, loaded.ref, sync_status(loaded.obj, record, results))
+    # What this sync left without drift, for the next diff, status and sync (engine.core.fingerprint).
+    left = [r.fingerprint for r in results if r.fingerprint and r.action is not Action.FAILED]
+    if left or any(r.action is not Action.FAILED for r in results):
+        try:
+            write_kept(cluster, loaded.ref, left)
+        except GitOpsError as e:
+            raise GitOpsError(
+                f"{loaded.ref}: recorded as sync {record.id}, but its fingerprints were not kept: {e}"
+            ) from e
     try:
         store.retire(loaded.ref.name, loaded.spec.history, clock.wall())
     except GitOpsError as e:

@@ -1,5 +1,8 @@
-"""The key that signs sync fingerprints (engine.core.fingerprint): a Secret next to the Applications, made by the first
-sync that needs it, read by every diff, status and sync that may trust a fingerprint."""
+"""Where sync fingerprints (engine.core.fingerprint) live: the key that makes them, a Secret next to the Applications
+made by the first sync that needs it; and each Application's fingerprints, a Secret of its own beside it (16 bytes an
+object: 20,000 objects are 320 KB, which the Application's status, already holding the inventory, has no room for).
+Both are read by every diff, status and sync that may trust a fingerprint; neither is writable with `edit` in an
+application namespace."""
 
 from __future__ import annotations
 
@@ -8,17 +11,21 @@ import secrets
 from typing import Protocol
 
 from ..core.errors import ApiError
-from ..core.objects import KubeObject
-from ..core.resources import ResourceInfo
+from ..core.fingerprint import from_blob, to_blob
+from ..core.objects import AppRef, KubeObject
+from ..core.resources import Applied, ResourceInfo
 
 FINGERPRINT_SECRET = "kubectl-gitops-fingerprint-key"
 FIELD = "hmac-sha256"
+KEPT_FIELD = "fingerprints"
+KEPT_PREFIX = "kubectl-gitops-fingerprints-"  # + the Application's name (at most 63 characters: fits a Secret's 253)
 
 
 class SecretStore(Protocol):
     def resource_for(self, api_version: str, kind: str) -> ResourceInfo | None: ...
     def get(self, info: ResourceInfo, namespace: str, name: str) -> KubeObject | None: ...
     def create(self, info: ResourceInfo, obj: KubeObject) -> KubeObject: ...
+    def apply(self, info: ResourceInfo, obj: KubeObject, *, dry_run: bool = False, force: bool = True) -> Applied: ...
 
 
 def _decode(found: KubeObject | None) -> bytes | None:
@@ -65,3 +72,33 @@ def ensure_key(cluster: SecretStore, namespace: str) -> bytes | None:
         if e.status in (401, 403):
             return None
         raise
+
+
+def read_kept(cluster: SecretStore, app: AppRef) -> frozenset[str]:
+    """The fingerprints `app`'s last sync left (none when there are none or this identity may not read them)."""
+    info = cluster.resource_for("v1", "Secret")
+    if info is None:
+        return frozenset()
+    try:
+        found = cluster.get(info, app.namespace, KEPT_PREFIX + app.name)
+    except ApiError as e:
+        if e.status in (401, 403, 404):
+            return frozenset()
+        raise
+    value = ((found or {}).get("data") or {}).get(KEPT_FIELD)
+    return from_blob(base64.b64decode(value)) if isinstance(value, str) else frozenset()
+
+
+def write_kept(cluster: SecretStore, app: AppRef, fingerprints: list[str]) -> None:
+    """Replaces `app`'s fingerprints with those of this sync (server-side apply of the whole Secret)."""
+    info = cluster.resource_for("v1", "Secret")
+    if info is None:
+        return
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": KEPT_PREFIX + app.name, "namespace": app.namespace},
+        "type": "Opaque",
+        "data": {KEPT_FIELD: base64.b64encode(to_blob(fingerprints)).decode()},
+    }
+    cluster.apply(info, secret)

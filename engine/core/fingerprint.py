@@ -1,13 +1,13 @@
 """Fingerprints of what a sync left: an object whose fingerprint still matches has provably not changed since.
 
-A sync that leaves an object with no drift records, in the Application's status inventory, an HMAC over the
-Application, the object's identity and uid, Git's object as it was applied, the drift policy it was judged under,
-and a token of the live state it left. The next diff, status or sync recomputes the HMAC from Git's object and the
-object as one LIST returns it now: equal means neither side moved, so the dry-run it would send is a repeat of one
-already answered, and it is skipped. Anything else (no entry, another value, no key to check with) means the object
-is compared in full.
+A sync that leaves an object with no drift keeps (engine.adapters.fingerprintkey: in a Secret per Application) an
+HMAC over the Application, the object's identity and uid, Git's object as it was applied, the drift policy it was
+judged under, and a token of the live state it left. The next diff, status or sync recomputes the HMAC from Git's
+object and the object as one LIST returns it now: found among those kept means neither side moved, so the dry-run it
+would send is a repeat of one already answered, and it is skipped. Anything else (not kept, no key to check with)
+means the object is compared in full.
 
-Why an HMAC and not a plain digest: whoever can write the Application's status could otherwise write a fingerprint
+Why an HMAC and not a plain digest: whoever can write where fingerprints are kept could otherwise write one
 that matches an object they drifted. The key lives in a Secret next to the Applications; without it a fingerprint
 cannot be made, so a forged or copied entry never matches, and whoever cannot read the key gets the full compare.
 """
@@ -107,32 +107,29 @@ def fingerprint(
     return hmac.new(secret, message, hashlib.sha256).hexdigest()[:LENGTH]
 
 
-def recorded(inventory: Iterable[Mapping[str, Any]]) -> dict[ObjectKey, str]:
-    """ObjectKey -> fingerprint, from the inventory a sync left in the Application's status (entries without one, or
-    malformed, are left out: those objects are compared in full)."""
-    out: dict[ObjectKey, str] = {}
-    for entry in inventory:
-        value = entry.get("fingerprint")
-        if not isinstance(value, str) or len(value) != LENGTH:
-            continue
-        try:
-            key = ObjectKey(**{f: str(entry[f]) for f in ("group", "kind", "namespace", "name")})
-        except KeyError:
-            continue
-        out[key] = value
-    return out
+def to_blob(fingerprints: Iterable[str]) -> bytes:
+    """What a sync keeps of its fingerprints: the digests, sorted, end to end (16 bytes each). No key is needed with
+    them: each one binds its object (identity and uid), so a set is all a check asks for."""
+    return b"".join(sorted({bytes.fromhex(f) for f in fingerprints if len(f) == LENGTH}))
+
+
+def from_blob(blob: bytes) -> frozenset[str]:
+    """The fingerprints of `to_blob`'s answer (a damaged tail is left out: those objects are compared in full)."""
+    size = LENGTH // 2
+    return frozenset(blob[i : i + size].hex() for i in range(0, len(blob) - size + 1, size))
 
 
 def unchanged(
     secret: bytes | None,
-    stored: str | None,
+    kept: frozenset[str],
     app: AppRef,
     key: ObjectKey,
     desired: KubeObject,
     live: KubeObject | None,
     policy: DriftPolicy,
 ) -> bool:
-    """Whether `live` is provably what a sync left for this same `desired`: False whenever it cannot be shown."""
-    if secret is None or not stored or live is None:
+    """Whether `live` is provably what a sync left for this same `desired`: False whenever it cannot be shown. `kept`
+    holds what the last sync left (from_blob); the set is public to whoever can read it, the key is not."""
+    if secret is None or not kept or live is None:
         return False
-    return hmac.compare_digest(stored, fingerprint(secret, app, key, desired, live, policy))
+    return fingerprint(secret, app, key, desired, live, policy) in kept

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from engine.core.admission import GitObject
 from engine.core.compact import LONG, DeclaredSets, interned
@@ -39,7 +40,7 @@ def test_equal_declared_sets_are_one_object_and_others_are_not() -> None:
 
 def test_a_shared_set_s_paths_are_computed_once_for_every_object_that_shares_it() -> None:
     sets = DeclaredSets()
-    declared = {"f:data": {"f:k": {}}}
+    declared: dict[str, Any] = {"f:data": {"f:k": {}}}
     objects = [
         GitObject(ObjectKey("", "ConfigMap", "ns", name), AppRef("a", "b"), DriftMode.ENFORCE, "0" * 40, {}, d)
         for name, d in (("one", sets.shared(declared)), ("two", sets.shared(declared)))

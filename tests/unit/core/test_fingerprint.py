@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from engine.core.drift import DriftPolicy, IgnoreRule
-from engine.core.fingerprint import LENGTH, fingerprint, recorded, unchanged
+from engine.core.fingerprint import LENGTH, fingerprint, from_blob, to_blob, unchanged
 from engine.core.objects import REVISION_ANNOTATION, AppRef, ObjectKey
 
 SECRET = b"k" * 32
@@ -113,10 +113,10 @@ def test_without_the_key_a_fingerprint_cannot_be_made() -> None:
     good = fp(DEPLOYMENT, desired(), live())
     forged = fingerprint(b"\0" * 32, APP, DEPLOYMENT, desired(), live(), POLICY)
     assert forged != good
-    assert not unchanged(SECRET, forged, APP, DEPLOYMENT, desired(), live(), POLICY)
-    assert unchanged(SECRET, good, APP, DEPLOYMENT, desired(), live(), POLICY)
-    assert not unchanged(None, good, APP, DEPLOYMENT, desired(), live(), POLICY)  # no key: nothing trusted
-    assert not unchanged(SECRET, good, APP, DEPLOYMENT, desired(), None, POLICY)
+    assert not unchanged(SECRET, frozenset({forged}), APP, DEPLOYMENT, desired(), live(), POLICY)
+    assert unchanged(SECRET, frozenset({good}), APP, DEPLOYMENT, desired(), live(), POLICY)
+    assert not unchanged(None, frozenset({good}), APP, DEPLOYMENT, desired(), live(), POLICY)  # no key: none trusted
+    assert not unchanged(SECRET, frozenset({good}), APP, DEPLOYMENT, desired(), None, POLICY)
 
 
 def test_a_secret_value_changed_in_git_moves_the_fingerprint() -> None:
@@ -128,7 +128,9 @@ def test_a_secret_value_changed_in_git_moves_the_fingerprint() -> None:
     assert fp(key, want, have) != before
 
 
-def test_recorded_reads_only_well_formed_entries() -> None:
-    good = {**DEPLOYMENT.as_dict(), "fingerprint": "0" * LENGTH}
-    entries = [good, {**CONFIGMAP.as_dict(), "fingerprint": "short"}, {"kind": "X", "fingerprint": "0" * LENGTH}]
-    assert recorded(entries) == {DEPLOYMENT: "0" * LENGTH}
+def test_kept_fingerprints_round_trip_as_sixteen_bytes_each() -> None:
+    kept = {fp(DEPLOYMENT, desired(), live()), fp(CONFIGMAP, desired("ConfigMap"), live("ConfigMap"))}
+    blob = to_blob([*kept, "not-a-fingerprint"])
+    assert len(blob) == 2 * LENGTH // 2
+    assert from_blob(blob) == kept
+    assert from_blob(blob + b"\0\1") == kept  # a damaged tail is left out
