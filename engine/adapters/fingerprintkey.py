@@ -89,11 +89,12 @@ def read_kept(cluster: SecretStore, app: AppRef) -> frozenset[str]:
     return from_blob(base64.b64decode(value)) if isinstance(value, str) else frozenset()
 
 
-def write_kept(cluster: SecretStore, app: AppRef, fingerprints: list[str]) -> None:
-    """Replaces `app`'s fingerprints with those of this sync (server-side apply of the whole Secret)."""
+def write_kept(cluster: SecretStore, app: AppRef, fingerprints: list[str]) -> bool:
+    """Replaces `app`'s fingerprints with those of this sync (server-side apply of the whole Secret). False when this
+    identity may not write them: the next diff compares every object, as it would without fingerprints."""
     info = cluster.resource_for("v1", "Secret")
     if info is None:
-        return
+        return False
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -101,4 +102,10 @@ def write_kept(cluster: SecretStore, app: AppRef, fingerprints: list[str]) -> No
         "type": "Opaque",
         "data": {KEPT_FIELD: base64.b64encode(to_blob(fingerprints)).decode()},
     }
-    cluster.apply(info, secret)
+    try:
+        cluster.apply(info, secret)
+    except ApiError as e:
+        if e.status in (401, 403):
+            return False
+        raise
+    return True
