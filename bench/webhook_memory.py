@@ -12,7 +12,11 @@ a Deployment of that index:
 - compact:   interned, and one shared copy per distinct declared-field set (engine.core.compact.DeclaredSets):
              what engine.gitstate keeps now
 
-Usage: .venv/bin/python bench/webhook_memory.py [--objects 20000] [--out bench/results/webhook_memory.json]
+And the load as the webhook runs it (`--load`): `engine.gitstate.DesiredState.refresh` in this process, for an
+Application of N objects in a Git repository, its time and the resident memory it leaves (what a webhook worker
+holds once loaded).
+
+Usage: .venv/bin/python bench/webhook_memory.py [--objects 20000] [--load] [--out bench/results/webhook_memory.json]
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from engine.core.admission import GitObject  # noqa: E402
 from engine.core.compact import DeclaredSets, interned  # noqa: E402
 from engine.core.manifests import Manifest  # noqa: E402
 from engine.core.objects import AppRef, DriftMode, ObjectKey, with_tracking  # noqa: E402
-from engine.gitstate import stored_form  # noqa: E402
+from engine.gitstate import DesiredState, stored_form  # noqa: E402
 from webhook import bench_decision  # noqa: E402
 
 APP = AppRef("gitops-system", "bench")
@@ -115,12 +119,45 @@ def measure(variant: str, forms: Path) -> dict[str, Any]:
     }
 
 
+def load(work: Path, count: int) -> dict[str, Any]:
+    """The webhook's load of an Application of `count` objects, in this process: seconds and resident memory."""
+    repo = work / "repo"
+    repo.mkdir()
+    for i, doc in enumerate(objects(count)):
+        (repo / f"{i:05d}.yaml").write_text(json.dumps(doc))
+    for git_args in (["init", "-q", "-b", "main"], ["add", "-A"], ["-c", "user.name=b", "-c", "user.email=b@b",
+                     "commit", "-qm", "bench"]):  # fmt: skip
+        subprocess.run(["git", *git_args], cwd=repo, check=True)
+    app = {
+        "apiVersion": "gitops.kubectl-gitops.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": "bench", "namespace": "gitops-system", "generation": 1},
+        "spec": {"source": {"repoURL": str(repo)}, "destination": {"namespace": "bench"}, "driftMode": "enforce"},
+    }
+    kube = KubeClient(KubeTarget(kubeconfig=os.environ["KUBECONFIG"]))
+    state = DesiredState(kube, lambda: [app], load_timeout=600)
+    gc.collect()
+    before = rss_mb()
+    started = time.perf_counter()
+    state.refresh()
+    seconds = time.perf_counter() - started
+    gc.collect()
+    after = rss_mb()
+    loaded = state.status()["applications"]["gitops-system/bench"]["objects"]
+    return {"objects": loaded, "load_seconds": seconds, "rss_mb_before": before, "rss_mb_loaded": after,
+            "kb_per_object": (after - before) * 1024 / max(1, loaded)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=20000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "webhook_memory.json")
-    parser.add_argument("--measure", nargs=2, metavar=("VARIANT", "FORMS"), help=argparse.SUPPRESS)
+    parser.add_argument("--load", action="store_true", help="only the load, as the webhook runs it")
+    parser.add_argument("--measure", nargs=2, metavar=("VARIANT", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure and args.measure[0] == "load":
+        print(json.dumps(load(Path(args.measure[1]), args.objects)))
+        return
     if args.measure:
         print(json.dumps(measure(args.measure[0], Path(args.measure[1]))))
         return
@@ -133,6 +170,15 @@ def main() -> None:
             env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig("admin"))}
             subprocess.run([kubectl, "create", "namespace", "bench"], env=env, check=True, capture_output=True)
             kube = KubeClient(KubeTarget(kubeconfig=str(cluster.kubeconfig("admin"))))
+            if args.load:
+                subprocess.run([kubectl, "apply", "-f", str(ROOT / "manifests" / "crd-application.yaml")], env=env,
+                               check=True, capture_output=True)  # fmt: skip
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--measure", "load", str(work), "--objects", str(args.objects)],
+                    env={**env, "XDG_CACHE_HOME": str(work / "cache")}, capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                print(proc.stdout.strip(), flush=True)
+                return
             forms = work / "forms.jsonl"
             probe_seconds = probe(kube, args.objects, forms)
             print(f"{args.objects} stored forms probed in {probe_seconds:.1f} s", flush=True)
