@@ -26,6 +26,9 @@ VERBS = {
     "history": "history:history",
     "changes": "history:changes",
     "rollback": "history:rollback_",
+    "reconcile": "automation:reconcile",
+    "suspend": "automation:suspend_",
+    "resume": "automation:resume_",
     "audit": "audit:audit",
     "version": "version:version",
 }

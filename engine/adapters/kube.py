@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import ssl
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -129,6 +130,8 @@ class KubeClient:
         if creds.server_name:
             pool_args["server_hostname"] = creds.server_name
         self._http = urllib3.PoolManager(**pool_args)
+        self._sent = 0  # requests sent: the reconciler's metric
+        self._sent_lock = threading.Lock()
         self._resources: dict[tuple[str, str, str], ResourceInfo] | None = None
         self._preferred: dict[tuple[str, str], ResourceInfo] = {}
 
@@ -150,6 +153,7 @@ class KubeClient:
         url = self.host + path + (f"?{urlencode(params)}" if params else "")
         if self._creds.token_file and time.monotonic() - self._token_read > TOKEN_REREAD_SECONDS:
             self._reread_token()
+        self._count()
         headers = dict(self._headers)
         if accept:
             headers["Accept"] = accept
@@ -173,6 +177,14 @@ class KubeClient:
         if not response.data:
             return response.status, None
         return response.status, json.loads(response.data)
+
+    def _count(self) -> None:
+        with self._sent_lock:
+            self._sent += 1
+
+    def requests_sent(self) -> int:
+        """How many requests this client has sent (watches included)."""
+        return self._sent
 
     def _reread_token(self) -> None:
         assert self._creds.token_file is not None
@@ -268,6 +280,68 @@ class KubeClient:
             if not token:
                 return
             params = {**params, "continue": token}
+
+    def list_versioned(self, info: ResourceInfo, *, label_selector: str = "") -> tuple[list[KubeObject], str]:
+        """Every object of a kind in every namespace, and the list's resourceVersion to watch from."""
+        params = {"limit": "500"}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        items: list[KubeObject] = []
+        while True:
+            page = self.request("GET", info.path(""), params=params)
+            for item in page.get("items") or []:
+                item.setdefault("apiVersion", info.api_version)
+                item.setdefault("kind", info.kind)
+                items.append(item)
+            metadata = page.get("metadata") or {}
+            if not metadata.get("continue"):
+                return items, str(metadata.get("resourceVersion") or "")
+            params = {**params, "continue": str(metadata["continue"])}
+
+    def watch(
+        self, info: ResourceInfo, *, resource_version: str, label_selector: str = "", timeout_seconds: int = 300
+    ) -> Iterator[dict[str, Any]]:
+        """One watch of a kind in every namespace from `resource_version`: its events ({"type", "object"}, bookmarks
+        included) as the API server streams them, until the server ends the stream (after `timeout_seconds`). A
+        watch holds its connection for its whole life: give watches a client of their own."""
+        params = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if label_selector:
+            params["labelSelector"] = label_selector
+        url = self.host + info.path("") + f"?{urlencode(params)}"
+        self._count()
+        if self._creds.token_file and time.monotonic() - self._token_read > TOKEN_REREAD_SECONDS:
+            self._reread_token()
+        try:
+            response = self._http.request(
+                "GET",
+                url,
+                headers=self._headers,
+                preload_content=False,
+                timeout=urllib3.Timeout(connect=5.0, read=timeout_seconds + 30.0),
+            )
+        except urllib3.exceptions.HTTPError as e:
+            raise ClusterUnreachable(f"the API server at {self.host} did not answer a watch ({e})") from e
+        try:
+            if response.status >= 400:
+                message, reason = _status_message(response.status, response.read())
+                raise ApiError(message, response.status, reason)
+            pending = b""
+            try:
+                for chunk in response.stream(65536):
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield json.loads(line)
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                raise ClusterUnreachable(f"the watch of {info.plural} was cut ({e})") from e
+        finally:
+            response.release_conn()
 
     def apply(
         self,

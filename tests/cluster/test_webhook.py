@@ -118,13 +118,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def service_account_kubeconfig(kubectl: Kubectl, path: Path) -> Path:
-    """A kubeconfig for the gitops-webhook ServiceAccount of manifests/webhook/rbac.yaml (its least privilege)."""
-    kubectl.run("-n", "gitops-system", "apply", "-f", str(REPO_ROOT / "manifests" / "webhook" / "rbac.yaml"))
-    token = kubectl.run("-n", "gitops-system", "create", "token", "gitops-webhook", "--duration=2h").stdout.strip()
+def service_account_kubeconfig(kubectl: Kubectl, path: Path, component: str = "webhook") -> Path:
+    """A kubeconfig for the gitops-COMPONENT ServiceAccount of manifests/COMPONENT/rbac.yaml (its least privilege)."""
+    account = f"gitops-{component}"
+    kubectl.run("-n", "gitops-system", "apply", "-f", str(REPO_ROOT / "manifests" / component / "rbac.yaml"))
+    token = kubectl.run("-n", "gitops-system", "create", "token", account, "--duration=2h").stdout.strip()
     admin = yaml.safe_load(kubectl.cluster.kubeconfig("admin").read_text())
-    admin["users"] = [{"name": "gitops-webhook", "user": {"token": token}}]
-    admin["contexts"] = [{"name": "sa", "context": {"cluster": "local", "user": "gitops-webhook"}}]
+    admin["users"] = [{"name": account, "user": {"token": token}}]
+    admin["contexts"] = [{"name": "sa", "context": {"cluster": "local", "user": account}}]
     admin["current-context"] = "sa"
     path.write_text(yaml.safe_dump(admin))
     return path
