@@ -1,14 +1,20 @@
-"""Benchmark: `kubectl gitops diff|sync` against `kubectl diff|apply --server-side` on the same manifests and server.
+"""Benchmark: `kubectl gitops diff|sync` against kubectl at its best, on the same manifests and API server.
 
-Starts its own local control plane (hack/local-cluster), writes N generated objects (ConfigMaps, Secrets, Services,
-Deployments) into a Git repository, and times, for each N, side by side on the same API server:
+Starts its own local control plane (hack/local-cluster), writes N generated objects (40% ConfigMaps, 20% Secrets, 20%
+Services, 20% Deployments) into a Git repository, and times, for each N, side by side (alternating who goes first):
 
-- sync:  `kubectl gitops sync APP`          vs `kubectl apply --server-side -f DIR`   (creating N objects)
-- sync again (nothing to do)                vs `kubectl apply --server-side -f DIR`
-- diff:  `kubectl gitops diff APP`          vs `kubectl diff -f DIR`                   (nothing drifted)
+- sync (creating N objects)       `kubectl gitops sync`  vs `kubectl apply --server-side --force-conflicts`
+- sync with nothing to do         `kubectl gitops sync`  vs `kubectl apply --server-side --force-conflicts`
+- diff, nothing drifted           `kubectl gitops diff`  vs `kubectl diff --server-side --concurrency=16` (kubectl at
+                                  its best) and, second column, `kubectl diff` (client-side, its default: slow, so
+                                  sampled once, at the sizes --client-side names)
+- diff, 10% drifted               the same pair after a label Git declares was changed on every tenth object
+- sync, 10% changed               `kubectl gitops sync`  vs `kubectl apply --server-side --force-conflicts`
+- and `kubectl gitops diff --full` (no fingerprints trusted), to show what the fingerprints save.
 
-Each pair runs `--repeat` times (median reported). Usage:
-    .venv/bin/python bench/diff_sync.py [--sizes 50,500,2000] [--repeat 3] [--out bench/results/diff_sync.json]
+Medians of `--repeat` rounds, ratios theirs/ours (above 1: we are faster). Usage:
+    .venv/bin/python bench/diff_sync.py [--sizes 500,2000] [--repeat 3] [--client-side 500]
+        [--out bench/results/diff_sync.json]
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
 
 from localcluster.cluster import LocalCluster  # noqa: E402
+
+from engine.adapters.kube import KubeClient, KubeTarget  # noqa: E402
+from engine.compare import concurrently  # noqa: E402
 
 
 def objects(count: int) -> list[dict[str, Any]]:
@@ -113,7 +122,37 @@ def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> f
     return elapsed
 
 
-def run_size(count: int, repeat: int, env: dict[str, str], work: Path, kubectl: str) -> dict[str, object]:
+def drift(env: dict[str, str], namespace: str, count: int) -> None:
+    """Every tenth object gets another value for the label `bench`, which Git declares: drift of kind changed."""
+    client = KubeClient(KubeTarget(kubeconfig=env["KUBECONFIG"]))
+    targets = [o for i, o in enumerate(objects(count)) if i % 10 == 0]
+
+    def one(obj: dict[str, Any]) -> None:
+        info = client.resource_for(obj["apiVersion"], obj["kind"])
+        assert info is not None
+        client.request(
+            "PATCH",
+            info.path(namespace, obj["metadata"]["name"]),
+            body={"metadata": {"labels": {"bench": "drifted"}}},
+            params={"fieldManager": "bench-drift"},
+            content_type="application/merge-patch+json",
+        )
+
+    concurrently(one, targets)
+
+
+PAIRS = {  # (ours, theirs) per step; the client-side diff is timed apart
+    "sync": ("gitops_sync", "kubectl_apply"),
+    "noop_sync": ("gitops_sync_noop", "kubectl_apply_noop"),
+    "diff": ("gitops_diff", "kubectl_diff_ss16"),
+    "diff_10pct": ("gitops_diff_10pct", "kubectl_diff_ss16_10pct"),
+    "sync_10pct": ("gitops_sync_10pct", "kubectl_apply_10pct"),
+}
+
+
+def run_size(
+    count: int, repeat: int, client_side: bool, env: dict[str, str], work: Path, kubectl: str
+) -> dict[str, Any]:
     manifests = work / f"repo-{count}"
     manifests.mkdir()
     for i, obj in enumerate(objects(count)):
@@ -124,17 +163,8 @@ def run_size(count: int, repeat: int, env: dict[str, str], work: Path, kubectl: 
         ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"], cwd=manifests, check=True
     )
     gitops = [kubectl, "gitops"]
-    samples: dict[str, list[float]] = {
-        k: []
-        for k in (
-            "gitops_sync",
-            "kubectl_apply",
-            "gitops_sync_noop",
-            "kubectl_apply_noop",
-            "gitops_diff",
-            "kubectl_diff",
-        )
-    }
+    samples: dict[str, list[float]] = {name: [] for pair in PAIRS.values() for name in pair}
+    samples |= {"gitops_diff_full": [], "kubectl_diff_client_side": []}
     for round_ in range(repeat):
         ours, theirs = f"bench-{count}-g{round_}", f"bench-{count}-k{round_}"
         for ns in (ours, theirs):
@@ -145,40 +175,77 @@ def run_size(count: int, repeat: int, env: dict[str, str], work: Path, kubectl: 
             check=True,
             capture_output=True,
         )
-        apply = [kubectl, "apply", "--server-side", "-n", theirs, "-f", str(manifests)]
-        # Alternate who goes first so that neither always meets a warmer server.
-        pairs = [("gitops_sync", [*gitops, "sync", ours]), ("kubectl_apply", apply)]
-        for name, argv in pairs if round_ % 2 == 0 else reversed(pairs):
-            samples[name].append(timed(argv, env))
-        pairs = [("gitops_sync_noop", [*gitops, "sync", ours]), ("kubectl_apply_noop", apply)]
-        for name, argv in pairs if round_ % 2 == 0 else reversed(pairs):
-            samples[name].append(timed(argv, env))
-        pairs = [
-            ("gitops_diff", [*gitops, "diff", ours]),
-            ("kubectl_diff", [kubectl, "diff", "-n", theirs, "-f", str(manifests)]),
-        ]
-        for name, argv in pairs if round_ % 2 == 0 else reversed(pairs):
-            samples[name].append(timed(argv, env, ok=(0,)))
+        apply = [kubectl, "apply", "--server-side", "--force-conflicts", "-n", theirs, "-f", str(manifests)]
+        diff_ss = [kubectl, "diff", "--server-side", "--force-conflicts", "--concurrency=16", "-n", theirs]
+        diff_ss += ["-f", str(manifests)]
+        commands = {
+            "sync": ([*gitops, "sync", ours], apply, (0,)),
+            "noop_sync": ([*gitops, "sync", ours], apply, (0,)),
+            "diff": ([*gitops, "diff", ours], diff_ss, (0,)),
+            "diff_10pct": ([*gitops, "diff", ours], diff_ss, (1,)),
+            "sync_10pct": ([*gitops, "sync", ours], apply, (0,)),
+        }
+        for step, (mine, kubectls, ok) in commands.items():
+            if step == "diff_10pct":
+                drift(env, ours, count)
+                drift(env, theirs, count)
+            pairs = [(PAIRS[step][0], mine), (PAIRS[step][1], kubectls)]
+            for name, argv in pairs if round_ % 2 == 0 else reversed(pairs):
+                samples[name].append(timed(argv, env, ok=ok))
+            if step == "diff":
+                samples["gitops_diff_full"].append(timed([*gitops, "diff", "--full", ours], env))
+                if client_side and round_ == 0:
+                    argv = [kubectl, "diff", "-n", theirs, "-f", str(manifests)]
+                    samples["kubectl_diff_client_side"].append(timed(argv, env))
         for ns in (ours, theirs):
             subprocess.run([kubectl, "delete", "namespace", ns, "--wait=false"], env=env, capture_output=True)
         subprocess.run([*gitops, "delete", ours], env=env, capture_output=True)
-    medians = {k: statistics.median(v) for k, v in samples.items()}
-    return {
-        "objects": count,
-        "seconds": medians,
-        "samples": samples,
-        "diff_speedup_vs_kubectl_diff": medians["kubectl_diff"] / medians["gitops_diff"],
-        "sync_speedup_vs_kubectl_apply": medians["kubectl_apply"] / medians["gitops_sync"],
-        "noop_sync_speedup_vs_kubectl_apply": medians["kubectl_apply_noop"] / medians["gitops_sync_noop"],
-    }
+    medians = {k: statistics.median(v) for k, v in samples.items() if v}
+    ratios = {step: medians[theirs] / medians[ours] for step, (ours, theirs) in PAIRS.items()}
+    if "kubectl_diff_client_side" in medians:
+        ratios["diff_vs_client_side"] = medians["kubectl_diff_client_side"] / medians["gitops_diff"]
+    ratios["diff_full_vs_ss16"] = medians["kubectl_diff_ss16"] / medians["gitops_diff_full"]
+    return {"objects": count, "seconds": medians, "samples": samples, "ratios": ratios}
+
+
+ROWS = (  # step, what ours is, what theirs is, target ratio
+    ("diff", "diff, nothing drifted", "kubectl diff --server-side --concurrency=16", 3.0),
+    ("diff_10pct", "diff, 10% drifted", "kubectl diff --server-side --concurrency=16", 2.0),
+    ("noop_sync", "sync, nothing to do", "kubectl apply --server-side", 3.0),
+    ("sync_10pct", "sync, 10% changed", "kubectl apply --server-side", 1.5),
+    ("sync", "sync, creating every object", "kubectl apply --server-side", 0.0),
+)
+
+
+def report(result: dict[str, Any]) -> list[str]:
+    s, r, n = result["seconds"], result["ratios"], result["objects"]
+    lines = [f"{n} objects (medians of {len(result['samples']['gitops_diff'])} rounds)"]
+    for step, what, theirs, target in ROWS:
+        ours_name, theirs_name = PAIRS[step]
+        reached = "" if not target else (f"  target {target:g}x " + ("met" if r[step] >= target else "NOT met"))
+        lines.append(
+            f"  {what:<30} ours {s[ours_name]:6.2f} s | {theirs} {s[theirs_name]:6.2f} s | {r[step]:5.2f}x{reached}"
+        )
+    side = s.get("kubectl_diff_client_side")
+    lines.append(
+        f"  {'diff, client-side column':<30} ours {s['gitops_diff']:6.2f} s | kubectl diff (client-side) "
+        + (f"{side:6.2f} s | {r['diff_vs_client_side']:5.2f}x" if side else "not sampled")
+    )
+    lines.append(
+        f"  {'diff --full (no fingerprints)':<30} ours {s['gitops_diff_full']:6.2f} s | kubectl diff --server-side "
+        f"--concurrency=16 {s['kubectl_diff_ss16']:6.2f} s | {r['diff_full_vs_ss16']:5.2f}x"
+    )
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="50,500,2000")
+    parser.add_argument("--sizes", default="500,2000")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--client-side", default="500", help="sizes at which the client-side diff is sampled once")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "diff_sync.json")
     args = parser.parse_args()
+    client_side = {int(s) for s in args.client_side.split(",") if s}
     with tempfile.TemporaryDirectory(prefix="gitops-bench-") as tmp:
         work = Path(tmp)
         cluster = LocalCluster(work / "cluster")
@@ -189,18 +256,9 @@ def main() -> None:
             subprocess.run([kubectl, "gitops", "install"], env=env, check=True, capture_output=True)
             results = []
             for size in (int(s) for s in args.sizes.split(",")):
-                result = run_size(size, args.repeat, env, work, kubectl)
+                result = run_size(size, args.repeat, size in client_side, env, work, kubectl)
                 results.append(result)
-                s = result["seconds"]
-                assert isinstance(s, dict)
-                print(
-                    f"{size:>5} objects | diff {s['gitops_diff']:.2f}s vs kubectl diff {s['kubectl_diff']:.2f}s "
-                    f"({result['diff_speedup_vs_kubectl_diff']:.1f}x) | sync {s['gitops_sync']:.2f}s vs apply "
-                    f"{s['kubectl_apply']:.2f}s ({result['sync_speedup_vs_kubectl_apply']:.2f}x) | no-op sync "
-                    f"{s['gitops_sync_noop']:.2f}s vs apply {s['kubectl_apply_noop']:.2f}s "
-                    f"({result['noop_sync_speedup_vs_kubectl_apply']:.2f}x)",
-                    flush=True,
-                )
+                print("\n".join(report(result)), flush=True)
         finally:
             cluster.down()
     args.out.parent.mkdir(parents=True, exist_ok=True)

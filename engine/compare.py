@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import posixpath
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -10,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from .adapters.parsedcache import ParsedCache
 from .adapters.render import DIRECTORY_SUFFIXES, detect_from_names, render_directory, render_files
 from .adapters.source import Commit, GitSource
-from .core import redact
+from .core import fingerprint, redact
 from .core.application import ApplicationSpec
-from .core.drift import ObjectDiff, diff_object, diff_replaced
+from .core.drift import DriftPolicy, ObjectDiff, ObjectState, diff_object, diff_replaced
 from .core.errors import ApiError, ManifestError
 from .core.manifests import Manifest, check_unique
 from .core.normalize import SecretMasker
@@ -70,8 +73,8 @@ class DesiredObject:
     obj: KubeObject
     info: ResourceInfo | None  # None: a custom resource whose CRD is part of this same sync
 
-    @property
-    def key(self) -> ObjectKey:
+    @functools.cached_property
+    def key(self) -> ObjectKey:  # asked for many times per object: computed once
         return key_of(self.obj)
 
 
@@ -139,8 +142,16 @@ def load_desired(
         with_credentials(source, cluster, app)
     commit = source.resolve(revision or app.target or None)
     label = f"{app.path.strip('/') or '.'}@{commit.sha[:12]}"
-    kind = detect_from_names(source.file_names(commit.sha, app.path))
-    if kind == "directory":
+    env = build_env(app, commit.sha)
+    # A plain directory's render is fixed by the commit, the path and how it is read (its options, Jsonnet's
+    # variables): kept per commit next to the mirror (engine.adapters.parsedcache), read once per commit.
+    options = hashlib.sha256(repr((app.directory, sorted(env.items()))).encode()).hexdigest()[:16]
+    parsed = ParsedCache(source.path.with_name(source.path.name + ".parsed"))
+    cached = parsed.get(commit.sha, app.path, f"{label}#{options}")
+    kind = "directory" if cached is not None else detect_from_names(source.file_names(commit.sha, app.path))
+    if cached is not None:
+        manifests = cached
+    elif kind == "directory":
         files = source.read_files(commit.sha, app.path, DIRECTORY_SUFFIXES, recurse=app.directory.recurse)
         manifests = render_files(
             files,
@@ -148,8 +159,9 @@ def load_desired(
             options=app.directory,
             base=app.path,
             read=lambda path: source.read_file(commit.sha, path),
-            env=build_env(app, commit.sha),
+            env=env,
         )
+        parsed.put(commit.sha, app.path, f"{label}#{options}", manifests)
     else:
         with source.checkout(commit.sha, app.path) as directory:
             manifests = render_directory(
@@ -242,6 +254,27 @@ class LiveState:
         return (key.namespace, key.kind, key.name) in self.scaled
 
 
+@dataclass(frozen=True)
+class Fingerprints:
+    """What tells an object left as the last sync left it (engine.core.fingerprint): the key (None: trust nothing)
+    and the fingerprints that sync kept."""
+
+    secret: bytes | None
+    kept: frozenset[str]
+
+    def unchanged(self, app: ApplicationSpec, d: DesiredObject, live: KubeObject | None, policy: DriftPolicy) -> bool:
+        return fingerprint.unchanged(self.secret, self.kept, app.ref, d.key, d.obj, live, policy)
+
+    def of_left(self, app: ApplicationSpec, d: DesiredObject, live: KubeObject, policy: DriftPolicy) -> str:
+        """The fingerprint of `live` as a sync leaves it ("" without a key)."""
+        if self.secret is None:
+            return ""
+        return fingerprint.fingerprint(self.secret, app.ref, d.key, d.obj, live, policy)
+
+
+NO_FINGERPRINTS = Fingerprints(None, frozenset())
+
+
 def live_state(cluster: Cluster, app: ApplicationSpec, app_obj: KubeObject, desired: Desired) -> LiveState:
     kinds = {d.key.group_kind for d in desired.objects} | inventory_kinds(app_obj)
     return LiveState(tracked_live(cluster, app.ref, kinds), frozenset(autoscaled_targets(desired.objects)))
@@ -296,8 +329,11 @@ def compare(
     desired: Desired,
     cluster: Cluster,
     masker: SecretMasker,
+    *,
+    fingerprints: Fingerprints = NO_FINGERPRINTS,
 ) -> Comparison:
-    """Diffs every desired object against the cluster (server-side dry-run, concurrently) and finds extras."""
+    """Diffs every desired object against the cluster (server-side dry-run, concurrently) and finds extras. An object
+    whose fingerprint says it is as the last sync left it for this same Git object is synced without a dry-run."""
     state = live_state(cluster, app, app_obj, desired)
     live = state.objects
 
@@ -316,7 +352,19 @@ def compare(
             return diff_replaced(d.key, applied.obj, current, policy, masker), current
         return diff_object(d.key, applied.obj, current, policy, masker), current
 
-    results = concurrently(one, desired.objects)
+    # The fingerprints first, here (CPU only: a thread pool would only add its overhead); the rest is dry-run.
+    left_alone = {
+        d.key
+        for d in desired.objects
+        if d.info is not None
+        and fingerprints.unchanged(app, d, live.get(d.key), app.policy(autoscaled=state.autoscaled(d.key)))
+    }
+    pending = [d for d in desired.objects if d.key not in left_alone]
+    asked = dict(zip((d.key for d in pending), concurrently(one, pending), strict=True))
+    results = [
+        (ObjectDiff(d.key, ObjectState.SYNCED), live[d.key]) if d.key in left_alone else asked[d.key]
+        for d in desired.objects
+    ]
     diffs = [diff for diff, _ in results]
     found_live = {d.key: cur for d, (_, cur) in zip(desired.objects, results, strict=True) if cur is not None}
     wanted = {d.key for d in desired.objects}

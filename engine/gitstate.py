@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .adapters.clock import SYSTEM
+from .adapters.memory import give_back
 from .adapters.source import GitSource
 from .compare import Cluster, DesiredObject, autoscaled_targets, concurrently, load_desired
 from .core.admission import Found, GitObject, Unjudged
 from .core.application import ApplicationSpec, parse_application
 from .core.clock import Clock
+from .core.compact import DeclaredSets, interned
 from .core.errors import ApiError, GitOpsError
 from .core.objects import (
     TRACKING_LABEL,
@@ -47,6 +49,7 @@ MISSING_REVISION_SECONDS = 10.0  # how long "no such commit" stands before Git i
 REVISION_MEMORY = 4096  # answers about named revisions kept, at most (random names cannot grow it further)
 REREAD_SECONDS = 1.0  # an Application read again for a revision it did not target: not again before this
 CHECKS_AT_ONCE = 4  # Git checks of named revisions running at a time
+PROBE_CHUNK = 256  # objects probed (and their answers held) at a time while an Application loads
 EXTRA_REVISIONS = 4  # newer commits of one Application kept loaded beside its own (syncs to commits it does not target)
 # What a sync writes: a full commit name, SHA-1 or SHA-256, in lowercase hex.
 COMMIT_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -142,6 +145,7 @@ class DesiredState:
         # Application's state changes (newer than what it was), at most EXTRA_REVISIONS of each, oldest dropped first.
         self._extra_revisions: dict[tuple[AppRef, str], dict[ObjectKey, GitObject]] = {}
         self._kinds: dict[tuple[str, str], str] = {}
+        self._declared_sets = DeclaredSets()  # one copy of each distinct declared-field set (engine.core.compact)
         # (group, version, kind) -> how the cluster serves it, for every version Git declares a kind in
         self._served: dict[tuple[str, str, str], ResourceInfo] = {}
         self._loading: dict[tuple[AppRef, str], tuple[threading.Event, dict[str, Any]]] = {}  # loads in flight
@@ -511,7 +515,6 @@ class DesiredState:
             self.cluster.refresh_discovery()
             desired = load_desired(spec, self.cluster, revision=desired.commit.sha, source=source)
         ready = [d for d in desired.objects if d.info is not None]
-        forms = concurrently(lambda d: stored_form(self.cluster, d, self.probe_namespace), ready)
         autoscaled = autoscaled_targets(desired.objects)
         policy = spec.policy()
         objects = {}
@@ -520,18 +523,24 @@ class DesiredState:
             self._kinds[(d.info.group, d.info.plural)] = d.info.kind
             self._served[(d.info.group, d.info.version, d.info.kind)] = d.info
         provisional = False
-        for d, (stored, declared, elsewhere) in zip(ready, forms, strict=True):
-            provisional = provisional or elsewhere
-            scaled = (d.key.namespace, d.key.kind, d.key.name) in autoscaled
-            objects[d.key] = GitObject(
-                key=d.key,
-                app=spec.ref,
-                mode=spec.drift_mode,
-                revision=desired.commit.sha,
-                stored=stored,
-                declared=declared,
-                policy=dataclasses.replace(policy, autoscaled=True) if scaled else policy,
-            )
+        # Probed a chunk at a time, each kept compactly at once: the API server's answers (managedFields and all)
+        # are never all in memory together, and what a process has held once it keeps (bench/webhook_memory.py).
+        for start in range(0, len(ready), PROBE_CHUNK):
+            chunk = ready[start : start + PROBE_CHUNK]
+            forms = concurrently(lambda d: stored_form(self.cluster, d, self.probe_namespace), chunk)
+            for d, (stored, declared, elsewhere) in zip(chunk, forms, strict=True):
+                provisional = provisional or elsewhere
+                scaled = (d.key.namespace, d.key.kind, d.key.name) in autoscaled
+                objects[d.key] = GitObject(
+                    key=d.key,
+                    app=spec.ref,
+                    mode=spec.drift_mode,
+                    revision=desired.commit.sha,
+                    stored=interned(stored),
+                    declared=self._declared_sets.shared(declared),
+                    policy=dataclasses.replace(policy, autoscaled=True) if scaled else policy,
+                )
+            del forms
         pending = frozenset(d.key for d in desired.objects if d.info is None)
         return Rendered(desired.commit.sha, objects, pending, provisional)
 
@@ -562,6 +571,7 @@ class DesiredState:
                 log.warning("cannot read the API server's discovery: %s", again)
             return
         seen: set[AppRef] = set()
+        rendered_any = False
         for obj in raw:
             try:
                 spec = parse_application(obj)
@@ -583,6 +593,7 @@ class DesiredState:
                 continue
             try:
                 rendered = self._render(spec, None)
+                rendered_any = True
             except GitOpsError as e:
                 with self._lock:
                     state = current or AppState(spec)
@@ -622,6 +633,8 @@ class DesiredState:
             self.last_refresh = self._now()
             if all(not s.error for s in self._apps.values()):
                 self.last_error = ""
+        if rendered_any:
+            give_back()  # what the probes' answers took, freed, back to the system (engine.adapters.memory)
 
     def _promote(self, app: AppRef, rendered: Rendered) -> None:
         state = self._apps.get(app)

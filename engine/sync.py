@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .compare import (
+    NO_FINGERPRINTS,
     Cluster,
     Desired,
     DesiredObject,
+    Fingerprints,
     apply_desired,
     concurrently,
     live_state,
@@ -21,7 +23,7 @@ from .core.drift import added, declared_fields
 from .core.errors import ApiError, GitOpsError
 from .core.history import ObjectAction
 from .core.normalize import normalize
-from .core.objects import KubeObject, ObjectKey, key_of
+from .core.objects import REVISION_ANNOTATION, KubeObject, ObjectKey, key_of
 from .core.redact import scrub_for
 
 # Applied first, one wave each: what other objects live in or are instances of.
@@ -37,6 +39,7 @@ class SyncResult:
     key: ObjectKey
     action: Action
     message: str = ""
+    fingerprint: str = ""  # of what the sync left, when it left no drift (engine.core.fingerprint); "": none
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {**self.key.as_dict(), "action": self.action.value}
@@ -91,7 +94,9 @@ class Syncer:
         dry_run: bool = False,
         progress: Progress = _no_progress,
         before_apply: BeforeApply = _nothing_before,
+        fingerprints: Fingerprints = NO_FINGERPRINTS,
     ):
+        self.fingerprints = fingerprints
         self.cluster = cluster
         self.app = app
         self.dry_run = dry_run
@@ -158,6 +163,8 @@ class Syncer:
                 result = self.cluster.json_patch(d.info, d.key, _removal_ops(result, extra))
         except ApiError as e:
             return SyncResult(d.key, Action.FAILED, scrub_for(str(e), d.obj))
+        # What the apply answered is what it left, with nothing added to remove: its fingerprint can be trusted.
+        left = "" if extra or self.dry_run else self.fingerprints.of_left(self.app, d, result, policy)
         if created:
             action = Action.CREATED
         elif extra or live is None or normalize(result) != normalize(live):
@@ -165,7 +172,21 @@ class Syncer:
             action = Action.CONFIGURED
         else:
             action = Action.UNCHANGED
-        return SyncResult(d.key, action)
+        return SyncResult(d.key, action, fingerprint=left)
+
+    def _left_alone(self, d: DesiredObject, live: KubeObject | None, autoscaled: bool) -> SyncResult | None:
+        """The result for an object the last sync left as Git has it and that nobody touched since (its fingerprint
+        matches, and it carries this commit's mark): an apply would change nothing. None: it is applied."""
+        if live is None or d.info is None:
+            return None
+        marks = (live.get("metadata") or {}).get("annotations") or {}
+        wanted = ((d.obj.get("metadata") or {}).get("annotations") or {}).get(REVISION_ANNOTATION)
+        if marks.get(REVISION_ANNOTATION) != wanted:
+            return None
+        policy = self.app.policy(autoscaled=autoscaled)
+        if not self.fingerprints.unchanged(self.app, d, live, policy):
+            return None
+        return SyncResult(d.key, Action.UNCHANGED, fingerprint=self.fingerprints.of_left(self.app, d, live, policy))
 
     def _ensure_namespace(self, desired: Desired) -> None:
         """The destination namespace, created if missing (not tracked: pruning never deletes it)."""
@@ -200,7 +221,13 @@ class Syncer:
                 self.progress(result)
                 return result
 
-            done = concurrently(apply, wave)
+            # What the last sync left as Git has it is found first, here: CPU only, no thread pool needed.
+            alone = {d.key: r for d in wave if (r := self._left_alone(d, live.get(d.key), state.autoscaled(d.key)))}
+            for r in alone.values():
+                self.progress(r)
+            pending = [d for d in wave if d.key not in alone]
+            applied = dict(zip((d.key for d in pending), concurrently(apply, pending), strict=True))
+            done = [alone[d.key] if d.key in alone else applied[d.key] for d in wave]
             results.extend(done)
             self._new_namespaces |= {
                 r.key.name for r in done if r.key.kind == "Namespace" and r.action is Action.CREATED

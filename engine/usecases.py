@@ -10,15 +10,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .adapters.audit import read_records
 from .adapters.clock import SYSTEM
+from .adapters.fingerprintkey import ensure_key, read_kept, read_key, write_kept
 from .adapters.history import HistoryStore
 from .adapters.kube import KubeClient
 from .adapters.source import GitSource
 from .apps import application_resource, comparison_status, get_application, patch_status, sync_status
-from .compare import Comparison, Desired, compare, load_desired, new_masker
+from .compare import NO_FINGERPRINTS, Comparison, Desired, Fingerprints, compare, load_desired, new_masker
 from .core.application import KIND, ApplicationSpec, Rollback, Suspension
-from .core.auditchain import filter_records, parse_time
 from .core.clock import Clock, rfc3339
 from .core.errors import GitOpsError
 from .core.history import (
@@ -61,11 +60,26 @@ def load_application(
 
 
 def compare_application(
-    cluster: KubeClient, ref: AppRef, *, revision: str | None = None, masker: SecretMasker | None = None
+    cluster: KubeClient,
+    ref: AppRef,
+    *,
+    revision: str | None = None,
+    masker: SecretMasker | None = None,
+    shortcut: bool = True,
 ) -> tuple[Loaded, Comparison]:
-    """How the cluster differs from Git for `ref` (Secret values masked with `masker`, by default one of its own)."""
+    """How the cluster differs from Git for `ref` (Secret values masked with `masker`, by default one of its own).
+    With `shortcut`, objects whose fingerprint shows them as the last sync left them are not dry-run again
+    (engine.core.fingerprint); without it, or without the key to check fingerprints with, every object is."""
     loaded = load_application(cluster, ref, revision=revision)
-    return loaded, compare(loaded.spec, loaded.obj, loaded.desired, cluster, masker or new_masker())
+    fingerprints = _fingerprints(cluster, ref, read_key(cluster, ref.namespace)) if shortcut else NO_FINGERPRINTS
+    comparison = compare(
+        loaded.spec, loaded.obj, loaded.desired, cluster, masker or new_masker(), fingerprints=fingerprints
+    )
+    return loaded, comparison
+
+
+def _fingerprints(cluster: KubeClient, ref: AppRef, secret: bytes | None) -> Fingerprints:
+    return Fingerprints(secret, read_kept(cluster, ref) if secret is not None else frozenset())
 
 
 @dataclass(frozen=True)
@@ -79,10 +93,10 @@ class StatusReport:
         return dict((self.loaded.obj.get("status") or {}).get("lastSync") or {})
 
 
-def application_status(cluster: KubeClient, ref: AppRef) -> StatusReport:
+def application_status(cluster: KubeClient, ref: AppRef, *, shortcut: bool = True) -> StatusReport:
     """Compares `ref` with Git, and writes nothing: a read-only verb needs no write permission, and the reconciler
     (gitops-controller) owns the Application's status."""
-    loaded, comparison = compare_application(cluster, ref)
+    loaded, comparison = compare_application(cluster, ref, shortcut=shortcut)
     return StatusReport(loaded, comparison, comparison_status(comparison))
 
 
@@ -110,6 +124,7 @@ def sync_loaded(
     before_apply: BeforeApply = lambda _: None,
     clock: Clock = SYSTEM,
     expect_synced: str | None = None,
+    shortcut: bool = True,
 ) -> SyncReport:
     """Applies Git's objects of `loaded` (pruning when asked or when the Application says so) and, unless it is a dry
     run, records the sync: a SyncRecord with the authenticated user (kubectl gitops history), its summary in the
@@ -117,9 +132,15 @@ def sync_loaded(
 
     One sync of an Application runs at a time (engine.synclock), the reconciler's and a person's alike. With
     `expect_synced` (the commit the caller saw synced), a sync that finds, once it holds the lock, that another sync
-    moved the Application meanwhile does not run (SyncSuperseded)."""
+    moved the Application meanwhile does not run (SyncSuperseded). With `shortcut`, an object whose fingerprint shows
+    it as the last sync left it, at this commit, is not applied again; every object applied without drift left gets a
+    new fingerprint either way."""
     if dry_run:
-        syncer = Syncer(cluster, loaded.spec, dry_run=True, progress=progress, before_apply=before_apply)
+        secret = read_key(cluster, loaded.ref.namespace)
+        fingerprints = _fingerprints(cluster, loaded.ref, secret) if shortcut else NO_FINGERPRINTS
+        syncer = Syncer(
+            cluster, loaded.spec, dry_run=True, progress=progress, before_apply=before_apply, fingerprints=fingerprints
+        )
         return SyncReport(loaded, syncer.run(loaded.desired, loaded.obj, prune=prune or loaded.spec.prune), True)
     with sync_lock(cluster, loaded.ref, clock):
         if expect_synced is not None:
@@ -129,7 +150,11 @@ def sync_loaded(
                 raise SyncSuperseded(
                     f"{loaded.ref}: another sync ran meanwhile (now at {now_synced[:12] or 'nothing'}); not syncing"
                 )
-        syncer = Syncer(cluster, loaded.spec, dry_run=False, progress=progress, before_apply=before_apply)
+        secret = ensure_key(cluster, loaded.ref.namespace)
+        fingerprints = _fingerprints(cluster, loaded.ref, secret) if shortcut else Fingerprints(secret, frozenset())
+        syncer = Syncer(
+            cluster, loaded.spec, dry_run=False, progress=progress, before_apply=before_apply, fingerprints=fingerprints
+        )
         started = clock.wall()
         try:
             results = syncer.run(loaded.desired, loaded.obj, prune=prune or loaded.spec.prune)
@@ -183,6 +208,15 @@ def _record(
         patch_status(cluster, loaded.ref, sync_status(loaded.obj, record, results))
         raise GitOpsError(f"{loaded.ref}: the sync ran, but its record was not kept: {e}") from e
     patch_status(cluster, loaded.ref, sync_status(loaded.obj, record, results))
+    # What this sync left without drift, for the next diff, status and sync (engine.core.fingerprint).
+    left = [r.fingerprint for r in results if r.fingerprint and r.action is not Action.FAILED]
+    if left or any(r.action is not Action.FAILED for r in results):
+        try:
+            write_kept(cluster, loaded.ref, left)
+        except GitOpsError as e:
+            raise GitOpsError(
+                f"{loaded.ref}: recorded as sync {record.id}, but its fingerprints were not kept: {e}"
+            ) from e
     try:
         store.retire(loaded.ref.name, loaded.spec.history, clock.wall())
     except GitOpsError as e:
@@ -273,6 +307,8 @@ def drift_attempts(
 ) -> list[dict[str, Any]]:
     """The audit log's records (`audit`, as read_records gives them) of `ref` between two times, oldest first:
     every attempt, or those the webhook let through."""
+    from .core.auditchain import filter_records  # the audit log's modules: imported by what reads it (a diff need not)
+
     low = rfc3339(since, milliseconds=True) if since else ""
     high = rfc3339(until, milliseconds=True)
     out = []
@@ -294,6 +330,8 @@ def _at(records: list[SyncRecord], audit: list[dict[str, Any]], ref: AppRef, at:
 
 def at_time(cluster: KubeClient, ref: AppRef, at: datetime.datetime) -> AtTime:
     """Which sync was live at `at`, and the drift the webhook let through after it and up to `at`."""
+    from .adapters.audit import read_records  # as in drift_attempts
+
     return _at(history_of(cluster, ref), read_records(cluster, ref.namespace), ref, at)
 
 
@@ -315,6 +353,8 @@ def diff_times(
 ) -> TimeDiff:
     """What changed in the cluster between two times: the rendered objects of the sync live at `since` against
     those of the sync live at `until`, the syncs in between, and the drift attempts of the span."""
+    from .adapters.audit import read_records  # as in drift_attempts
+
     _, spec = get_application(cluster, ref)
     records = history_of(cluster, ref)
     audit = read_records(cluster, ref.namespace)  # the history and the audit log read once for both times
@@ -341,6 +381,9 @@ class Event:
 
 def timeline(cluster: KubeClient, namespace: str, since: datetime.datetime, application: str = "") -> list[Event]:
     """Syncs, rollbacks and drift attempts of every Application in `namespace` (or of one), newest first."""
+    from .adapters.audit import read_records
+    from .core.auditchain import filter_records, parse_time  # as in drift_attempts
+
     events = []
     for r in HistoryStore(cluster, namespace).records(application):
         if r.finished < since:
@@ -472,6 +515,8 @@ class ControllerLease:
 
 def controller_lease(cluster: KubeClient, namespace: str, name: str = CONTROLLER_LEASE) -> ControllerLease | None:
     """The reconciler's Lease in `namespace` (None: no reconciler ever ran there, or it cannot be read)."""
+    from .core.auditchain import parse_time  # as in drift_attempts
+
     info = cluster.resource_for("coordination.k8s.io/v1", "Lease")
     if info is None:
         return None

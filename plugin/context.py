@@ -24,6 +24,8 @@ class CliContext:
     target: KubeTarget
     namespace: str | None
     _client: KubeClient | None = field(default=None, repr=False)
+    # diff, status, sync --full: compare (or apply) every object, trusting no fingerprint of the last sync
+    full: bool = False
 
     @property
     def app_namespace(self) -> str:

@@ -9,8 +9,6 @@ import click
 from engine.usecases import compare_application, diff_revisions, diff_times, load_application
 
 from .context import CliContext, CommandError, domain_errors, output_option, pass_cli
-from .history import attempt_line, diff_json, instant, local, print_changes
-from .render import external_diff_command, print_text_diff, run_external_diff
 
 
 @click.command("diff")
@@ -47,7 +45,9 @@ def diff(
         diff_revisions_verb(cli, name, from_revision, to_revision, output)
         return
     with domain_errors(exit_code=2):
-        loaded, comparison = compare_application(cli.client, cli.app_ref(name), revision=revision)
+        loaded, comparison = compare_application(
+            cli.client, cli.app_ref(name), revision=revision, shortcut=not cli.full
+        )
     drifted = [d for d in comparison.diffs if d.drifted]
     if output == "json":
         click.echo(
@@ -61,6 +61,8 @@ def diff(
             )
         )
     elif drifted:
+        from .render import external_diff_command, print_text_diff, run_external_diff  # rich: only when shown
+
         command = external_diff_command()
         if command:
             run_external_diff(command, drifted)
@@ -70,6 +72,8 @@ def diff(
 
 
 def diff_revisions_verb(cli: CliContext, name: str, from_revision: str, to_revision: str, output: str) -> None:
+    from .history import diff_json, print_changes  # imported when used: a plain diff starts faster (plugin.cli)
+
     ref = cli.app_ref(name)
     with domain_errors(exit_code=2):
         result = diff_revisions(
@@ -88,6 +92,8 @@ def diff_revisions_verb(cli: CliContext, name: str, from_revision: str, to_revis
 
 
 def diff_times_verb(cli: CliContext, name: str, since: str, until: str, output: str) -> None:
+    from .history import attempt_line, diff_json, instant, local, print_changes  # as in diff_revisions_verb
+
     start, end = instant(since), instant(until or "now")
     if end < start:
         raise CommandError(f"--until ({local(end)}) is before --since ({local(start)})", 2)

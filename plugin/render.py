@@ -10,15 +10,17 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
-from rich.console import Console
 
 from engine.core.drift import DriftKind, ObjectDiff
 from engine.core.objects import KubeObject, ObjectKey
 from engine.core.text import shown
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def to_yaml(obj: KubeObject | None) -> str:
@@ -102,6 +104,8 @@ def run_external_diff(command: str, diffs: Sequence[ObjectDiff]) -> int:
 
 
 def console(stderr: bool = False) -> Console:
+    from rich.console import Console  # imported when a console is made: a sync or diff with nothing to show needs none
+
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 

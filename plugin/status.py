@@ -21,7 +21,7 @@ def status(cli: CliContext, name: str, output: str) -> None:
     """Show Application NAME: its revision, last sync, and each object's state."""
     with domain_errors():
         ref = cli.app_ref(name)
-        report = application_status(cli.client, ref)
+        report = application_status(cli.client, ref, shortcut=not cli.full)
     spec, desired, comparison, summary = report.loaded.spec, report.loaded.desired, report.comparison, report.summary
     last = report.last_sync
     if output == "json":

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engine.compare import DesiredObject
 from engine.core.errors import GitOpsError
@@ -36,20 +37,7 @@ def sync(
         loaded = load_application(client, cli.app_ref(name), revision=revision)
         desired = loaded.desired
         show_progress = output == "text" and sys.stderr.isatty() and len(desired.objects) > 20
-        with Progress(
-            TextColumn("syncing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console(stderr=True),
-            disable=not show_progress,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("sync", total=len(desired.objects))
-
-            def advance(_: SyncResult) -> None:
-                bar.advance(task)
-
+        with progress_bar(len(desired.objects), show_progress) as advance:
             report = sync_loaded(
                 client,
                 loaded,
@@ -57,6 +45,7 @@ def sync(
                 dry_run=dry_run,
                 progress=advance,
                 before_apply=registration_guard(client, verbose),
+                shortcut=not cli.full,
             )
     results, failed = report.results, report.failed
     if output == "json":
@@ -81,6 +70,20 @@ def sync(
         click.echo(f"Synced {name} to {commit.sha[:12]} ({commit.subject}): {summary or 'nothing to do'}{suffix}")
     if failed:
         raise CommandError(f"{len(failed)} object(s) failed to sync")
+
+
+@contextmanager
+def progress_bar(total: int, shown: bool) -> Iterator[Callable[[SyncResult], None]]:
+    """A bar on stderr, advanced once per object; rich is imported only when one is shown (plugin.cli: start-up)."""
+    if not shown:
+        yield lambda _: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("syncing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console(stderr=True), transient=True) as bar:
+        task = bar.add_task("sync", total=total)
+        yield lambda _: bar.advance(task)
 
 
 def registration_guard(client: RegistrationStore, verbose: bool) -> BeforeApply:

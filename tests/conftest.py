@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -97,6 +98,7 @@ class Gitops:
 
     kubectl: Kubectl
     cache: Path
+    defaults: tuple[tuple[str, str], ...] = ()  # environment every run gets (say, KUBECTL_GITOPS_FULL=1)
 
     def env(self, user: str, extra: dict[str, str] | None = None) -> dict[str, str]:
         return {
@@ -104,6 +106,7 @@ class Gitops:
             "PATH": f"{self.kubectl.binary.parent}{os.pathsep}{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "KUBECONFIG": str(self.kubectl.cluster.kubeconfig(user)),
             "XDG_CACHE_HOME": str(self.cache),
+            **dict(self.defaults),
             **(extra or {}),
         }
 
@@ -131,6 +134,16 @@ def gitops(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Gitops
     runner = Gitops(kubectl, tmp_path_factory.mktemp("gitops-cache"))
     runner.run("install")
     return runner
+
+
+SHORTCUT_MODES = {"fingerprints": (), "full": (("KUBECTL_GITOPS_FULL", "1"),)}
+
+
+@pytest.fixture(params=sorted(SHORTCUT_MODES))
+def gitops_both_ways(request: pytest.FixtureRequest, gitops: Gitops) -> Gitops:
+    """`kubectl gitops` once trusting the fingerprints of the last sync (the default) and once with --full: the
+    suites that prove no drift is missed and none is made up run both ways."""
+    return dataclasses.replace(gitops, defaults=SHORTCUT_MODES[request.param])
 
 
 @dataclass

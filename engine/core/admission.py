@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any, NotRequired, TypedDict
 
 from . import text
+from .compact import DeclaredSet
 from .drift import DriftItem, DriftKind, DriftPolicy, _is_ignored
 from .normalize import SecretMasker
 from .objects import API_GROUP, REVISION_ANNOTATION, TRACKING_LABEL, AppRef, DriftMode, KubeObject, ObjectKey
@@ -147,7 +148,10 @@ class GitObject:
 
     @cached_property
     def declared_paths(self) -> set[Path]:
-        """What Git declares, as paths of this module: computed once per object, not once per request."""
+        """What Git declares, as paths of this module: computed once per object (once per shared declared-field set,
+        engine.core.compact), not once per request."""
+        if isinstance(self.declared, DeclaredSet):
+            return self.declared.paths
         return declared_paths(self.declared)
 
     @cached_property

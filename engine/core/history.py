@@ -24,7 +24,7 @@ from typing import Any
 
 from .clock import rfc3339
 from .errors import GitOpsError
-from .normalize import is_secret, normalize
+from .normalize import is_secret, normalized_view
 from .objects import API_GROUP, KubeObject, ObjectKey
 
 RECORD_API_VERSION = f"{API_GROUP}/v1alpha1"
@@ -80,7 +80,7 @@ def canonical(value: Any) -> bytes:
 def desired_form(obj: KubeObject) -> KubeObject:
     """What an object's digest covers: the object as Git renders it, without server bookkeeping, and a Secret with
     each value replaced by one constant."""
-    out = normalize(obj)
+    out = normalized_view(obj)  # read only: nothing below the top level is changed
     if is_secret(out):
         for section in ("data", "stringData"):
             values = out.get(section)

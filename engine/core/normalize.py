@@ -22,6 +22,25 @@ _SERVER_METADATA = (
 )
 
 
+def normalized_view(obj: KubeObject) -> KubeObject:
+    """What `normalize` answers, without copying what it leaves as it is: the top level, metadata and annotations
+    are new, everything below them is shared with `obj`. For reading (digests): a deep copy of 500 objects took
+    most of a no-op sync's record."""
+    out = {k: v for k, v in obj.items() if k != "status"}
+    metadata = out.get("metadata")
+    if isinstance(metadata, dict):
+        metadata = {k: v for k, v in metadata.items() if k not in _SERVER_METADATA}
+        annotations = metadata.get("annotations")
+        if isinstance(annotations, dict):
+            annotations = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+            if annotations:
+                metadata["annotations"] = annotations
+            else:
+                metadata.pop("annotations")
+        out["metadata"] = metadata
+    return out
+
+
 def normalize(obj: KubeObject) -> KubeObject:
     """A copy without status and server-managed metadata (including kubectl's last-applied annotation)."""
     out = copy.deepcopy(obj)

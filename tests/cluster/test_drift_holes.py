@@ -88,8 +88,9 @@ class Synced:
 
 
 @pytest.fixture
-def app(gitops: Gitops, kubectl: Kubectl, git_repo: MakeRepo, namespace: str) -> Synced:
-    synced = Synced(gitops, kubectl, git_repo(None), namespace)
+def app(gitops_both_ways: Gitops, kubectl: Kubectl, git_repo: MakeRepo, namespace: str) -> Synced:
+    """Each test runs twice: trusting the last sync's fingerprints, and with --full (no drift may hide behind one)."""
+    synced = Synced(gitops_both_ways, kubectl, git_repo(None), namespace)
     synced.assert_synced()
     return synced
 

@@ -8,7 +8,6 @@ made in enforce mode at all), and only she: the syncs run as gitops-sync and adm
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -121,17 +120,7 @@ def test_the_realistic_corpus_passes_the_webhook_with_no_false_drift(
     """Every kind of the corpus created through the webhook (its CRD and custom resources in one sync). The CRD is
     cluster-wide, and another Application (test_diff_sync's) may own it already: this one's is of a group of its
     own."""
-    group = f"c{uuid.uuid4().hex[:8]}.example.com"
-
-    def corpus(source: str | None) -> GitRepo:
-        repo = git_repo(source)
-        for name in ("crd-widgets.yaml", "widgets.yaml"):
-            path = repo.path / name
-            path.write_text(path.read_text().replace("corpus.example.com", group))
-        repo.commit("a CRD group of its own")
-        return repo
-
-    plain.test_realistic_corpus_has_no_false_drift_after_sync(gitops, corpus, namespace)
+    plain.realistic_corpus_has_no_false_drift(gitops, plain.with_own_crd_group(git_repo), namespace)
     judged("deployments", "statefulsets", "daemonsets", "jobs", "cronjobs", "widgets")
 
 

@@ -125,6 +125,27 @@ def test_refresh_indexes_git_as_stored(state: tuple[DesiredState, FakeCluster], 
     assert index.status()["applications"]["gitops-system/shop"]["objects"] == 1
 
 
+def test_objects_of_one_shape_share_their_declared_fields_and_strings(
+    state: tuple[DesiredState, FakeCluster], apps: list[Any], repo: Path
+) -> None:
+    """engine.core.compact in the index: two ConfigMaps that declare the same fields hold one copy of that set, and
+    their keys and short values are the process's one copy of each string."""
+    index, _ = state
+    commit(repo, {"b.yaml": configmap("b", "two")}, "second")
+    apps.append(application(repo))
+    index.refresh()
+    a, b = git_at(index, A), git_at(index, B)
+    assert a is not None
+    assert b is not None
+    assert a.declared is b.declared
+    assert a.stored["data"] == {"k": "one"}
+    assert b.stored["data"] == {"k": "two"}
+    key_a = next(k for k in a.stored if k == "apiVersion")
+    key_b = next(k for k in b.stored if k == "apiVersion")
+    assert key_a is key_b
+    assert a.stored["metadata"]["namespace"] is b.stored["metadata"]["namespace"]
+
+
 def test_an_unchanged_application_is_not_rendered_again_until_a_full_refresh(
     state: tuple[DesiredState, FakeCluster], apps: list[Any], repo: Path
 ) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from engine.core.normalize import LAST_APPLIED, SecretMasker, is_secret, normalize
+from engine.core.normalize import LAST_APPLIED, SecretMasker, is_secret, normalize, normalized_view
 from engine.core.objects import KubeObject
 
 BOOKKEEPING = {
@@ -86,6 +86,25 @@ def test_last_applied_annotation_is_dropped(annotations: dict[str, str], expecte
 )
 def test_normalize_tolerates_odd_metadata(obj: KubeObject) -> None:
     assert normalize(obj) == obj
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        configmap(**BOOKKEEPING, annotations={LAST_APPLIED: "{}", "owner": "alice"}, labels={"a": "b"}),
+        configmap(annotations={LAST_APPLIED: "{}"}),
+        configmap(annotations={}),
+        {**configmap(), "status": {"x": 1}},
+        {"apiVersion": "v1", "kind": "ConfigMap"},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": None},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "annotations": None}},
+    ],
+    ids=["bookkeeping", "only-last-applied", "empty-annotations", "status", "no-metadata", "null-meta", "null-ann"],
+)
+def test_the_view_is_what_normalize_answers_and_leaves_the_object_alone(obj: KubeObject) -> None:
+    before = copy.deepcopy(obj)
+    assert normalized_view(obj) == normalize(obj)
+    assert obj == before
 
 
 # --- SecretMasker -------------------------------------------------------------------------------------------------
