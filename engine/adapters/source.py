@@ -18,6 +18,7 @@ from pathlib import Path
 import git
 
 from ..core.errors import SourceError
+from ..core.repourl import HOST_PATH_HINT, is_host_path
 
 
 @dataclass(frozen=True)
@@ -177,10 +178,8 @@ class GitSource:
             self.repo.git.fetch("--prune", "--tags", "--force", "origin", kill_after_timeout=300)
             heads = str(self.repo.git.ls_remote("--symref", "origin", "HEAD", kill_after_timeout=60))
         except git.GitCommandError as e:
-            raise SourceError(
-                f"cannot fetch {self.shown}: {_git_message(e, self.url)}; "
-                "check the URL and that the repository is reachable"
-            ) from e
+            hint = HOST_PATH_HINT if is_host_path(self.url) else "check the URL and that the repository is reachable"
+            raise SourceError(f"cannot fetch {self.shown}: {_git_message(e, self.url)}; {hint}") from e
         for line in heads.splitlines():
             if line.startswith("ref: ") and line.endswith("\tHEAD"):
                 self.repo.git.symbolic_ref("HEAD", line[len("ref: ") :].split("\t")[0])

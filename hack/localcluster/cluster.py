@@ -276,12 +276,6 @@ class LocalCluster:
         if with_node:
             host.check_prerequisites()
             host.lock()
-            try:
-                for what, fixed in node.FIXED_PORTS.items():
-                    _ensure_port_free(fixed, what)
-            except ClusterError:
-                host.restore()
-                raise
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
         started = time.monotonic()
