@@ -596,6 +596,8 @@ class LocalCluster:
         for sub in ("containerd", "cni", "ipam", "pod-logs", "kubelet"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         (d / "containerd.toml").write_text(node.containerd_config(d, binaries))
+        (d / "containerd" / "certs.d" / "_default").mkdir(parents=True, exist_ok=True)
+        (d / "containerd" / "certs.d" / "_default" / "hosts.toml").write_text(node.NO_REGISTRY)
         (d / "cni" / "10-kubectl-gitops.conflist").write_text(node.cni_config(d))
         (d / "kubelet.json").write_text(node.kubelet_config(d, self.pki_dir))
         (d / "kube-proxy.json").write_text(node.kube_proxy_config(self.dir / "kube-proxy.kubeconfig"))

@@ -131,24 +131,32 @@ class HostBefore:
 
 
 def pause_image_archive(path: Path) -> None:
-    """The pods' sandbox image: Debian's static catatonit in pause mode, as a one-layer OCI archive (plain tar and
-    JSON: the OCI image layout), so that no registry is needed."""
+    """The pods' sandbox image: Debian's static catatonit in pause mode."""
     if not os.access(CATATONIT, os.X_OK):
         raise ClusterError(f"{CATATONIT} is missing: run `hack/setup --node` (it installs Debian's catatonit)")
+    binary_image_archive(path, CATATONIT, PAUSE_IMAGE, ["/pause", "-P"], arcname="pause")
+
+
+def binary_image_archive(
+    path: Path, binary: Path, name: str, entrypoint: list[str], *, arcname: str = "", user: str = "65535:65535"
+) -> None:
+    """An image of one static binary, as a one-layer OCI archive (plain tar and JSON: the OCI image layout) for
+    `ctr images import`: no registry, no image builder."""
+    arcname = arcname or binary.name
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as tar:
-        info = tar.gettarinfo(str(CATATONIT), arcname="pause")
+        info = tar.gettarinfo(str(binary), arcname=arcname)
         info.uid = info.gid = 0
         info.uname = info.gname = ""
         info.mtime = 0
-        with open(CATATONIT, "rb") as binary:
-            tar.addfile(info, binary)
+        with open(binary, "rb") as content:
+            tar.addfile(info, content)
     layer_bytes = layer.getvalue()
     layer_digest = hashlib.sha256(layer_bytes).hexdigest()
     config = {
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Entrypoint": ["/pause", "-P"], "User": "65535:65535"},
+        "config": {"Entrypoint": entrypoint, "User": user},
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
     }
     blobs: dict[str, bytes] = {layer_digest: layer_bytes}
@@ -178,7 +186,7 @@ def pause_image_archive(path: Path) -> None:
             {
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 **manifest_ref,
-                "annotations": {"org.opencontainers.image.ref.name": PAUSE_IMAGE},
+                "annotations": {"org.opencontainers.image.ref.name": name},
             }
         ],
     }
@@ -187,10 +195,10 @@ def pause_image_archive(path: Path) -> None:
             "oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
             "index.json": json.dumps(index).encode(),
         }
-        for digest, content in blobs.items():
-            files[f"blobs/sha256/{digest}"] = content
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
+        for digest, blob_data in blobs.items():
+            files[f"blobs/sha256/{digest}"] = blob_data
+        for member, data in files.items():
+            info = tarfile.TarInfo(member)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
 
@@ -380,6 +388,8 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
   snapshotter = "overlayfs"
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = "{PAUSE_IMAGE}"
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "{ctd / "certs.d"}"
 [plugins."io.containerd.cri.v1.runtime"]
   # This machine's capability bounding set lacks CAP_SYS_RESOURCE: runc cannot lower a child's oom_score_adj.
   restrict_oom_score_adj = true
@@ -398,6 +408,16 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+"""
+
+
+# Every registry is this unreachable loopback port: an image that was not loaded is never pulled from off the
+# machine (a pod of a synced example that names registry.example gets ErrImagePull at once, and no traffic leaves).
+NO_REGISTRY = """\
+server = "http://127.0.0.1:9"
+
+[host."http://127.0.0.1:9"]
+  capabilities = ["pull", "resolve"]
 """
 
 
