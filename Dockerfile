@@ -30,6 +30,7 @@ COPY pyproject.toml README.md ./
 COPY engine/ engine/
 COPY plugin/ plugin/
 COPY webhook/ webhook/
+COPY controller/ controller/
 COPY manifests/ manifests/
 RUN pip install --no-cache-dir . && rm -rf /src
 WORKDIR /

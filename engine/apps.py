@@ -36,6 +36,24 @@ def install_manifests() -> list[KubeObject]:
     return out
 
 
+def controller_manifests(image: str = "") -> list[KubeObject]:
+    """The objects of manifests/controller/ (what `kubectl apply -k manifests/controller/` applies), in
+    gitops-system; `image` replaces the Deployment's image when given."""
+    folder = resources.files("kubectl_gitops_manifests").joinpath("controller")
+    out: list[KubeObject] = []
+    for name in ("rbac.yaml", "deployment.yaml", "pdb.yaml"):
+        for doc in yaml.safe_load_all(folder.joinpath(name).read_text()):
+            if not doc:
+                continue
+            if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+                doc["metadata"]["namespace"] = "gitops-system"
+            if image and doc["kind"] == "Deployment":
+                for container in doc["spec"]["template"]["spec"]["containers"]:
+                    container["image"] = image
+            out.append(doc)
+    return out
+
+
 def application_resource(cluster: KubeClient) -> ResourceInfo:
     info = cluster.resource_for(API_VERSION, KIND)
     if info is None:

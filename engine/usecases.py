@@ -17,7 +17,7 @@ from .adapters.kube import KubeClient
 from .adapters.source import GitSource
 from .apps import application_resource, comparison_status, get_application, patch_status, sync_status
 from .compare import Comparison, Desired, compare, load_desired, new_masker
-from .core.application import KIND, ApplicationSpec, Rollback
+from .core.application import KIND, ApplicationSpec, Rollback, Suspension
 from .core.auditchain import filter_records, parse_time
 from .core.clock import Clock, rfc3339
 from .core.errors import GitOpsError
@@ -39,6 +39,7 @@ from .core.normalize import SecretMasker
 from .core.objects import API_GROUP, AppRef, KubeObject, ObjectKey
 from .core.renderdiff import ObjectChange, diff_renders
 from .sync import Action, BeforeApply, Syncer, SyncResult
+from .synclock import sync_lock
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,10 @@ class StatusReport:
 
 
 def application_status(cluster: KubeClient, ref: AppRef) -> StatusReport:
-    """Compares `ref` with Git and records the outcome in the Application's status."""
+    """Compares `ref` with Git, and writes nothing: a read-only verb needs no write permission, and the reconciler
+    (gitops-controller) owns the Application's status."""
     loaded, comparison = compare_application(cluster, ref)
-    summary = comparison_status(comparison)
-    patch_status(cluster, ref, summary)
-    return StatusReport(loaded, comparison, summary)
+    return StatusReport(loaded, comparison, comparison_status(comparison))
 
 
 @dataclass(frozen=True)
@@ -109,24 +109,41 @@ def sync_loaded(
     progress: Callable[[SyncResult], None] = lambda _: None,
     before_apply: BeforeApply = lambda _: None,
     clock: Clock = SYSTEM,
+    expect_synced: str | None = None,
 ) -> SyncReport:
     """Applies Git's objects of `loaded` (pruning when asked or when the Application says so) and, unless it is a dry
     run, records the sync: a SyncRecord with the authenticated user (kubectl gitops history), its summary in the
-    Application's status, and the records retention now drops. A sync that stops on an error is recorded too."""
-    syncer = Syncer(cluster, loaded.spec, dry_run=dry_run, progress=progress, before_apply=before_apply)
-    started = clock.wall()
-    try:
-        results = syncer.run(loaded.desired, loaded.obj, prune=prune or loaded.spec.prune)
-    except GitOpsError as e:
-        if not dry_run:
+    Application's status, and the records retention now drops. A sync that stops on an error is recorded too.
+
+    One sync of an Application runs at a time (engine.synclock), the reconciler's and a person's alike. With
+    `expect_synced` (the commit the caller saw synced), a sync that finds, once it holds the lock, that another sync
+    moved the Application meanwhile does not run (SyncSuperseded)."""
+    if dry_run:
+        syncer = Syncer(cluster, loaded.spec, dry_run=True, progress=progress, before_apply=before_apply)
+        return SyncReport(loaded, syncer.run(loaded.desired, loaded.obj, prune=prune or loaded.spec.prune), True)
+    with sync_lock(cluster, loaded.ref, clock):
+        if expect_synced is not None:
+            obj, _ = get_application(cluster, loaded.ref)
+            now_synced = str(((obj.get("status") or {}).get("lastSync") or {}).get("revision") or "")
+            if now_synced != expect_synced:
+                raise SyncSuperseded(
+                    f"{loaded.ref}: another sync ran meanwhile (now at {now_synced[:12] or 'nothing'}); not syncing"
+                )
+        syncer = Syncer(cluster, loaded.spec, dry_run=False, progress=progress, before_apply=before_apply)
+        started = clock.wall()
+        try:
+            results = syncer.run(loaded.desired, loaded.obj, prune=prune or loaded.spec.prune)
+        except GitOpsError as e:
             try:
                 _record(cluster, loaded, [], trigger, reason, started, clock, stopped=str(e))
             except GitOpsError as unrecorded:
                 e.add_note(f"the failed sync was not recorded either: {unrecorded}")
-        raise
-    if dry_run:
-        return SyncReport(loaded, results, dry_run)
-    return SyncReport(loaded, results, dry_run, _record(cluster, loaded, results, trigger, reason, started, clock))
+            raise
+        return SyncReport(loaded, results, False, _record(cluster, loaded, results, trigger, reason, started, clock))
+
+
+class SyncSuperseded(GitOpsError):
+    """The sync was decided on a state that another sync changed before this one could start."""
 
 
 def _record(
@@ -358,9 +375,9 @@ def rollback_target(cluster: KubeClient, loaded: Loaded, target: str) -> tuple[s
         return record.commit.sha, record.id
     if target:
         return GitSource(loaded.spec.repo_url).resolve(target).sha, 0
-    live = next((r for r in records if r.result is not Result.FAILED), None)
+    live = next((r for r in records if r.applied), None)
     current = live.commit.sha if live is not None else loaded.desired.commit.sha
-    earlier = next((r for r in records if r.result is not Result.FAILED and r.commit.sha != current), None)
+    earlier = next((r for r in records if r.applied and r.commit.sha != current), None)
     if earlier is None:
         raise GitOpsError(
             f"{loaded.ref} has no earlier sync of another commit to roll back to; name a sync id or a revision"
@@ -429,3 +446,102 @@ def resume(
         before_apply=before_apply,
         clock=clock,
     )
+
+
+# --- the reconciler's remote control -------------------------------------------------------------------------------
+RECONCILE_ANNOTATION = f"{API_GROUP}/reconcile-requested-at"
+CONTROLLER_LEASE = "gitops-controller"
+
+
+def request_reconcile(cluster: KubeClient, ref: AppRef, token: str) -> None:
+    """Asks the reconciler to fetch and reconcile `ref` now: it answers with status.lastHandledReconcileAt = token."""
+    get_application(cluster, ref)
+    patch = {"metadata": {"annotations": {RECONCILE_ANNOTATION: token}}}
+    cluster.merge_patch(application_resource(cluster), ObjectKey(API_GROUP, KIND, ref.namespace, ref.name), patch)
+
+
+@dataclass(frozen=True)
+class ControllerLease:
+    holder: str  # "" when nobody holds it
+    renewed: datetime.datetime | None
+    duration: float
+
+    def held(self, now: datetime.datetime) -> bool:
+        return bool(self.holder) and self.renewed is not None and (now - self.renewed).total_seconds() < self.duration
+
+
+def controller_lease(cluster: KubeClient, namespace: str, name: str = CONTROLLER_LEASE) -> ControllerLease | None:
+    """The reconciler's Lease in `namespace` (None: no reconciler ever ran there, or it cannot be read)."""
+    info = cluster.resource_for("coordination.k8s.io/v1", "Lease")
+    if info is None:
+        return None
+    try:
+        lease = cluster.get(info, namespace, name)
+    except GitOpsError:
+        return None
+    if lease is None:
+        return None
+    spec = lease.get("spec") or {}
+    renewed = parse_time(str(spec.get("renewTime") or "")) if spec.get("renewTime") else None
+    return ControllerLease(
+        str(spec.get("holderIdentity") or ""), renewed, float(spec.get("leaseDurationSeconds") or 15)
+    )
+
+
+def _live_commit(cluster: KubeClient, spec: ApplicationSpec, obj: KubeObject) -> CommitInfo:
+    """The commit the last sync applied (from the status, without reading Git); Git's target if none was."""
+    last = (obj.get("status") or {}).get("lastSync") or {}
+    if last.get("revision"):
+        return CommitInfo(str(last["revision"]), str(last.get("subject", "")), str(last.get("author", "")))
+    commit = GitSource(spec.repo_url).resolve(spec.target or None)
+    return CommitInfo(commit.sha, commit.subject, commit.author, commit.date)
+
+
+def _mark(
+    cluster: KubeClient, ref: AppRef, commit: CommitInfo, trigger: Trigger, reason: str, clock: Clock
+) -> SyncRecord:
+    """A history record that applies nothing (a suspension or its end), at the commit that is live."""
+    now = clock.wall()
+    record = SyncRecord(
+        application=ref.name,
+        namespace=ref.namespace,
+        id=0,
+        commit=commit,
+        trigger=trigger,
+        user=cluster.whoami(),
+        started=now,
+        finished=now,
+        result=Result.SUCCEEDED,
+        render_digest="",
+        objects=(),
+        errors=(),
+        reason=reason,
+        counts={},
+    )
+    return HistoryStore(cluster, ref.namespace).add(record)
+
+
+def _set_suspend(cluster: KubeClient, ref: AppRef, held: Suspension | None) -> None:
+    patch = {"spec": {"suspend": held.as_dict() if held is not None else None}}
+    cluster.merge_patch(application_resource(cluster), ObjectKey(API_GROUP, KIND, ref.namespace, ref.name), patch)
+
+
+def suspend(cluster: KubeClient, ref: AppRef, reason: str, *, clock: Clock = SYSTEM) -> SyncRecord:
+    """Pauses the reconciler's automation for `ref` (no sync of new commits, no heal; drift is still reported),
+    recorded in its history."""
+    obj, spec = get_application(cluster, ref)
+    if spec.suspend is not None:
+        raise GitOpsError(f"{ref} is already suspended (by {spec.suspend.user} at {spec.suspend.at})")
+    _set_suspend(cluster, ref, Suspension(reason, cluster.whoami(), rfc3339(clock.wall())))
+    return _mark(cluster, ref, _live_commit(cluster, spec, obj), Trigger.SUSPEND, reason, clock)
+
+
+def resume_automation(cluster: KubeClient, ref: AppRef, *, clock: Clock = SYSTEM) -> SyncRecord:
+    """Lifts a suspension; the reconciler takes the Application up again at once."""
+    obj, spec = get_application(cluster, ref)
+    if spec.suspend is None:
+        raise GitOpsError(f"{ref} is not suspended")
+    _set_suspend(cluster, ref, None)
+    held = spec.suspend
+    why = f"suspended by {held.user} at {held.at}" + (f": {held.reason}" if held.reason else "")
+    return _mark(cluster, ref, _live_commit(cluster, spec, obj), Trigger.RESUME, why, clock)

@@ -14,6 +14,7 @@ from engine.core.application import ApplicationSpec, HelmOptions, parse_applicat
 from engine.core.errors import ApiError, GitOpsError
 from engine.core.objects import API_GROUP, DRIFT_MODES, DriftMode, ObjectKey
 from engine.core.repourl import HOST_PATH_HINT, is_host_path
+from engine.core.timespec import duration
 from engine.registration import served_in_cluster
 
 from .context import CliContext, CommandError, domain_errors, output_option, pass_cli
@@ -28,6 +29,9 @@ from .render import print_table
 @click.option("--dest-namespace", default="default", show_default=True, help="Namespace for namespaced objects.")
 @click.option("--mode", type=click.Choice(DRIFT_MODES), default="enforce", show_default=True, help="Drift mode.")
 @click.option("--prune", is_flag=True, help="Sync deletes tracked objects that Git no longer has.")
+@click.option("--auto-sync", is_flag=True, help="The reconciler syncs each new commit (syncPolicy.automated).")
+@click.option("--self-heal", is_flag=True, help="The reconciler syncs drift back (syncPolicy.selfHeal).")
+@click.option("--interval", default="3m", show_default=True, help="How often the reconciler fetches Git (30s, 5m).")
 @click.option("--release-name", default="", help="Helm release name (default: the chart directory's name).")
 @click.option("--values", "values_files", multiple=True, help="Helm values file in the chart (repeatable).")
 @output_option("name", "yaml", "json")
@@ -41,6 +45,9 @@ def create(
     dest_namespace: str,
     mode: str,
     prune: bool,
+    auto_sync: bool,
+    self_heal: bool,
+    interval: str,
     release_name: str,
     values_files: tuple[str, ...],
     output: str,
@@ -60,6 +67,9 @@ def create(
             drift_mode=DriftMode(mode),
             helm=HelmOptions(release_name, values_files),
             prune=prune,
+            automated=auto_sync,
+            self_heal=self_heal,
+            interval=_seconds(interval),
         )
         GitSource(repo).resolve(revision or None)  # fail now on a bad URL or revision, not at the first sync
         try:
@@ -78,6 +88,16 @@ def create(
         click.echo(f"application.{API_GROUP}/{name} created")
     else:
         click.echo(json.dumps(created, indent=2) if output == "json" else _yaml(created))
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = duration(text).total_seconds()
+    except GitOpsError as e:
+        raise click.BadParameter(str(e), param_hint="--interval") from e
+    if seconds < 1:
+        raise click.BadParameter("must be at least 1s", param_hint="--interval")
+    return seconds
 
 
 def _yaml(obj: object) -> str:
@@ -102,7 +122,7 @@ def list_(cli: CliContext, output: str) -> None:
         try:
             spec = parse_application(app)
         except GitOpsError as e:
-            rows.append([app["metadata"]["name"], f"invalid: {e}", "", "", "", ""])
+            rows.append([app["metadata"]["name"], f"invalid: {e}", "", "", "", "", "", ""])
             continue
         status = app.get("status") or {}
         sync = status.get("sync") or {}
@@ -115,13 +135,25 @@ def list_(cli: CliContext, output: str) -> None:
                 if spec.rollback
                 else spec.revision or "(default branch)",
                 str(sync.get("status", "Unknown")),
+                str((status.get("health") or {}).get("status", "")),
                 spec.drift_mode,
+                _automation(spec),
             ]
         )
     if not rows:
         click.echo(f"No Applications in namespace {cli.app_namespace}.")
         return
-    print_table(["NAME", "REPO", "PATH", "REVISION", "SYNC", "MODE"], rows)
+    print_table(["NAME", "REPO", "PATH", "REVISION", "SYNC", "HEALTH", "MODE", "AUTOMATION"], rows)
+
+
+def _automation(spec: ApplicationSpec) -> str:
+    if spec.suspend is not None:
+        return f"suspended by {spec.suspend.user}" + (f": {spec.suspend.reason}" if spec.suspend.reason else "")
+    if spec.rollback is not None:
+        return "held by rollback"
+    if spec.automated:
+        return "auto-sync, self-heal" if spec.self_heal else "auto-sync"
+    return "self-heal" if spec.self_heal else "manual"
 
 
 def _shown(entry: dict[str, Any]) -> Any:

@@ -11,6 +11,7 @@ from engine.adapters.kube import KubeTarget
 
 from .applications import create, delete, list_
 from .audit import audit
+from .automation import reconcile, resume_, suspend_
 from .context import CliContext
 from .diff import diff
 from .history import changes, history, rollback_
@@ -53,7 +54,23 @@ COMMON_OPTIONS = (
     (("-n", "--namespace"), "namespace", "Namespace where Applications live (default: gitops-system)."),
 )
 
-for command in (install, create, list_, delete, diff, sync, status, history, changes, rollback_, audit, version):
+for command in (
+    install,
+    create,
+    list_,
+    delete,
+    diff,
+    sync,
+    status,
+    history,
+    changes,
+    rollback_,
+    reconcile,
+    suspend_,
+    resume_,
+    audit,
+    version,
+):
     for names, attribute, text in COMMON_OPTIONS:
         command.params.append(click.Option(list(names), expose_value=False, callback=_override(attribute), help=text))
     cli.add_command(command)

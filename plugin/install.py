@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import yaml
 
-from engine.apps import install_manifests
+from engine.apps import controller_manifests, install_manifests
 from engine.core.errors import GitOpsError
 from engine.core.objects import KubeObject
 from engine.core.webhookconfig import webhook_configuration
@@ -25,16 +25,26 @@ from .context import CliContext, CommandError, domain_errors, pass_cli
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="CA that signed the webhook's serving certificate (its cert dir's ca.crt).",
 )
+@click.option("--controller", is_flag=True, help="Deploy the reconciler too (manifests/controller/).")
+@click.option("--image", default="", help="The image the reconciler runs (default: the manifests' kubectl-gitops).")
 @click.option("--dry-run", is_flag=True, help="Print the manifests instead of applying them.")
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", help="Format for --dry-run.")
 @pass_cli
 def install(
-    cli: CliContext, webhook_url: str | None, webhook_service: bool, ca_file: Path | None, dry_run: bool, output: str
+    cli: CliContext,
+    webhook_url: str | None,
+    webhook_service: bool,
+    ca_file: Path | None,
+    controller: bool,
+    image: str,
+    dry_run: bool,
+    output: str,
 ) -> None:
     """Install the Application and AuditRecord CRDs and the gitops-system namespace (also in manifests/); with
     --webhook-url or --webhook-service, register the drift admission webhook too, for the resources the
-    Applications manage (an existing registration's resources are kept; the webhook adds new ones itself)."""
-    objects = install_manifests()
+    Applications manage (an existing registration's resources are kept; the webhook adds new ones itself); with
+    --controller, deploy the reconciler (gitops-controller) as well."""
+    objects = install_manifests() + (controller_manifests(image) if controller else [])
     ca_bundle = b""
     register = bool(webhook_url or webhook_service)
     if register:

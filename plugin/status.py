@@ -33,6 +33,8 @@ def status(cli: CliContext, name: str, output: str) -> None:
                     **summary,
                     "lastSync": last,
                     "rollback": report.loaded.spec.rollback.as_dict() if report.loaded.spec.rollback else None,
+                    "suspend": report.loaded.spec.suspend.as_dict() if report.loaded.spec.suspend else None,
+                    "conditions": (report.loaded.obj.get("status") or {}).get("conditions") or [],
                     "objects": [{**d.key.as_dict(), "state": d.state.value} for d in comparison.diffs],
                 },
                 indent=2,
@@ -44,6 +46,11 @@ def status(cli: CliContext, name: str, output: str) -> None:
         f"Source:      {redact_url(spec.repo_url)} path {spec.path} revision {spec.revision or '(default branch)'}"
     )
     click.echo(f"Target:      {desired.commit.sha[:12]} {desired.commit.subject}")
+    if spec.suspend is not None:
+        why = f": {spec.suspend.reason}" if spec.suspend.reason else ""
+        click.echo(
+            f"Suspended:   by {spec.suspend.user} at {spec.suspend.at}{why} (`kubectl gitops resume {name}` lifts it)"
+        )
     if spec.rollback is not None:
         held = spec.rollback
         why = f": {held.reason}" if held.reason else ""
@@ -60,6 +67,12 @@ def status(cli: CliContext, name: str, output: str) -> None:
     else:
         click.echo("Last sync:   never")
     click.echo(f"Drift mode:  {spec.drift_mode}")
+    controller_status = report.loaded.obj.get("status") or {}
+    health = controller_status.get("health") or {}
+    if health:
+        click.echo(f"Health:      {health.get('status')} ({health.get('message', '')}), as the reconciler saw it")
+    for c in controller_status.get("conditions") or []:
+        click.echo(f"Condition:   {c.get('type')}={c.get('status')} {c.get('reason')}: {c.get('message', '')}")
     click.echo()
     rows = [[str(d.key), d.state.value, str(len(d.items)) if d.items else ""] for d in comparison.diffs]
     print_table(["OBJECT", "STATE", "DRIFTED FIELDS"], rows)

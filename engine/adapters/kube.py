@@ -269,6 +269,67 @@ class KubeClient:
                 return
             params = {**params, "continue": token}
 
+    def list_versioned(self, info: ResourceInfo, *, label_selector: str = "") -> tuple[list[KubeObject], str]:
+        """Every object of a kind in every namespace, and the list's resourceVersion to watch from."""
+        params = {"limit": "500"}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        items: list[KubeObject] = []
+        while True:
+            page = self.request("GET", info.path(""), params=params)
+            for item in page.get("items") or []:
+                item.setdefault("apiVersion", info.api_version)
+                item.setdefault("kind", info.kind)
+                items.append(item)
+            metadata = page.get("metadata") or {}
+            if not metadata.get("continue"):
+                return items, str(metadata.get("resourceVersion") or "")
+            params = {**params, "continue": str(metadata["continue"])}
+
+    def watch(
+        self, info: ResourceInfo, *, resource_version: str, label_selector: str = "", timeout_seconds: int = 300
+    ) -> Iterator[dict[str, Any]]:
+        """One watch of a kind in every namespace from `resource_version`: its events ({"type", "object"}, bookmarks
+        included) as the API server streams them, until the server ends the stream (after `timeout_seconds`). A
+        watch holds its connection for its whole life: give watches a client of their own."""
+        params = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if label_selector:
+            params["labelSelector"] = label_selector
+        url = self.host + info.path("") + f"?{urlencode(params)}"
+        if self._creds.token_file and time.monotonic() - self._token_read > TOKEN_REREAD_SECONDS:
+            self._reread_token()
+        try:
+            response = self._http.request(
+                "GET",
+                url,
+                headers=self._headers,
+                preload_content=False,
+                timeout=urllib3.Timeout(connect=5.0, read=timeout_seconds + 30.0),
+            )
+        except urllib3.exceptions.HTTPError as e:
+            raise ClusterUnreachable(f"the API server at {self.host} did not answer a watch ({e})") from e
+        try:
+            if response.status >= 400:
+                message, reason = _status_message(response.status, response.read())
+                raise ApiError(message, response.status, reason)
+            pending = b""
+            try:
+                for chunk in response.stream(65536):
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield json.loads(line)
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                raise ClusterUnreachable(f"the watch of {info.plural} was cut ({e})") from e
+        finally:
+            response.release_conn()
+
     def apply(
         self,
         info: ResourceInfo,

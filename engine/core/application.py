@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,22 @@ class Rollback:
 
 
 @dataclass(frozen=True)
+class Suspension:
+    """Automation paused by `kubectl gitops suspend` (an incident, maintenance) until `resume`: the reconciler
+    neither syncs new commits nor heals drift meanwhile, and still reports both."""
+
+    reason: str = ""
+    user: str = ""
+    at: str = ""  # RFC 3339
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "user": self.user, "at": self.at}
+
+
+DEFAULT_INTERVAL = 180.0  # seconds: how often the reconciler fetches Git and compares, by default (3m)
+
+
+@dataclass(frozen=True)
 class ApplicationSpec:
     ref: AppRef
     repo_url: str
@@ -63,6 +80,8 @@ class ApplicationSpec:
     automated: bool = False
     self_heal: bool = False
     rollback: Rollback | None = None
+    suspend: Suspension | None = None
+    interval: float = DEFAULT_INTERVAL
 
     @property
     def target(self) -> str:
@@ -129,6 +148,22 @@ def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
             at=_str(held.get("at"), "spec.rollback.at"),
             record=int(held.get("record") or 0),
         )
+    suspend = None
+    if spec.get("suspend"):
+        held = spec["suspend"]
+        if not isinstance(held, dict):
+            raise InvalidApplication(f"Application {ref}: spec.suspend must be an object (reason, user, at)")
+        suspend = Suspension(
+            reason=_str(held.get("reason"), "spec.suspend.reason"),
+            user=_str(held.get("user"), "spec.suspend.user"),
+            at=_str(held.get("at"), "spec.suspend.at"),
+        )
+    try:
+        interval = duration(str(policy["interval"])).total_seconds() if policy.get("interval") else DEFAULT_INTERVAL
+    except GitOpsError as e:
+        raise InvalidApplication(f"Application {ref}: spec.syncPolicy.interval: {e}") from e
+    if interval < 1:
+        raise InvalidApplication(f"Application {ref}: spec.syncPolicy.interval must be at least 1s")
     history = spec.get("history") or {}
     try:
         retention = Retention(
@@ -155,6 +190,8 @@ def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
         ignore=tuple(rules),
         history=retention,
         rollback=rollback,
+        suspend=suspend,
+        interval=interval,
         prune=bool(policy.get("prune", False)),
         automated=bool(policy.get("automated", False)),
         self_heal=bool(policy.get("selfHeal", False)),
@@ -173,6 +210,10 @@ def application_manifest(spec: ApplicationSpec) -> KubeObject:
         "driftMode": spec.drift_mode.value,
         "syncPolicy": {"prune": spec.prune, "automated": spec.automated, "selfHeal": spec.self_heal},
     }
+    if spec.interval != DEFAULT_INTERVAL:
+        body["syncPolicy"]["interval"] = duration_text(datetime.timedelta(seconds=spec.interval))
+    if spec.suspend is not None:
+        body["suspend"] = spec.suspend.as_dict()
     if spec.rollback is not None:
         body["rollback"] = spec.rollback.as_dict()
     if spec.history != Retention():

@@ -42,6 +42,13 @@ class Trigger(StrEnum):
     ROLLBACK = "rollback"
     AUTOMATED = "automated"
     SELF_HEAL = "self-heal"
+    # Not syncs: automation paused and resumed (kubectl gitops suspend/resume), kept in the same history so that
+    # `history` tells when automation stopped and why. They apply nothing and never change what is live.
+    SUSPEND = "suspend"
+    RESUME = "resume"
+
+
+NOT_SYNCS = (Trigger.SUSPEND, Trigger.RESUME)
 
 
 class Result(StrEnum):
@@ -136,6 +143,11 @@ class SyncRecord:
     reason: str = ""  # a rollback's reason
     counts: Mapping[str, int] = field(default_factory=dict)
     name: str = ""
+
+    @property
+    def applied(self) -> bool:
+        """Whether this record is of a sync that changed the cluster's target (not a failure, not a suspension)."""
+        return self.result is not Result.FAILED and self.trigger not in NOT_SYNCS
 
     def commit_dict(self) -> dict[str, str]:
         return {"revision": self.commit.sha, "subject": self.commit.subject, "author": self.commit.author}
@@ -291,8 +303,8 @@ def expired(records: Sequence[SyncRecord], policy: Retention, now: datetime.date
 # --- time questions ------------------------------------------------------------------------------------------------
 def live_at(records: Iterable[SyncRecord], at: datetime.datetime) -> SyncRecord | None:
     """The sync that was live at `at`: the newest that had finished by then and changed the cluster's target (a sync
-    whose every object failed changed nothing, so the one before stays live)."""
-    done = [r for r in records if r.finished <= at and r.result is not Result.FAILED]
+    whose every object failed changed nothing, so the one before stays live; a suspension is no sync)."""
+    done = [r for r in records if r.finished <= at and r.applied]
     return max(done, key=lambda r: (r.finished, r.id), default=None)
 
 
