@@ -138,6 +138,22 @@ class NodeSlot:
         self.work = work
         self.node: Node | None = None
         self.runs = 0
+        self.image_loaded = False
+
+    def with_image(self) -> Node:
+        """The node with the project's image (hack/image) loaded into its containerd and manifests/ applied."""
+        node = self.get()
+        if not self.image_loaded:
+            image = subprocess.run(
+                [str(REPO_ROOT / "hack" / "image"), "--load", str(node.cluster.dir)],
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
+            assert image.returncode == 0, image.stderr
+            node.kubectl.run("apply", "-k", str(REPO_ROOT / "manifests"))
+            self.image_loaded = True
+        return node
 
     def get(self) -> Node:
         if self.node is None:
@@ -156,6 +172,7 @@ class NodeSlot:
     def release(self) -> None:
         if self.node is not None:
             node, self.node = self.node, None
+            self.image_loaded = False
             node.git.stop()
             node.cluster.down()
 

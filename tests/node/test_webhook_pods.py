@@ -117,14 +117,9 @@ def served_certificate(ip: str, ca: Path) -> bytes | None:
 @pytest.fixture(scope="module")
 def deployed(node_slot: NodeSlot) -> Iterator[Deployed]:
     """The image loaded into the node, the manifests applied, the Service registered; removed after."""
-    node = node_slot.get()
+    node = node_slot.with_image()
     cluster = node.cluster
-    image = subprocess.run(
-        [str(REPO_ROOT / "hack" / "image"), "--load", str(cluster.dir)], capture_output=True, text=True, timeout=1800
-    )
-    assert image.returncode == 0, image.stderr
     kubectl = node.kubectl
-    kubectl.run("apply", "-k", str(REPO_ROOT / "manifests"))
     # The CA of the client certificate the API server presents to webhooks (the README, "Deploying in a cluster").
     kubectl.run(
         "-n", NS, "create", "configmap", "gitops-webhook-client-ca", f"--from-file=ca.crt={cluster.pki_dir}/ca.crt"
