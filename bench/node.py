@@ -169,17 +169,8 @@ def main() -> None:
             run("apply", "-f", "-", stdin=json.dumps(noop_deployment()))
             run("-n", NS, "rollout", "status", "deployment/noop-webhook", "--timeout=120s")
 
-            repo = work / "git" / "bench"
-            repo.mkdir(parents=True)
             docs = bench_webhook.objects(args.objects)
-            for i, doc in enumerate(docs):
-                (repo / f"{i:05d}.yaml").write_text(json.dumps(doc))
-            for git_args in (
-                ["init", "-q", "-b", "main"],
-                ["add", "-A"],
-                ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"],
-            ):
-                subprocess.run(["git", *git_args], cwd=repo, check=True)
+            bench_webhook.commit_objects(work / "git" / "bench", docs)
             port = bench_webhook.free_port()
             git_daemon = subprocess.Popen(
                 [

@@ -296,6 +296,19 @@ def compare_writes(
     }
 
 
+def commit_objects(repo: Path, docs: list[dict[str, Any]]) -> None:
+    """A new Git repository at `repo` whose one commit holds each object in a file of its own."""
+    repo.mkdir(parents=True)
+    for i, doc in enumerate(docs):
+        (repo / f"{i:05d}.yaml").write_text(json.dumps(doc))
+    for git_args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"],
+    ):
+        subprocess.run(["git", *git_args], cwd=repo, check=True)
+
+
 def rss_mb(pid: int) -> float:
     total = 0
     pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -382,16 +395,8 @@ def main() -> None:
 
             # the managed objects: 2000 of them, synced by an Application
             repo = work / "repo"
-            repo.mkdir()
             docs = objects(2000)
-            for i, doc in enumerate(docs):
-                (repo / f"{i:05d}.yaml").write_text(json.dumps(doc))
-            for git_args in (
-                ["init", "-q", "-b", "main"],
-                ["add", "-A"],
-                ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"],
-            ):
-                subprocess.run(["git", *git_args], cwd=repo, check=True)
+            commit_objects(repo, docs)
             run([kubectl, "gitops", "create", "bench", "--repo", str(repo), "--dest-namespace", "bench"], env)
             run([kubectl, "gitops", "sync", "bench"], env)
             configmaps = [d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"]

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,10 @@ from localcluster import node as nodehost
 from localcluster.build import NODE_BINARIES
 from localcluster.cluster import LocalCluster
 
+from ..cluster.test_webhook_gate import wait_for
 from ..conftest import REPO_ROOT, Gitops, GitRepo, Kubectl
+
+__all__ = ["wait_for"]  # the node tests' poll with a deadline, as the cluster tests'
 
 
 def host_snapshot() -> dict[str, object]:
@@ -192,15 +195,6 @@ def node_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeSlot]:
 @pytest.fixture
 def node(node_slot: NodeSlot) -> Node:
     return node_slot.get()
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 LOCAL_CLUSTER = [sys.executable, "-m", "localcluster"]

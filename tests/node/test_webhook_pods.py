@@ -68,7 +68,11 @@ class Deployed:
         wait_for(loaded, f"both replicas to load {app}")
 
     def wait_two_ready(self) -> None:
-        wait_for(lambda: len(self.ready_pods()) == 2 and len(self.pods()) == 2, "two ready replicas, and no more")
+        wait_for(
+            lambda: len(self.ready_pods()) == 2 and len(self.pods()) == 2,
+            "two ready replicas, and no more",
+            timeout=120,
+        )
 
 
 def pod_ready(pod: dict[str, Any]) -> bool:
