@@ -2,10 +2,11 @@
 
 1. `up --node`: seconds until the node is Ready (control plane included), and `down`.
 2. the image: `hack/image --load` seconds (base images already made or not: both said), its size uncompressed.
-3. writes through the API server to managed ConfigMaps, 20 writers, as in bench/webhook.py (compare_writes), with
-   three backends of the one registration and Service (gitops-webhook.gitops-system.svc, the same certificate): no
-   webhook registered, two pods of the no-op webhook (bench/noop_webhook), two pods of gitops-webhook. The Service's
-   selector is what changes, so the API server's side of the call is the same for both webhooks.
+3. writes through the API server to managed ConfigMaps, 20 writers, as in bench/webhook.py (compare_writes): no
+   webhook registered; two pods of gitops-webhook behind their Service; two pods of the no-op webhook
+   (bench/noop_webhook) behind a Service of their own, with a certificate from the same CA. The registration is the
+   same but for the Service's name, so the API server's side of the call is the same for both webhooks (and each
+   has its own connections: no call rides on a connection to the other's pods).
 
 Usage: .venv/bin/python bench/node.py [--out bench/results/node.json] [--rounds 3] [--objects 500]
 """
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT / "hack"))
 sys.path.insert(0, str(ROOT))
 
 from localcluster import node as nodehost  # noqa: E402
+from localcluster import pki  # noqa: E402
 from localcluster.cluster import LocalCluster  # noqa: E402
 
 from engine.adapters.kube import KubeClient, KubeTarget  # noqa: E402
@@ -46,35 +48,36 @@ NS = "gitops-system"
 NOOP_IMAGE = "localhost/kubectl-gitops/noop-webhook:bench"
 
 
-def noop_deployment() -> dict[str, Any]:
-    """Two pods of the no-op webhook serving the gitops-webhook Service's certificate (its Secret, mounted)."""
+def noop_objects() -> list[dict[str, Any]]:
+    """Two pods of the no-op webhook with the certificate in Secret noop-webhook-tls, and their Service."""
     labels = {"app.kubernetes.io/name": "noop-webhook"}
-    return {
+    container = {
+        "name": "noop",
+        "image": NOOP_IMAGE,
+        "imagePullPolicy": "Never",
+        "args": ["--listen=0.0.0.0:8443", "--cert=/certs/tls.crt", "--key=/certs/tls.key"],
+        "ports": [{"name": "https", "containerPort": 8443}],
+        "readinessProbe": {"tcpSocket": {"port": 8443}, "periodSeconds": 2},
+        "volumeMounts": [{"name": "certs", "mountPath": "/certs", "readOnly": True}],
+    }
+    pod = {"containers": [container], "volumes": [{"name": "certs", "secret": {"secretName": "noop-webhook-tls"}}]}
+    deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": "noop-webhook", "namespace": NS},
         "spec": {
             "replicas": 2,
             "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "noop",
-                            "image": NOOP_IMAGE,
-                            "imagePullPolicy": "Never",
-                            "args": ["--listen=0.0.0.0:8443", "--cert=/certs/tls.crt", "--key=/certs/tls.key"],
-                            "ports": [{"name": "https", "containerPort": 8443}],
-                            "readinessProbe": {"tcpSocket": {"port": 8443}, "periodSeconds": 2},
-                            "volumeMounts": [{"name": "certs", "mountPath": "/certs", "readOnly": True}],
-                        }
-                    ],
-                    "volumes": [{"name": "certs", "secret": {"secretName": "gitops-webhook-tls"}}],
-                },
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "noop-webhook", "namespace": NS},
+        "spec": {"selector": labels, "ports": [{"name": "https", "port": 443, "targetPort": "https"}]},
+    }
+    return [deployment, service]
 
 
 def main() -> None:
@@ -166,7 +169,16 @@ def main() -> None:
                 check=True,
                 capture_output=True,
             )
-            run("apply", "-f", "-", stdin=json.dumps(noop_deployment()))
+            # The no-op webhook's certificate, for its own Service's name, from the CA the registration trusts.
+            secret = json.loads(run("-n", NS, "get", "secret", "gitops-webhook-tls", "-o", "json"))["data"]
+            ca_dir = work / "noop-ca"
+            ca_dir.mkdir()
+            for key in ("ca.crt", "ca.key"):
+                (ca_dir / key).write_bytes(base64.b64decode(secret[key]))
+            leaf = pki.CertificateAuthority.load(ca_dir).issue_server(ca_dir, "noop", [f"noop-webhook.{NS}.svc"], [])
+            run("-n", NS, "create", "secret", "tls", "noop-webhook-tls", f"--cert={leaf.cert}", f"--key={leaf.key}")
+            for obj in noop_objects():
+                run("apply", "-f", "-", stdin=json.dumps(obj))
             run("-n", NS, "rollout", "status", "deployment/noop-webhook", "--timeout=120s")
 
             docs = bench_webhook.objects(args.objects)
@@ -197,27 +209,6 @@ def main() -> None:
                 pods = json.loads(run("-n", NS, "get", "pods", "-l", f"app.kubernetes.io/name={name}", "-o", "json"))
                 return {p["status"].get("podIP") for p in pods["items"] if not p["metadata"].get("deletionTimestamp")}
 
-            def service_ips() -> set[str]:
-                slices = json.loads(
-                    run(
-                        "-n",
-                        NS,
-                        "get",
-                        "endpointslices",
-                        "-l",
-                        "kubernetes.io/service-name=gitops-webhook",
-                        "-o",
-                        "json",
-                    )
-                )
-                return {
-                    a
-                    for s in slices["items"]
-                    for e in s.get("endpoints") or []
-                    for a in e["addresses"]
-                    if e["conditions"].get("ready")
-                }
-
             def loaded() -> bool:
                 http = urllib3.PoolManager(cert_reqs="CERT_NONE")
                 for ip in backend_ips("gitops-webhook"):
@@ -230,19 +221,15 @@ def main() -> None:
                 return True
 
             def register(configuration: str) -> None:
-                if configuration == "none":
-                    run("delete", "validatingwebhookconfiguration", NAME, "--ignore-not-found")
-                    time.sleep(1)
-                    return
-                target = "gitops-webhook" if configuration == "webhook" else "noop-webhook"
-                selector = {"spec": {"selector": {"app.kubernetes.io/name": target}}}
-                run("-n", NS, "patch", "service", "gitops-webhook", "--type=merge", "-p", json.dumps(selector))
-                deadline = time.monotonic() + 60
-                while service_ips() != backend_ips(target):
-                    assert time.monotonic() < deadline, "the Service's endpoints did not follow its selector"
-                    time.sleep(0.2)
-                run("gitops", "install", "--webhook-service", "--ca-file", str(ca))
-                time.sleep(2)  # kube-proxy's rules follow the endpoints
+                run("delete", "validatingwebhookconfiguration", NAME, "--ignore-not-found")
+                if configuration != "none":
+                    run("gitops", "install", "--webhook-service", "--ca-file", str(ca))
+                if configuration == "noop":
+                    registration = json.loads(run("get", "validatingwebhookconfiguration", NAME, "-o", "json"))
+                    for hook in registration["webhooks"]:
+                        hook["clientConfig"]["service"]["name"] = "noop-webhook"
+                    run("replace", "-f", "-", stdin=json.dumps(registration))
+                time.sleep(1)
 
             kube = KubeClient(KubeTarget(kubeconfig=str(cluster.kubeconfig("admin"))), pool_size=20)
             register("webhook")
