@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import json
 import os
 import signal
@@ -21,6 +22,8 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from localcluster import node as nodehost
 
 from engine.core.repourl import HOST_PATH_HINT
@@ -424,6 +427,73 @@ def test_a_rolling_update_under_alices_requests_fails_none(deployed: Deployed, a
         deployed.wait_two_ready()
         stream.more(10)
     assert not before & {p["metadata"]["name"] for p in deployed.pods()}
+    assert stream.failed == []
+    stream.check_recorded()
+
+
+def leaf_due_for_renewal(stored: dict[str, bytes]) -> tuple[bytes, bytes]:
+    """A leaf for the same names from the Secret's CA that expires in 10 days (renewal is due 30 days before): what
+    the shared certificate is some 80 days after it was made. PEM certificate and key."""
+    issuer = x509.load_pem_x509_certificate(stored["ca.crt"])
+    signer = serialization.load_pem_private_key(stored["ca.key"], password=None)
+    assert isinstance(signer, ec.EllipticCurvePrivateKey)
+    current = x509.load_pem_x509_certificate(stored["tls.crt"])
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(current.subject)
+        .issuer_name(issuer.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=80))
+        .not_valid_after(now + datetime.timedelta(days=10))
+        .add_extension(current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value, critical=False)
+        .sign(signer, hashes.SHA256())
+    )
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return leaf.public_bytes(serialization.Encoding.PEM), pem_key
+
+
+def test_a_certificate_renewed_in_place_keeps_the_ca_bundle_and_fails_no_request(
+    deployed: Deployed, app_namespace: str
+) -> None:
+    make_app(deployed, app_namespace, "enforce")
+    # The replicas look at their certificate every second (an hour by default): a changed argument, rolled out.
+    patch = [{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": "--cert-check-seconds=1"}]
+    deployed.kubectl("-n", NS, "patch", "deployment", "gitops-webhook", "--type=json", "-p", json.dumps(patch))
+    deployed.kubectl("-n", NS, "rollout", "status", "deployment/gitops-webhook", "--timeout=180s")
+    deployed.wait_two_ready()
+    deployed.wait_loaded(app_namespace)
+
+    def stored() -> dict[str, bytes]:
+        secret = json.loads(deployed.kubectl("-n", NS, "get", "secret", "gitops-webhook-tls", "-o", "json").stdout)
+        return {key: base64.b64decode(value) for key, value in secret["data"].items()}
+
+    before = stored()
+    planted_cert, planted_key = leaf_due_for_renewal(before)
+    encoded = {"tls.crt": base64.b64encode(planted_cert).decode(), "tls.key": base64.b64encode(planted_key).decode()}
+    with Stream(deployed, app_namespace) as stream:
+        deployed.kubectl("-n", NS, "patch", "secret", "gitops-webhook-tls", "-p", json.dumps({"data": encoded}))
+
+        def renewed_and_served() -> bool:
+            now = stored()["tls.crt"]
+            if now in (before["tls.crt"], planted_cert):
+                return False
+            leaf = x509.load_pem_x509_certificate(now)
+            served = [served_certificate(p["status"]["podIP"], deployed.ca) for p in deployed.ready_pods()]
+            return len(served) == 2 and all(d is not None and x509.load_der_x509_certificate(d) == leaf for d in served)
+
+        wait_for(renewed_and_served, "both replicas to serve the certificate one of them renewed", timeout=120)
+        stream.more(10)
+    after = stored()
+    assert after["ca.crt"] == before["ca.crt"]
+    registration = json.loads(
+        deployed.kubectl("get", "validatingwebhookconfiguration", "gitops-drift.kubectl-gitops.io", "-o", "json").stdout
+    )
+    assert {base64.b64decode(w["clientConfig"]["caBundle"]) for w in registration["webhooks"]} == {before["ca.crt"]}
     assert stream.failed == []
     stream.check_recorded()
 
