@@ -95,6 +95,7 @@ def main(
     metrics = ControllerMetrics()
     repos = Repositories(git_cache)
     metrics.git_fetches.set_function(lambda: float(repos.fetches()))
+    metrics.api_requests.set_function(lambda: float(cluster.requests_sent() + watch_client.requests_sent()))
     leadership: Leadership | None = None
 
     def leading() -> bool:
@@ -137,7 +138,9 @@ def main(
     def ready() -> tuple[bool, str]:
         if leadership is not None and not leadership.leading.is_set():
             return True, f"following: {lease.namespace}/{lease.name} is held by another replica"
-        return (True, "leading") if reconciler.ready() else (False, "listing Applications")
+        if reconciler.ready():
+            return True, "leading"
+        return False, reconciler.waiting_for or "listing Applications"
 
     try:
         _, bound = serve(host, port, probes_app(metrics.registry, healthy, ready))

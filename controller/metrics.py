@@ -44,6 +44,9 @@ class ControllerMetrics:
             "gitops_sync_duration_seconds", "Time of one sync", ["trigger"], registry=self.registry
         )
         self.leader = Gauge("gitops_controller_leader", "1 while this process holds the lease", registry=self.registry)
+        self.api_requests = Gauge(
+            "gitops_api_requests_total", "Requests sent to the API server since the start", registry=self.registry
+        )
         self.git_fetches = Gauge("gitops_git_fetches_total", "Git fetches since the start", registry=self.registry)
 
     def observed(self, ref: AppRef, facts: Facts, comparison: Comparison, health: str, suspended: bool) -> None:

@@ -8,6 +8,7 @@ next step from engine.core.automation and health from engine.core.health. This m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ from engine.core.health import Health, application_health
 from engine.core.history import Result
 from engine.core.objects import TRACKING_LABEL, AppRef, KubeObject, ObjectKey, key_of
 from engine.core.resources import ResourceInfo
+from engine.gitcredentials import git_credentials
 from engine.usecases import RECONCILE_ANNOTATION, Loaded, SyncSuperseded, sync_loaded
 
 from .metrics import ControllerMetrics
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 CHANGE_DELAY = 1.0  # a changed managed object is compared this soon (a burst of changes costs one compare)
 STATUS_DELAY = 5.0  # an object whose status alone changed (a rollout): its health is looked at this soon
 ERROR_RETRY_SECONDS = 30.0
+CRD_POLL_SECONDS = 5.0
 MAX_LISTED_DRIFT = 20
 
 
@@ -104,6 +107,7 @@ class Reconciler:
         self.queue: WorkQueue[AppRef] = WorkQueue(clock.monotonic)
         self.masker = new_masker()
         self._memory: dict[AppRef, AppMemory] = {}
+        self._by_name: dict[str, set[AppRef]] = {}  # the tracking label names an Application by its name only
         self._owners: dict[ObjectKey, set[AppRef]] = {}  # which Applications manage (or managed) each object
         self._fingerprints: dict[ObjectKey, str] = {}
         self._generations: dict[AppRef, tuple[int, str]] = {}
@@ -111,10 +115,31 @@ class Reconciler:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.app_watch: KindWatch | None = None
+        self.waiting_for = "starting"
 
     # --- start and health ------------------------------------------------------------------------------------
     def start(self) -> None:
-        info = application_resource(self.cluster)
+        """Starts watching and working; when the Application CRD is not installed yet (a reconciler deployed before
+        `kubectl gitops install`), waits for it in the background and says so in /readyz and the log."""
+        threading.Thread(target=self._start_when_served, name="start", daemon=True).start()
+
+    def _start_when_served(self) -> None:
+        told = False
+        while not self.stop.is_set():
+            try:
+                info = application_resource(self.cluster)
+                break
+            except GitOpsError as e:
+                self.waiting_for = str(e)
+                if not told:
+                    log.warning("waiting: %s", e)
+                    told = True
+            self.stop.wait(CRD_POLL_SECONDS)
+            with contextlib.suppress(GitOpsError):
+                self.cluster.refresh_discovery()
+        else:
+            return
+        self.waiting_for = ""
         self.app_watch = KindWatch(self.watch_client, info, self._on_application, self.stop).start()
         for n in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"reconcile-{n}", daemon=True)
@@ -125,6 +150,8 @@ class Reconciler:
         return self.app_watch is not None and self.app_watch.synced.is_set()
 
     def healthy(self) -> tuple[bool, str]:
+        if self.waiting_for:
+            return True, self.waiting_for  # alive: waiting for the CRD is no reason to be restarted
         if self.app_watch is not None and not self.app_watch.alive():
             return False, "the Applications watch stopped"
         dead = [t.name for t in self._threads if not t.is_alive()]
@@ -165,7 +192,7 @@ class Reconciler:
         with self._lock:
             owners = set(self._owners.get(key, ()))
             if name:
-                owners |= {ref for ref in self._memory if ref.name == name}
+                owners |= self._by_name.get(str(name), set())
             before = self._fingerprints.get(key)
             if event == DELETED:
                 self._fingerprints.pop(key, None)
@@ -193,6 +220,7 @@ class Reconciler:
     def _forget(self, ref: AppRef) -> None:
         with self._lock:
             self._memory.pop(ref, None)
+            self._by_name.get(ref.name, set()).discard(ref)
             self._generations.pop(ref, None)
             for owners in self._owners.values():
                 owners.discard(ref)
@@ -208,6 +236,9 @@ class Reconciler:
                 delay = self.reconcile(ref)
             except LeadershipLost:
                 return
+            except GitOpsError as e:  # the API server unreachable, a write refused: said, and tried again later
+                log.warning("reconciling %s: %s", ref, e)
+                delay = ERROR_RETRY_SECONDS
             except Exception:  # a bug in one reconcile must not stop the worker that serves every Application
                 log.exception("reconciling %s failed", ref)
                 delay = ERROR_RETRY_SECONDS
@@ -222,6 +253,7 @@ class Reconciler:
 
     def _memory_of(self, ref: AppRef) -> AppMemory:
         with self._lock:
+            self._by_name.setdefault(ref.name, set()).add(ref)
             return self._memory.setdefault(ref, AppMemory())
 
     def reconcile(self, ref: AppRef) -> float | None:
@@ -245,19 +277,25 @@ class Reconciler:
             self._write(ref, obj, generation, requested, _unknown_all("InvalidSpec", str(e)), {})
             self._event(obj, "Warning", "InvalidSpec", str(e))
             return None
-        source, fetch_error = self.repos.source(spec.repo_url, max_age=spec.interval, force=answering)
+        source, fetch_error = None, ""
         try:
+            credentials = git_credentials(self.cluster, spec)
+            source, fetch_error = self.repos.source(
+                spec.repo_url, max_age=spec.interval, force=answering, credentials=credentials
+            )
             desired = load_desired(spec, self.cluster, source=source)
             applied = str((status.get("lastSync") or {}).get("revision") or "")
             if applied and applied != desired.commit.sha and not fetch_error and self._behind(source, applied, desired):
                 # Someone synced a commit this mirror has not fetched yet (kubectl gitops sync, another replica
                 # before a handover): Git is asked again before anything is taken for the target, so that an old
                 # mirror never syncs the cluster backwards.
-                source, fetch_error = self.repos.source(spec.repo_url, max_age=spec.interval, force=True)
+                source, fetch_error = self.repos.source(
+                    spec.repo_url, max_age=spec.interval, force=True, credentials=credentials
+                )
                 desired = load_desired(spec, self.cluster, source=source)
         except GitOpsError as e:
             message = f"{fetch_error}; {e}" if fetch_error and fetch_error not in str(e) else str(e)
-            reason = "SourceUnavailable" if fetch_error else "RenderFailed"
+            reason = "SourceUnavailable" if fetch_error or source is None else "RenderFailed"
             self._write(ref, obj, generation, requested, _unknown_all(reason, message), {"source": {"error": message}})
             if memory.source_told != message:
                 memory.source_told = message
@@ -267,29 +305,14 @@ class Reconciler:
         loaded = Loaded(ref, obj, spec, desired)
         comparison = compare(spec, obj, desired, self.cluster, self.masker)
         self._track(ref, memory, comparison)
-        facts = Facts(
-            target=desired.commit.sha,
-            synced=synced_commit(status),
-            drifted=comparison.drifted,
-            automated=spec.automated,
-            self_heal=spec.self_heal,
-            suspended=spec.suspend is not None,
-        )
+        facts = _facts(spec, desired.commit.sha, obj, comparison)
         now = self.clock.monotonic()
         step = plan(facts, memory.attempts, now)
         self._tell_drift(obj, memory, comparison, step)
         sync_error = ""
         if step.step is Step.SYNC:
             sync_error, obj, comparison = self._sync(loaded, memory, step, now)
-            status = dict(obj.get("status") or {})
-            facts = Facts(
-                target=desired.commit.sha,
-                synced=synced_commit(status),
-                drifted=comparison.drifted,
-                automated=spec.automated,
-                self_heal=spec.self_heal,
-                suspended=spec.suspend is not None,
-            )
+            facts = _facts(spec, desired.commit.sha, obj, comparison)
         elif step.fighting and not memory.fight_told:
             memory.fight_told = True
             self._event(obj, "Warning", "SelfHealBackoff", step.message)
@@ -499,6 +522,17 @@ class Reconciler:
             self.cluster.request("POST", info.path(str(metadata.get("namespace") or "")), body=event)
         except GitOpsError as e:
             log.warning("recording the event %s on %s failed: %s", reason, metadata.get("name"), e)
+
+
+def _facts(spec: ApplicationSpec, target: str, obj: KubeObject, comparison: Comparison) -> Facts:
+    return Facts(
+        target=target,
+        synced=synced_commit(dict(obj.get("status") or {})),
+        drifted=comparison.drifted,
+        automated=spec.automated,
+        self_heal=spec.self_heal,
+        suspended=spec.suspend is not None,
+    )
 
 
 def _unknown_all(reason: str, message: str) -> list[Condition]:

@@ -1,5 +1,9 @@
 """Git for the reconciler: one mirror per repository URL, fetched at most once per interval however many
-Applications use it, and at once when a person asks (`kubectl gitops reconcile`)."""
+Applications use it, and at once when a person asks (`kubectl gitops reconcile`).
+
+Each worker thread reads a mirror through a GitSource of its own: GitPython's Repo keeps one `git cat-file` process
+per object and is not safe to share between threads (a shared one interleaves answers: a tree read back as
+"not a directory" under eight workers). Fetches go through one more, under the mirror's lock."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.adapters.source import GitSource
+from engine.adapters.source import GitCredentials, GitSource
 from engine.core.errors import GitOpsError
 
 RETRY_SECONDS = 15.0  # a failed fetch is tried again this soon (or at the interval, if shorter)
@@ -17,7 +21,8 @@ RETRY_SECONDS = 15.0  # a failed fetch is tried again this soon (or at the inter
 
 @dataclass
 class _Mirror:
-    source: GitSource
+    source: GitSource  # the one that fetches
+    readers: threading.local = field(default_factory=threading.local)  # each thread's own, for reads
     lock: threading.Lock = field(default_factory=threading.Lock)
     tried_at: float = float("-inf")  # when the last fetch began
     error: str = ""  # the last fetch's error ("" when it succeeded)
@@ -37,7 +42,9 @@ class Repositories:
                 self._mirrors[url] = _Mirror(GitSource(url, self._cache_dir))
             return self._mirrors[url]
 
-    def source(self, url: str, *, max_age: float, force: bool = False) -> tuple[GitSource, str]:
+    def source(
+        self, url: str, *, max_age: float, force: bool = False, credentials: GitCredentials | None = None
+    ) -> tuple[GitSource, str]:
         """The mirror of `url`, fetched first when its last fetch is older than `max_age` seconds (or `force`), and
         the error of the last fetch ("" when it succeeded). Callers that wait while another fetches use that fetch.
         A failed fetch leaves the mirror as it was: what it holds is still Git's last known state, and nothing is
@@ -46,16 +53,23 @@ class Repositories:
         asked = self._clock()
         with mirror.lock:
             age = min(max_age, RETRY_SECONDS) if mirror.error else max_age
-            if mirror.tried_at < (asked if force else asked - age):
+            due = mirror.tried_at <= asked if force else mirror.tried_at < asked - age
+            if due:
                 mirror.tried_at = self._clock()
                 mirror.fetches += 1
+                mirror.source.credentials = credentials
                 try:
                     mirror.source.fetch()
                 except GitOpsError as e:
                     mirror.error = str(e)
                 else:
                     mirror.error = ""
-        return mirror.source, mirror.error
+        reader = getattr(mirror.readers, "source", None)
+        if reader is None:
+            reader = GitSource(url, self._cache_dir, fetched=True)
+            mirror.readers.source = reader
+        reader.credentials = credentials  # it never fetches; the credentials only spare load_desired a read
+        return reader, mirror.error
 
     def fetches(self) -> int:
         with self._lock:

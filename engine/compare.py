@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import posixpath
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from .adapters.render import detect_from_names, parse_files, render_directory
+from .adapters.render import DIRECTORY_SUFFIXES, detect_from_names, render_directory, render_files
 from .adapters.source import Commit, GitSource
 from .core import redact
 from .core.application import ApplicationSpec
 from .core.drift import ObjectDiff, diff_object, diff_replaced
 from .core.errors import ApiError, ManifestError
-from .core.manifests import MANIFEST_SUFFIXES, Manifest, check_unique
+from .core.manifests import Manifest, check_unique
 from .core.normalize import SecretMasker
 from .core.objects import TRACKING_LABEL, AppRef, KubeObject, ObjectKey, is_tracked_by, key_of, with_tracking
 from .core.redact import scrub_for
 from .core.resources import Applied, ResourceInfo
+from .gitcredentials import with_credentials
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -132,14 +135,62 @@ def load_desired(
 ) -> Desired:
     """Git's objects for `app` at `revision` (default: the Application's), rendered and prepared."""
     source = source or GitSource(app.repo_url)
+    if source.credentials is None:
+        with_credentials(source, cluster, app)
     commit = source.resolve(revision or app.target or None)
     label = f"{app.path.strip('/') or '.'}@{commit.sha[:12]}"
-    if detect_from_names(source.file_names(commit.sha, app.path)) == "directory":
-        manifests = parse_files(source.read_files(commit.sha, app.path, MANIFEST_SUFFIXES), label)
+    kind = detect_from_names(source.file_names(commit.sha, app.path))
+    if kind == "directory":
+        files = source.read_files(commit.sha, app.path, DIRECTORY_SUFFIXES, recurse=app.directory.recurse)
+        manifests = render_files(
+            files,
+            label,
+            options=app.directory,
+            base=app.path,
+            read=lambda path: source.read_file(commit.sha, path),
+            env=build_env(app, commit.sha),
+        )
     else:
         with source.checkout(commit.sha, app.path) as directory:
-            manifests = render_directory(directory, label, app.destination_namespace, app.helm)
+            manifests = render_directory(
+                directory, label, app.destination_namespace, app.helm, root=_export_root(directory, app.path)
+            )
+    if not manifests and not app.allow_empty:
+        raise ManifestError(
+            f"{label}: the source renders no object ({_empty_hint(kind, app)}); nothing is synced, pruned or "
+            "judged from it. Fix spec.source.path, or set spec.source.allowEmpty: true if an empty source is "
+            "meant (a sync with --prune then removes everything the Application manages)"
+        )
     return Desired(commit, prepare(manifests, app, cluster, commit.sha))
+
+
+def _export_root(directory: Path, path: str) -> Path:
+    """The root of the export that GitSource.checkout made, from the source path's folder in it."""
+    for part in posixpath.normpath(path.strip("/") or ".").split("/"):
+        if part != ".":
+            directory = directory.parent
+    return directory
+
+
+def build_env(app: ApplicationSpec, sha: str) -> dict[str, str]:
+    """The variables Argo CD substitutes into Jsonnet's TLAs and external variables (its build environment; the
+    repository URL is left out, as it may carry credentials)."""
+    return {
+        "ARGOCD_APP_NAME": app.ref.name,
+        "ARGOCD_APP_NAMESPACE": app.destination_namespace,
+        "ARGOCD_APP_REVISION": sha,
+        "ARGOCD_APP_REVISION_SHORT": sha[:7],
+        "ARGOCD_APP_SOURCE_PATH": app.path,
+        "ARGOCD_APP_SOURCE_TARGET_REVISION": app.revision,
+    }
+
+
+def _empty_hint(kind: str, app: ApplicationSpec) -> str:
+    if kind != "directory":
+        return f"{kind} rendered nothing"
+    where = "in the folder" if not app.directory.recurse else "in the folder or below it"
+    globs = " matching include/exclude" if app.directory.include or app.directory.exclude else ""
+    return f"no .yaml, .yml, .json or .jsonnet file{globs} {where} declares an object"
 
 
 def tracked_live(cluster: Cluster, app: AppRef, kinds: Iterable[tuple[str, str]]) -> dict[ObjectKey, KubeObject]:

@@ -39,6 +39,7 @@ from .core.probe import from_probe, restored
 from .core.probe import probe as probe_of
 from .core.resources import ResourceInfo
 from .core.webhookconfig import ManagedResource, managed_resources
+from .gitcredentials import with_credentials
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 5.0
@@ -499,7 +500,7 @@ class DesiredState:
         return self._sources[url]
 
     def _render(self, spec: ApplicationSpec, revision: str | None) -> Rendered:
-        source = self._source(spec.repo_url)
+        source = with_credentials(self._source(spec.repo_url), self.cluster, spec)
         if revision is None:
             source.fetch()
         else:

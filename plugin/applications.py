@@ -10,11 +10,12 @@ import click
 
 from engine.adapters.source import GitSource, redact_url, without_credentials
 from engine.apps import application_resource, create_application, list_applications
-from engine.core.application import ApplicationSpec, HelmOptions, parse_application, validate_name
+from engine.core.application import ApplicationSpec, HelmOptions, parse_application, parse_directory, validate_name
 from engine.core.errors import ApiError, GitOpsError
 from engine.core.objects import API_GROUP, DRIFT_MODES, DriftMode, ObjectKey
 from engine.core.repourl import HOST_PATH_HINT, is_host_path
 from engine.core.timespec import duration
+from engine.gitcredentials import with_credentials
 from engine.registration import served_in_cluster
 
 from .context import CliContext, CommandError, domain_errors, output_option, pass_cli
@@ -29,11 +30,23 @@ from .render import print_table
 @click.option("--dest-namespace", default="default", show_default=True, help="Namespace for namespaced objects.")
 @click.option("--mode", type=click.Choice(DRIFT_MODES), default="enforce", show_default=True, help="Drift mode.")
 @click.option("--prune", is_flag=True, help="Sync deletes tracked objects that Git no longer has.")
+@click.option(
+    "--secret", "secret_ref", default="", help="A Secret beside the Application with Git credentials (secretRef)."
+)
 @click.option("--auto-sync", is_flag=True, help="The reconciler syncs each new commit (syncPolicy.automated).")
 @click.option("--self-heal", is_flag=True, help="The reconciler syncs drift back (syncPolicy.selfHeal).")
 @click.option("--interval", default="3m", show_default=True, help="How often the reconciler fetches Git (30s, 5m).")
 @click.option("--release-name", default="", help="Helm release name (default: the chart directory's name).")
 @click.option("--values", "values_files", multiple=True, help="Helm values file in the chart (repeatable).")
+@click.option("--no-recurse", is_flag=True, help="Read only the files directly in PATH (Argo CD's default).")
+@click.option("--include", default="", help="Glob of files to read, relative to PATH ({a,b} for several).")
+@click.option("--exclude", default="", help="Glob of files to skip, relative to PATH (wins over --include).")
+@click.option("--jsonnet-lib", "jsonnet_libs", multiple=True, help="Jsonnet library folder, from the repo's root.")
+@click.option("--jsonnet-tla", "tlas", multiple=True, metavar="NAME=VALUE", help="Jsonnet top-level argument.")
+@click.option("--jsonnet-tla-code", "tla_codes", multiple=True, metavar="NAME=CODE", help="... as Jsonnet code.")
+@click.option("--jsonnet-ext-var", "ext_vars", multiple=True, metavar="NAME=VALUE", help="Jsonnet external var.")
+@click.option("--jsonnet-ext-code", "ext_codes", multiple=True, metavar="NAME=CODE", help="... as Jsonnet code.")
+@click.option("--allow-empty", is_flag=True, help="A source that renders no object is fine (else an error).")
 @output_option("name", "yaml", "json")
 @pass_cli
 def create(
@@ -45,11 +58,21 @@ def create(
     dest_namespace: str,
     mode: str,
     prune: bool,
+    secret_ref: str,
     auto_sync: bool,
     self_heal: bool,
     interval: str,
     release_name: str,
     values_files: tuple[str, ...],
+    no_recurse: bool,
+    include: str,
+    exclude: str,
+    jsonnet_libs: tuple[str, ...],
+    tlas: tuple[str, ...],
+    tla_codes: tuple[str, ...],
+    ext_vars: tuple[str, ...],
+    ext_codes: tuple[str, ...],
+    allow_empty: bool,
     output: str,
 ) -> None:
     """Create an Application that follows PATH of REPO at REVISION."""
@@ -66,12 +89,27 @@ def create(
             destination_namespace=dest_namespace,
             drift_mode=DriftMode(mode),
             helm=HelmOptions(release_name, values_files),
+            directory=parse_directory(
+                {
+                    "recurse": not no_recurse,
+                    "include": include,
+                    "exclude": exclude,
+                    "jsonnet": {
+                        "libs": list(jsonnet_libs),
+                        "tlas": _jsonnet_pairs(tlas, tla_codes, ("--jsonnet-tla", "--jsonnet-tla-code")),
+                        "extVars": _jsonnet_pairs(ext_vars, ext_codes, ("--jsonnet-ext-var", "--jsonnet-ext-code")),
+                    },
+                }
+            ),
+            allow_empty=allow_empty,
             prune=prune,
             automated=auto_sync,
             self_heal=self_heal,
             interval=_seconds(interval),
+            secret_ref=secret_ref,
         )
-        GitSource(repo).resolve(revision or None)  # fail now on a bad URL or revision, not at the first sync
+        # Fail now on a bad URL, revision or credentials, not at the first sync.
+        with_credentials(GitSource(repo), cli.client, spec).resolve(revision or None)
         try:
             created = create_application(cli.client, spec)
         except ApiError as e:
@@ -98,6 +136,17 @@ def _seconds(text: str) -> float:
     if seconds < 1:
         raise click.BadParameter("must be at least 1s", param_hint="--interval")
     return seconds
+
+
+def _jsonnet_pairs(strings: tuple[str, ...], codes: tuple[str, ...], flags: tuple[str, str]) -> list[dict[str, Any]]:
+    """NAME=VALUE flags as Argo CD's [{name, value, code}] list (code: the flag given as the second of `flags`)."""
+    pairs = []
+    for given, code in [(s, False) for s in strings] + [(c, True) for c in codes]:
+        name, sep, value = given.partition("=")
+        if not sep or not name:
+            raise click.UsageError(f"{flags[code]} wants NAME=VALUE, not {given!r}")
+        pairs.append({"name": name, "value": value, "code": code})
+    return pairs
 
 
 def _yaml(obj: object) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import ssl
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -129,6 +130,8 @@ class KubeClient:
         if creds.server_name:
             pool_args["server_hostname"] = creds.server_name
         self._http = urllib3.PoolManager(**pool_args)
+        self._sent = 0  # requests sent: the reconciler's metric
+        self._sent_lock = threading.Lock()
         self._resources: dict[tuple[str, str, str], ResourceInfo] | None = None
         self._preferred: dict[tuple[str, str], ResourceInfo] = {}
 
@@ -150,6 +153,7 @@ class KubeClient:
         url = self.host + path + (f"?{urlencode(params)}" if params else "")
         if self._creds.token_file and time.monotonic() - self._token_read > TOKEN_REREAD_SECONDS:
             self._reread_token()
+        self._count()
         headers = dict(self._headers)
         if accept:
             headers["Accept"] = accept
@@ -173,6 +177,14 @@ class KubeClient:
         if not response.data:
             return response.status, None
         return response.status, json.loads(response.data)
+
+    def _count(self) -> None:
+        with self._sent_lock:
+            self._sent += 1
+
+    def requests_sent(self) -> int:
+        """How many requests this client has sent (watches included)."""
+        return self._sent
 
     def _reread_token(self) -> None:
         assert self._creds.token_file is not None
@@ -301,6 +313,7 @@ class KubeClient:
         if label_selector:
             params["labelSelector"] = label_selector
         url = self.host + info.path("") + f"?{urlencode(params)}"
+        self._count()
         if self._creds.token_file and time.monotonic() - self._token_read > TOKEN_REREAD_SECONDS:
             self._reread_token()
         try:

@@ -2,23 +2,87 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
 import posixpath
+import shlex
+import shutil
 import tarfile
 import tempfile
 import threading
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
 
+from ..core import redact
 from ..core.errors import SourceError
 from ..core.repourl import HOST_PATH_HINT, is_host_path
+
+
+@dataclass(frozen=True)
+class GitCredentials:
+    """How to authenticate to a repository, from the Secret an Application names (spec.source.secretRef): a
+    username and password or token for HTTPS, or an SSH private key with the host keys to trust. The values never
+    show in a repr, a log or an error; git gets them through its environment, never its command line."""
+
+    username: str = field(default="", repr=False)
+    password: str = field(default="", repr=False)
+    identity: str = field(default="", repr=False)  # an SSH private key (PEM / OpenSSH)
+    known_hosts: str = field(default="", repr=False)
+    name: str = ""  # the Secret's namespace/name, for messages
+
+    def __post_init__(self) -> None:
+        # Every form of the values is scrubbed from any error this process formats from now on.
+        values = {"password": self.password, "identity": self.identity, "header": self._basic()}
+        redact.SEEN.remember({"kind": "Secret", "stringData": {k: v for k, v in values.items() if v}})
+
+    def _basic(self) -> str:
+        if not (self.password or self.username):
+            return ""
+        return base64.b64encode(f"{self.username or 'git'}:{self.password}".encode()).decode()
+
+    @contextmanager
+    def environment(self) -> Iterator[dict[str, str]]:
+        """The environment git runs in with these credentials (an SSH key lives in a private temporary folder
+        for the duration)."""
+        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
+        if self.password or self.username:
+            token = self._basic()
+            env.update(
+                {
+                    "GIT_CONFIG_COUNT": "1",
+                    "GIT_CONFIG_KEY_0": "http.extraHeader",
+                    "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}",
+                }
+            )
+        if not self.identity:
+            yield env
+            return
+        folder = Path(tempfile.mkdtemp(prefix="gitops-ssh-"))
+        try:
+            key, hosts = folder / "identity", folder / "known_hosts"
+            key.touch(mode=0o600)
+            key.write_text(self.identity if self.identity.endswith("\n") else self.identity + "\n")
+            hosts.write_text(self.known_hosts)
+            env["GIT_SSH_COMMAND"] = " ".join(
+                [
+                    "ssh",
+                    f"-i {shlex.quote(str(key))}",
+                    "-o IdentitiesOnly=yes",
+                    f"-o UserKnownHostsFile={shlex.quote(str(hosts))}",
+                    "-o StrictHostKeyChecking=yes",  # a host not in known_hosts is refused, never trusted on sight
+                    "-o BatchMode=yes",
+                ]
+            )
+            yield env
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -87,13 +151,16 @@ def _git_message(e: git.GitCommandError, url: str) -> str:
 class GitSource:
     """One repository URL mirrored into the cache; fetches are explicit so that reads are cheap."""
 
-    def __init__(self, url: str, cache_dir: Path | None = None) -> None:
+    def __init__(self, url: str, cache_dir: Path | None = None, *, fetched: bool = False) -> None:
+        """`fetched`: the mirror is kept up to date by its owner (the reconciler fetches once per interval for every
+        reader), so `resolve` reads it as it is instead of fetching first."""
         self.url = url
         self.shown = redact_url(url)  # in every message: never the credentials a URL may carry
         digest = hashlib.sha256(url.encode()).hexdigest()[:24]
         self.path = (cache_dir or default_cache_dir()) / digest
         self._repo: git.Repo | None = None
-        self._fetched = False
+        self._fetched = fetched
+        self.credentials: GitCredentials | None = None  # set by whoever read the Application's secretRef
         self._fetch_lock = threading.Lock()
         # Fetches are numbered as they start; the latest to finish is kept with its error, if any, so that callers
         # waiting for a missing commit can tell whether a fetch begun after they looked has already answered them.
@@ -174,12 +241,17 @@ class GitSource:
         self._last_fetch = (number, None)
 
     def _fetch_origin(self) -> None:
+        credentials = self.credentials or GitCredentials()
         try:
-            self.repo.git.fetch("--prune", "--tags", "--force", "origin", kill_after_timeout=300)
-            heads = str(self.repo.git.ls_remote("--symref", "origin", "HEAD", kill_after_timeout=60))
+            with credentials.environment() as env:
+                self.repo.git.fetch("--prune", "--tags", "--force", "origin", kill_after_timeout=300, env=env)
+                heads = str(self.repo.git.ls_remote("--symref", "origin", "HEAD", kill_after_timeout=60, env=env))
         except git.GitCommandError as e:
             hint = HOST_PATH_HINT if is_host_path(self.url) else "check the URL and that the repository is reachable"
-            raise SourceError(f"cannot fetch {self.shown}: {_git_message(e, self.url)}; {hint}") from e
+            if self.credentials is not None:
+                hint += f", and the credentials in Secret {self.credentials.name}"
+            message = f"cannot fetch {self.shown}: {_git_message(e, self.url)}; {hint}"
+            raise SourceError(redact.SEEN.scrub(message)) from e
         for line in heads.splitlines():
             if line.startswith("ref: ") and line.endswith("\tHEAD"):
                 self.repo.git.symbolic_ref("HEAD", line[len("ref: ") :].split("\t")[0])
@@ -239,9 +311,12 @@ class GitSource:
             raise SourceError(f"path {path!r} is not a directory at {sha[:12]} in {self.shown}")
         return {blob.name for blob in tree.blobs}
 
-    def read_files(self, sha: str, path: str, suffixes: tuple[str, ...]) -> Iterator[tuple[str, bytes]]:
-        """(path relative to `path`, content) of every file below `path` with one of `suffixes`, in path order;
-        hidden files and folders skipped. Read from Git's object store: nothing touches the disk."""
+    def read_files(
+        self, sha: str, path: str, suffixes: tuple[str, ...], *, recurse: bool = True
+    ) -> Iterator[tuple[str, bytes]]:
+        """(path relative to `path`, content) of every file below `path` (directly in it unless `recurse`) with one
+        of `suffixes`, in path order; hidden files and folders skipped. Read from Git's object store: nothing
+        touches the disk."""
         root = self.repo.commit(sha).tree
         tree = self._tree(sha, path)
         pending = [(tree, "")]
@@ -252,11 +327,24 @@ class GitSource:
                     data = self._blob_data(root, blob)
                     if data is not None:
                         yield prefix + blob.name, data
+            if not recurse:
+                break
             pending.extend(
                 (t, f"{prefix}{t.name}/")
                 for t in sorted(current.trees, key=lambda t: t.name, reverse=True)
                 if not t.name.startswith(".")
             )
+
+    def read_file(self, sha: str, path: str) -> bytes | None:
+        """The content of the file at `path` (relative to the repository's root, `/`-separated, normalized) at
+        `sha`, or None when the commit has no file there. Only the commit's own tree is reachable: a symbolic link
+        is followed inside it, and one that leads out of it reads as no file."""
+        root = self.repo.commit(sha).tree
+        try:
+            blob = root / path
+        except KeyError:
+            return None
+        return self._blob_data(root, blob) if blob.type == "blob" else None
 
     @staticmethod
     def _blob_data(root: git.Tree, blob: git.Blob) -> bytes | None:

@@ -32,6 +32,34 @@ class HelmOptions:
 
 
 @dataclass(frozen=True)
+class JsonnetVar:
+    """A top-level argument or external variable: a string, or Jsonnet code when `code` (Argo CD's shape)."""
+
+    name: str
+    value: str
+    code: bool = False
+
+
+@dataclass(frozen=True)
+class DirectoryOptions:
+    """How a plain directory (YAML, JSON and Jsonnet files) is read: Argo CD's `spec.source.directory`.
+
+    `recurse` defaults to True here (this project always read subfolders); Argo CD's default is False.
+    `include`/`exclude` are globs over the path relative to the source path (`{a,b}` for several; exclude wins).
+    `jsonnet_libs` are library folders relative to the repository's root."""
+
+    recurse: bool = True
+    include: str = ""
+    exclude: str = ""
+    jsonnet_libs: tuple[str, ...] = ()
+    tlas: tuple[JsonnetVar, ...] = ()
+    ext_vars: tuple[JsonnetVar, ...] = ()
+
+    def is_default(self) -> bool:
+        return self == DirectoryOptions()
+
+
+@dataclass(frozen=True)
 class Rollback:
     """An earlier commit the Application is held at (`kubectl gitops rollback`) until `rollback --resume` lifts it:
     syncs, the reconciler and the webhook all take it for the Application's target meanwhile."""
@@ -74,6 +102,9 @@ class ApplicationSpec:
     destination_namespace: str = "default"
     drift_mode: DriftMode = DriftMode.ENFORCE
     helm: HelmOptions = field(default_factory=HelmOptions)
+    directory: DirectoryOptions = field(default_factory=DirectoryOptions)
+    allow_empty: bool = False  # spec.source.allowEmpty: a render with no object is not an error
+    secret_ref: str = ""  # spec.source.secretRef.name: the Secret (beside the Application) with Git credentials
     ignore: tuple[IgnoreRule, ...] = ()
     prune: bool = False
     history: Retention = field(default_factory=Retention)
@@ -112,6 +143,88 @@ def _str(value: Any, where: str, default: str = "") -> str:
     if not isinstance(value, str):
         raise InvalidApplication(f"{where} must be a string")
     return value
+
+
+def _bool(value: Any, where: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidApplication(f"{where} must be true or false")
+    return value
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidApplication(f"{where} must be an object")
+    return value
+
+
+def _jsonnet_vars(value: Any, where: str) -> tuple[JsonnetVar, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidApplication(f"{where} must be a list of {{name, value, code}}")
+    found: list[JsonnetVar] = []
+    for index, item in enumerate(value):
+        at = f"{where}[{index}]"
+        item = _mapping(item, at)
+        name = _str(item.get("name"), f"{at}.name")
+        if not name:
+            raise InvalidApplication(f"{at}.name is required")
+        raw = item.get("value")
+        if raw is not None and not isinstance(raw, str):
+            raise InvalidApplication(f"{at}.value must be a string (with code: true, Jsonnet code as a string)")
+        if name in {v.name for v in found}:
+            raise InvalidApplication(f"{at}.name {name!r} is given twice")
+        found.append(JsonnetVar(name, raw or "", _bool(item.get("code"), f"{at}.code", False)))
+    return tuple(found)
+
+
+def _relative_path(value: Any, where: str) -> str:
+    path = _str(value, where)
+    parts = path.replace("\\", "/").split("/")
+    if not path or path.startswith("/") or ".." in parts:
+        raise InvalidApplication(f"{where} {path!r} must be a path inside the repository, relative to its root")
+    return path
+
+
+def parse_directory(value: Any, where: str = "spec.source.directory") -> DirectoryOptions:
+    """`spec.source.directory` (Argo CD's fields) to DirectoryOptions; the message names the field at fault."""
+    directory = _mapping(value, where)
+    jsonnet = _mapping(directory.get("jsonnet"), f"{where}.jsonnet")
+    libs = jsonnet.get("libs")
+    if libs is not None and not isinstance(libs, list):
+        raise InvalidApplication(f"{where}.jsonnet.libs must be a list of paths")
+    return DirectoryOptions(
+        recurse=_bool(directory.get("recurse"), f"{where}.recurse", True),
+        include=_str(directory.get("include"), f"{where}.include"),
+        exclude=_str(directory.get("exclude"), f"{where}.exclude"),
+        jsonnet_libs=tuple(_relative_path(p, f"{where}.jsonnet.libs[{i}]") for i, p in enumerate(libs or ())),
+        tlas=_jsonnet_vars(jsonnet.get("tlas"), f"{where}.jsonnet.tlas"),
+        ext_vars=_jsonnet_vars(jsonnet.get("extVars"), f"{where}.jsonnet.extVars"),
+    )
+
+
+def directory_manifest(options: DirectoryOptions) -> dict[str, Any]:
+    """DirectoryOptions as `spec.source.directory` (only what differs from the defaults)."""
+    out: dict[str, Any] = {}
+    if not options.recurse:
+        out["recurse"] = False
+    if options.include:
+        out["include"] = options.include
+    if options.exclude:
+        out["exclude"] = options.exclude
+    jsonnet: dict[str, Any] = {}
+    if options.jsonnet_libs:
+        jsonnet["libs"] = list(options.jsonnet_libs)
+    for key, values in (("tlas", options.tlas), ("extVars", options.ext_vars)):
+        if values:
+            jsonnet[key] = [{"name": v.name, "value": v.value, "code": v.code} for v in values]
+    if jsonnet:
+        out["jsonnet"] = jsonnet
+    return out
 
 
 def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
@@ -164,6 +277,11 @@ def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
         raise InvalidApplication(f"Application {ref}: spec.syncPolicy.interval: {e}") from e
     if interval < 1:
         raise InvalidApplication(f"Application {ref}: spec.syncPolicy.interval must be at least 1s")
+    try:
+        directory = parse_directory(source.get("directory"))
+        allow_empty = _bool(source.get("allowEmpty"), "spec.source.allowEmpty", False)
+    except InvalidApplication as e:
+        raise InvalidApplication(f"Application {ref}: {e}") from e
     history = spec.get("history") or {}
     try:
         retention = Retention(
@@ -187,6 +305,9 @@ def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
             release_name=_str(helm.get("releaseName"), "spec.source.helm.releaseName"),
             values_files=tuple(str(v) for v in helm.get("valueFiles") or ()),
         ),
+        directory=directory,
+        allow_empty=allow_empty,
+        secret_ref=_secret_ref(source.get("secretRef"), ref),
         ignore=tuple(rules),
         history=retention,
         rollback=rollback,
@@ -198,12 +319,29 @@ def parse_application(obj: Mapping[str, Any]) -> ApplicationSpec:
     )
 
 
+def _secret_ref(value: Any, ref: AppRef) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise InvalidApplication(f"Application {ref}: spec.source.secretRef must be {{name: SECRET}}")
+    name = value["name"]
+    if name and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):
+        raise InvalidApplication(f"Application {ref}: spec.source.secretRef.name {name!r} is not a Secret's name")
+    return str(name)
+
+
 def application_manifest(spec: ApplicationSpec) -> KubeObject:
     source: dict[str, Any] = {"repoURL": spec.repo_url, "path": spec.path}
     if spec.revision:
         source["targetRevision"] = spec.revision
     if spec.helm.release_name or spec.helm.values_files:
         source["helm"] = {"releaseName": spec.helm.release_name, "valueFiles": list(spec.helm.values_files)}
+    if not spec.directory.is_default():
+        source["directory"] = directory_manifest(spec.directory)
+    if spec.allow_empty:
+        source["allowEmpty"] = True
+    if spec.secret_ref:
+        source["secretRef"] = {"name": spec.secret_ref}
     body: dict[str, Any] = {
         "source": source,
         "destination": {"namespace": spec.destination_namespace},

@@ -83,8 +83,14 @@ def _validate(obj: Any, where: str) -> KubeObject:
 
 def parse(text: str, source: str) -> list[Manifest]:
     """Every object in one file: multi-document YAML or JSON, empty documents skipped, `List` kinds flattened."""
+    return from_documents(_documents(text, source), source)
+
+
+def from_documents(documents: Iterable[tuple[int, Any]], source: str) -> list[Manifest]:
+    """Objects from (document number, parsed value) pairs, as a file or a Jsonnet evaluation yields them: empty
+    documents skipped, `List` kinds flattened."""
     found: list[Manifest] = []
-    for document, doc in _documents(text, source):
+    for document, doc in documents:
         if doc is None:
             continue
         where = f"{source} (document {document})"

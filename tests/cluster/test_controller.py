@@ -19,28 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from ..conftest import REPO_ROOT, Gitops, GitRepo, Kubectl
-from .test_webhook import WebhookProcess, _free_port, registered_webhook
+from ..conftest import Gitops, GitRepo, Kubectl
+from .test_webhook import WebhookProcess, _free_port, registered_webhook, service_account_kubeconfig
 
 pytestmark = pytest.mark.cluster
 
 MakeRepo = Callable[[str | None], GitRepo]
 CONTROLLER = Path(sys.executable).parent / "gitops-controller"
 APP_GROUP = "applications.gitops.kubectl-gitops.io"
-
-
-def controller_kubeconfig(kubectl: Kubectl, path: Path) -> Path:
-    """A kubeconfig for the gitops-controller ServiceAccount of manifests/controller/rbac.yaml, and nothing more."""
-    kubectl.run("-n", "gitops-system", "apply", "-f", str(REPO_ROOT / "manifests" / "controller" / "rbac.yaml"))
-    token = kubectl.run("-n", "gitops-system", "create", "token", "gitops-controller", "--duration=2h").stdout.strip()
-    admin = yaml.safe_load(kubectl.cluster.kubeconfig("admin").read_text())
-    admin["users"] = [{"name": "gitops-controller", "user": {"token": token}}]
-    admin["contexts"] = [{"name": "sa", "context": {"cluster": "local", "user": "gitops-controller"}}]
-    admin["current-context"] = "sa"
-    path.write_text(yaml.safe_dump(admin))
-    return path
 
 
 @dataclass
@@ -117,7 +104,7 @@ def webhook(gitops: Gitops, kubectl: Kubectl, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture(scope="module")
 def controller_identity(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return controller_kubeconfig(kubectl, tmp_path_factory.mktemp("controller-sa") / "controller.kubeconfig")
+    return service_account_kubeconfig(kubectl, tmp_path_factory.mktemp("controller-sa") / "c.kubeconfig", "controller")
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +195,13 @@ def small_repo(git_repo: MakeRepo) -> GitRepo:
     return repo
 
 
+def wait_synced(kubectl: Kubectl, name: str) -> None:
+    """kubectl wait --for=condition=Synced, as a user would."""
+    kubectl.run(
+        "-n", "gitops-system", "wait", f"{APP_GROUP}/{name}", "--for=condition=Synced", "--timeout=60s", timeout=70
+    )
+
+
 def create(gitops: Gitops, name: str, repo: GitRepo, namespace: str, *args: str) -> None:
     gitops.run("create", name, "--repo", str(repo.path), "--dest-namespace", namespace, *args)
 
@@ -216,9 +210,7 @@ def test_a_new_commit_is_synced_on_its_own_and_kubectl_wait_sees_it(
     gitops: Gitops, kubectl: Kubectl, controller: ControllerProcess, small_repo: GitRepo, namespace: str
 ) -> None:
     create(gitops, namespace, small_repo, namespace, "--auto-sync", "--interval", "3s", "--mode", "enforce")
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     assert configmap_value(kubectl, namespace, "settings", "greeting") == "hello"
     small_repo.write("settings.yaml", CONFIG.format(value="bonjour"))
     commit = small_repo.commit("bonjour")
@@ -242,9 +234,7 @@ def test_reconcile_wait_syncs_at_once_and_reports(
     gitops: Gitops, kubectl: Kubectl, controller: ControllerProcess, small_repo: GitRepo, namespace: str
 ) -> None:
     create(gitops, namespace, small_repo, namespace, "--auto-sync", "--interval", "1h")
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     small_repo.write("settings.yaml", CONFIG.format(value="hola"))
     commit = small_repo.commit("hola")
     out = gitops.run("reconcile", namespace, "--timeout", "60s").stdout
@@ -259,9 +249,7 @@ def test_audit_mode_drift_is_found_from_the_watch_and_healed(
     create(
         gitops, namespace, small_repo, namespace, "--auto-sync", "--self-heal", "--mode", "audit", "--interval", "1h"
     )
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     kubectl.run("-n", namespace, "patch", "configmap", "settings", "-p", '{"data":{"greeting":"hacked"}}', user="alice")
     wait_for(
         "alice's change healed",
@@ -272,6 +260,18 @@ def test_audit_mode_drift_is_found_from_the_watch_and_healed(
     heals = [r for r in records(kubectl, namespace) if r["trigger"] == "self-heal"]
     assert heals, records(kubectl, namespace)
     assert any(e["reason"] == "DriftDetected" for e in events(kubectl, namespace))
+    # A removed tracking label comes back: the object leaves the labelled watch as a deletion, and is compared.
+    kubectl.run(
+        "-n", namespace, "label", "configmap", "settings", "gitops.kubectl-gitops.io/application-", user="alice"
+    )
+    wait_for(
+        "the tracking label put back",
+        lambda: kubectl.run(
+            "-n", namespace, "get", "configmap", "settings", "-o", "jsonpath={.metadata.labels}"
+        ).stdout.count("gitops.kubectl-gitops.io/application"),
+        timeout=30,
+        log=controller.log,
+    )
     # A deleted object comes back too.
     kubectl.run("-n", namespace, "delete", "configmap", "settings", user="alice")
     wait_for(
@@ -286,9 +286,7 @@ def test_without_self_heal_drift_is_only_reported(
     gitops: Gitops, kubectl: Kubectl, controller: ControllerProcess, small_repo: GitRepo, namespace: str
 ) -> None:
     create(gitops, namespace, small_repo, namespace, "--auto-sync", "--mode", "audit", "--interval", "1h")
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     kubectl.run("-n", namespace, "patch", "configmap", "settings", "-p", '{"data":{"greeting":"hacked"}}', user="alice")
     kubectl.run(
         "-n",
@@ -316,9 +314,7 @@ def test_a_fight_with_another_writer_backs_off(
     create(
         gitops, namespace, small_repo, namespace, "--auto-sync", "--self-heal", "--mode", "audit", "--interval", "1h"
     )
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     deadline = time.monotonic() + 25
     writes = 0
     backoff = False
@@ -340,9 +336,7 @@ def test_git_unreachable_deletes_nothing_and_recovers(
     gitops: Gitops, kubectl: Kubectl, controller: ControllerProcess, small_repo: GitRepo, namespace: str
 ) -> None:
     create(gitops, namespace, small_repo, namespace, "--auto-sync", "--prune", "--interval", "2s")
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     away = small_repo.path.with_name(small_repo.path.name + "-away")
     small_repo.path.rename(away)
     try:
@@ -368,9 +362,7 @@ def test_suspend_pauses_and_resume_goes_on(
     gitops: Gitops, kubectl: Kubectl, controller: ControllerProcess, small_repo: GitRepo, namespace: str
 ) -> None:
     create(gitops, namespace, small_repo, namespace, "--auto-sync", "--interval", "1h")
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     gitops.run("suspend", namespace, "--reason", "incident 42")
     small_repo.write("settings.yaml", CONFIG.format(value="paused"))
     commit = small_repo.commit("while suspended")
@@ -394,9 +386,7 @@ def test_a_rollback_is_honoured_by_automated_sync(
 ) -> None:
     first = small_repo.git("rev-parse", "HEAD")
     create(gitops, namespace, small_repo, namespace, "--auto-sync", "--interval", "1h")
-    kubectl.run(
-        "-n", "gitops-system", "wait", f"{APP_GROUP}/{namespace}", "--for=condition=Synced", "--timeout=60s", timeout=70
-    )
+    wait_synced(kubectl, namespace)
     small_repo.write("settings.yaml", CONFIG.format(value="second"))
     second = small_repo.commit("second")
     gitops.run("reconcile", namespace, "--timeout", "60s")
@@ -456,3 +446,140 @@ def test_two_controllers_one_leads_and_a_killed_leader_hands_over(
         second.stop()
         controller.start()  # the module's controller again, for any test after this one
         controller.wait_ready()
+
+
+def test_a_leader_whose_lease_is_taken_stops_at_once(
+    kubectl: Kubectl, controller: ControllerProcess, controller_identity: Path
+) -> None:
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    patch = json.dumps({"spec": {"holderIdentity": "someone-else", "renewTime": now, "leaseDurationSeconds": 6}})
+    try:
+        kubectl.run("-n", "gitops-system", "patch", "lease", "gitops-controller", "--type=merge", "-p", patch)
+        assert controller.proc is not None
+        code = controller.proc.wait(timeout=20)
+        assert code == 1
+        assert "the lease was lost" in controller.log.read_text()
+    finally:
+        controller.start()
+        controller.wait_ready(timeout=60)
+
+
+def test_a_sync_waits_for_the_lock_of_another_and_takes_over_an_expired_one(
+    gitops: Gitops, kubectl: Kubectl, small_repo: GitRepo, namespace: str
+) -> None:
+    create(gitops, namespace, small_repo, namespace)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": f"gitops-sync-{namespace}", "namespace": "gitops-system"},
+        "spec": {"holderIdentity": "a-killed-cli", "leaseDurationSeconds": 3, "renewTime": now, "acquireTime": now},
+    }
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(lease))
+    started = time.monotonic()
+    gitops.run("sync", namespace, user="gitops")
+    assert time.monotonic() - started >= 2  # it waited for the holder's lease to run out
+    assert configmap_value(kubectl, namespace, "settings", "greeting") == "hello"
+    left = kubectl.run("-n", "gitops-system", "get", "lease", f"gitops-sync-{namespace}", check=False)
+    assert left.returncode != 0, "the sync lock is released after the sync"
+
+
+def test_a_controller_started_before_install_waits_and_then_works(tmp_path: Path, small_repo: GitRepo) -> None:
+    """A fresh control plane with nothing installed: the reconciler waits (no crash loop), and works once
+    `kubectl gitops install` ran."""
+    from localcluster.cluster import LocalCluster
+
+    cluster = LocalCluster(tmp_path / "fresh")
+    state = cluster.up()
+    proc = None
+    try:
+        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig("admin")), "XDG_CACHE_HOME": str(tmp_path / "c")}
+        port = _free_port()
+        with open(tmp_path / "controller.log", "ab") as out:
+            proc = subprocess.Popen(
+                [
+                    str(CONTROLLER),
+                    "--probe-address",
+                    f"127.0.0.1:{port}",
+                    "--lease-duration",
+                    "6",
+                    "--renew-deadline",
+                    "4",
+                    "--retry-period",
+                    "1",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        probe = ControllerProcess(Path(), tmp_path, tmp_path / "controller.log", port=port, proc=proc)
+        wait_for("the probes answer", lambda: probe.get("/healthz")[0] == 200, timeout=30)
+        assert proc.poll() is None
+        kubectl = str(Path(state.bin_dir) / "kubectl")
+        plugin = Path(sys.executable).parent / "kubectl-gitops"
+        # Its namespace first (where the Lease goes), the CRDs not yet: it leads, and waits for them.
+        subprocess.run([kubectl, "create", "namespace", "gitops-system"], env=env, check=True, capture_output=True)
+        wait_for("leading", probe.leading, timeout=60, log=probe.log)
+        status, body = probe.get("/readyz")
+        assert status == 503, body
+        assert "kubectl gitops install" in body, body
+        assert proc.poll() is None
+        subprocess.run([str(plugin), "install"], env=env, check=True, capture_output=True)
+        subprocess.run([kubectl, "create", "namespace", "shop"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [str(plugin), "create", "shop", "--repo", str(small_repo.path), "--dest-namespace", "shop", "--auto-sync"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        done = subprocess.run(
+            [
+                kubectl,
+                "-n",
+                "gitops-system",
+                "wait",
+                "application.gitops.kubectl-gitops.io/shop",
+                "--for=condition=Synced",
+                "--timeout=60s",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=70,
+        )
+        assert done.returncode == 0, done.stderr + probe.log.read_text()[-3000:]
+        assert proc.poll() is None
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        cluster.down()
+
+
+def test_the_controller_reads_a_private_repository_with_the_secrets_credentials(
+    gitops: Gitops, kubectl: Kubectl, controller: ControllerProcess, small_repo: GitRepo, namespace: str, tmp_path: Path
+) -> None:
+    from ..githttp import serve
+    from .test_git_credentials import TOKEN, credentials_secret, no_token
+
+    root = tmp_path / "served"
+    root.mkdir()
+    subprocess.run(["git", "clone", "-q", "--bare", str(small_repo.path), str(root / "private.git")], check=True)
+    with serve(root, "deploy-bot", TOKEN) as base:
+        credentials_secret(kubectl, f"{namespace}-git", TOKEN)
+        gitops.run(
+            "create",
+            namespace,
+            "--repo",
+            f"{base}/private.git",
+            "--dest-namespace",
+            namespace,
+            "--secret",
+            f"{namespace}-git",
+            "--auto-sync",
+        )
+        wait_synced(kubectl, namespace)
+        assert configmap_value(kubectl, namespace, "settings", "greeting") == "hello"
+    no_token(
+        controller.log.read_text(), json.dumps(events(kubectl, namespace)), json.dumps(application(kubectl, namespace))
+    )

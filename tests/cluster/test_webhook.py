@@ -118,13 +118,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def service_account_kubeconfig(kubectl: Kubectl, path: Path) -> Path:
-    """A kubeconfig for the gitops-webhook ServiceAccount of manifests/webhook/rbac.yaml (its least privilege)."""
-    kubectl.run("-n", "gitops-system", "apply", "-f", str(REPO_ROOT / "manifests" / "webhook" / "rbac.yaml"))
-    token = kubectl.run("-n", "gitops-system", "create", "token", "gitops-webhook", "--duration=2h").stdout.strip()
+def service_account_kubeconfig(kubectl: Kubectl, path: Path, component: str = "webhook") -> Path:
+    """A kubeconfig for the gitops-COMPONENT ServiceAccount of manifests/COMPONENT/rbac.yaml (its least privilege)."""
+    account = f"gitops-{component}"
+    kubectl.run("-n", "gitops-system", "apply", "-f", str(REPO_ROOT / "manifests" / component / "rbac.yaml"))
+    token = kubectl.run("-n", "gitops-system", "create", "token", account, "--duration=2h").stdout.strip()
     admin = yaml.safe_load(kubectl.cluster.kubeconfig("admin").read_text())
-    admin["users"] = [{"name": "gitops-webhook", "user": {"token": token}}]
-    admin["contexts"] = [{"name": "sa", "context": {"cluster": "local", "user": "gitops-webhook"}}]
+    admin["users"] = [{"name": account, "user": {"token": token}}]
+    admin["contexts"] = [{"name": "sa", "context": {"cluster": "local", "user": account}}]
     admin["current-context"] = "sa"
     path.write_text(yaml.safe_dump(admin))
     return path
@@ -412,10 +413,14 @@ def test_kill_9_loses_no_record_of_an_answered_request(
     webhook.start()
     stop.set()
     worker.join(timeout=120)
-    recorded = {r["fields"][0]["requested"] for r in records(kubectl, namespace)}
+    kept = records(kubectl, namespace)
+    recorded = {r["fields"][0].get("requested") for r in kept if not r.get("unjudged")}
     assert answered, "no request was answered before the kill"
     missing = [i for i in answered if f"attempt {i}" not in recorded]
-    assert missing == []
+    # The restarted webhook answers before it has loaded Git's state: it denies what it cannot judge, and records
+    # each such attempt as unjudged (the field values it could not compare are not in that record).
+    unjudged = [r for r in kept if r.get("unjudged") and r["decision"] == "denied"]
+    assert len(missing) <= len(unjudged), (missing, unjudged)
 
 
 def test_audit_cli_lists_and_verify_catches_tampering(
