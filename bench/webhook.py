@@ -302,6 +302,19 @@ def compare_writes(
     }
 
 
+def commit_objects(repo: Path, docs: list[dict[str, Any]]) -> None:
+    """A new Git repository at `repo` whose one commit holds each object in a file of its own."""
+    repo.mkdir(parents=True)
+    for i, doc in enumerate(docs):
+        (repo / f"{i:05d}.yaml").write_text(json.dumps(doc))
+    for git_args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"],
+    ):
+        subprocess.run(["git", *git_args], cwd=repo, check=True)
+
+
 def rss_mb(pid: int) -> float:
     total = 0
     pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -390,16 +403,8 @@ def main() -> None:
 
             # the managed objects, synced by an Application
             repo = work / "repo"
-            repo.mkdir()
             docs = objects(args.objects)
-            for i, doc in enumerate(docs):
-                (repo / f"{i:05d}.yaml").write_text(json.dumps(doc))
-            for git_args in (
-                ["init", "-q", "-b", "main"],
-                ["add", "-A"],
-                ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"],
-            ):
-                subprocess.run(["git", *git_args], cwd=repo, check=True)
+            commit_objects(repo, docs)
             # The webhook loads Git's state as soon as it sees the Application (its probes need none of the objects):
             # the load is timed from the Application's creation, while the sync runs.
             started = time.monotonic()

@@ -186,3 +186,14 @@ def install_registration(cluster: KubeClient, *, ca_bundle: bytes, url: str = ""
         f"the webhook registration {NAME} changed under every one of {CONFLICT_ATTEMPTS} attempts to install it; "
         "run the install again"
     )
+
+
+def served_in_cluster(store: RegistrationStore, *, name: str = NAME) -> bool:
+    """Whether the registration sends the API server to a Service (the webhook runs in pods); false when there is
+    none, or it cannot be read."""
+    try:
+        registration = store.get(REGISTRATION, "", name)
+    except ApiError:
+        return False
+    hooks = (registration or {}).get("webhooks") or []
+    return any("service" in (hook.get("clientConfig") or {}) for hook in hooks)

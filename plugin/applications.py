@@ -13,8 +13,10 @@ from engine.apps import application_resource, create_application, list_applicati
 from engine.core.application import ApplicationSpec, HelmOptions, parse_application, parse_directory, validate_name
 from engine.core.errors import ApiError, GitOpsError
 from engine.core.objects import API_GROUP, DRIFT_MODES, DriftMode, ObjectKey
+from engine.core.repourl import HOST_PATH_HINT, is_host_path
 from engine.core.timespec import duration
 from engine.gitcredentials import with_credentials
+from engine.registration import served_in_cluster
 
 from .context import CliContext, CommandError, domain_errors, output_option, pass_cli
 from .render import print_table
@@ -114,6 +116,12 @@ def create(
             if e.status == 409:
                 raise CommandError(f"Application {name!r} already exists in {spec.ref.namespace!r}") from e
             raise
+    if is_host_path(repo) and served_in_cluster(cli.client):
+        click.echo(
+            f"warning: the webhook runs in the cluster and cannot read {repo}: {HOST_PATH_HINT}. "
+            "Until then it fails closed on this Application's objects.",
+            err=True,
+        )
     if output == "name":
         click.echo(f"application.{API_GROUP}/{name} created")
     else:

@@ -22,6 +22,7 @@ import git
 
 from ..core import redact
 from ..core.errors import SourceError
+from ..core.repourl import HOST_PATH_HINT, is_host_path
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,7 @@ class GitSource:
                 self.repo.git.fetch("--prune", "--tags", "--force", "origin", kill_after_timeout=300, env=env)
                 heads = str(self.repo.git.ls_remote("--symref", "origin", "HEAD", kill_after_timeout=60, env=env))
         except git.GitCommandError as e:
-            hint = "check the URL and that the repository is reachable"
+            hint = HOST_PATH_HINT if is_host_path(self.url) else "check the URL and that the repository is reachable"
             if self.credentials is not None:
                 hint += f", and the credentials in Secret {self.credentials.name}"
             message = f"cannot fetch {self.shown}: {_git_message(e, self.url)}; {hint}"

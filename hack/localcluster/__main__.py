@@ -21,7 +21,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Build and run a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("build", help="build the binaries once and cache them; prints their directory")
+    build_parser = commands.add_parser("build", help="build the binaries once and cache them; prints their directory")
+    build_parser.add_argument(
+        "--node", action="store_true", help="also kubelet, kube-scheduler, kube-proxy, containerd and crictl"
+    )
     for name, text in (
         ("up", "start a control plane in DIR (or say that it already runs)"),
         ("down", "stop the control plane in DIR and remove its state"),
@@ -32,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory (default: .local-cluster)")
         if name == "up":
             sub.add_argument("--port", type=int, help="kube-apiserver's port on 127.0.0.1 (default: a free one)")
+            sub.add_argument(
+                "--node",
+                action="store_true",
+                help="also a node (containerd, kubelet, kube-scheduler, kube-proxy): pods run; root, one per machine",
+            )
     grant = commands.add_parser(
         "developers-edit",
         help="print the RoleBinding that gives alice and oncall (group developers) `edit` in NAMESPACE, "
@@ -50,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "build":
-            print(build.build(log=_say))
+            print(build.build(log=_say, node=args.node))
         elif args.command == "gomod":
             build.regenerate_modules(args.kubernetes, args.etcd, log=_say, helm=args.helm)
         elif args.command == "up":
-            state = LocalCluster(args.dir).up(port=args.port, log=_say)
+            state = LocalCluster(args.dir).up(port=args.port, log=_say, with_node=args.node)
             print(state.server)
         elif args.command == "down":
             LocalCluster(args.dir).down(log=_say)

@@ -19,11 +19,23 @@ GOMOD_DIR = HACK_DIR / "gomod"
 KUBERNETES_MODULE_DIR = GOMOD_DIR / "kubernetes"
 ETCD_MODULE_DIR = GOMOD_DIR / "etcd"
 HELM_MODULE_DIR = GOMOD_DIR / "helm"
+CONTAINERD_MODULE_DIR = GOMOD_DIR / "containerd"
+CRI_TOOLS_MODULE_DIR = GOMOD_DIR / "cri-tools"
 
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kubectl")
 HELM_MODULE = "helm.sh/helm/v3"
 HELM_COMMAND = f"{HELM_MODULE}/cmd/helm"
 BINARIES = ("etcd", *KUBERNETES_COMMANDS, "helm")
+
+# A node (`build --node`, `up --node`): the kubelet and the two components a node needs beside it, from the same
+# wrapper module; containerd with its runc shim and ctr (to load images); crictl (to clear pods at teardown).
+NODE_KUBERNETES_COMMANDS = ("kubelet", "kube-scheduler", "kube-proxy")
+CONTAINERD_MODULE = "github.com/containerd/containerd/v2"
+CONTAINERD_COMMANDS = ("containerd", "containerd-shim-runc-v2", "ctr")
+# No cgo here, so no btrfs, devmapper or zfs snapshotters (overlayfs is the one a node uses).
+CONTAINERD_TAGS = "no_btrfs no_devmapper no_zfs urfave_cli_no_docs osusergo netgo static_build"
+CRI_TOOLS_MODULE = "sigs.k8s.io/cri-tools"
+NODE_BINARIES = (*NODE_KUBERNETES_COMMANDS, *CONTAINERD_COMMANDS, "crictl")
 
 _REQUIRE_RE = re.compile(r"^\s*(?:require\s+)?(\S+)\s+(v\S+)", re.MULTILINE)
 
@@ -56,6 +68,21 @@ def read_pins() -> Pins:
     )
 
 
+@dataclass(frozen=True)
+class NodePins:
+    """The releases of a node's own parts (the kubelet is the control plane's release)."""
+
+    containerd: str
+    cri_tools: str
+
+
+def read_node_pins() -> NodePins:
+    return NodePins(
+        containerd=_required_version(CONTAINERD_MODULE_DIR / "go.mod", CONTAINERD_MODULE),
+        cri_tools=_required_version(CRI_TOOLS_MODULE_DIR / "go.mod", CRI_TOOLS_MODULE),
+    )
+
+
 def cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "kubectl-gitops"
@@ -66,8 +93,9 @@ def bin_dir(pins: Pins | None = None) -> Path:
     return cache_root() / f"k8s-{pins.kubernetes}" / "bin"
 
 
-def missing_binaries(directory: Path) -> list[str]:
-    return [name for name in BINARIES if not os.access(directory / name, os.X_OK)]
+def missing_binaries(directory: Path, *, node: bool = False) -> list[str]:
+    wanted = (*BINARIES, *NODE_BINARIES) if node else BINARIES
+    return [name for name in wanted if not os.access(directory / name, os.X_OK)]
 
 
 def go_executable() -> str:
@@ -132,17 +160,18 @@ def helm_ldflags(version: str, client_go: str) -> str:
     return " ".join(flags)
 
 
-def build(log: Callable[[str], None] = print) -> Path:
-    """Builds the binaries that are not in the cache yet and returns the cache's bin directory."""
+def build(log: Callable[[str], None] = print, *, node: bool = False) -> Path:
+    """Builds the binaries that are not in the cache yet and returns the cache's bin directory; with `node`, also
+    those a node runs (NODE_BINARIES)."""
     pins = read_pins()
     target = bin_dir(pins)
-    missing = missing_binaries(target)
+    missing = missing_binaries(target, node=node)
     if not missing:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="bin.", dir=target.parent))
     try:
-        k8s_missing = [name for name in missing if name in KUBERNETES_COMMANDS]
+        k8s_missing = [name for name in missing if name in (*KUBERNETES_COMMANDS, *NODE_KUBERNETES_COMMANDS)]
         if k8s_missing:
             log(f"building {', '.join(k8s_missing)} from k8s.io/kubernetes {pins.kubernetes} (first time only; slow)")
             _run_go(
@@ -177,12 +206,47 @@ def build(log: Callable[[str], None] = print) -> Path:
                 ],
                 cwd=HELM_MODULE_DIR,
             )
+        _build_node_runtime(missing, staging, log)
         target.mkdir(exist_ok=True)
         for name in missing:
             os.replace(staging / name, target / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _build_node_runtime(missing: list[str], staging: Path, log: Callable[[str], None]) -> None:
+    if not set(missing) & {*CONTAINERD_COMMANDS, "crictl"}:
+        return
+    pins = read_node_pins()
+    containerd_missing = [name for name in missing if name in CONTAINERD_COMMANDS]
+    if containerd_missing:
+        log(f"building {', '.join(containerd_missing)} from {CONTAINERD_MODULE} {pins.containerd}")
+        _run_go(
+            [
+                "build",
+                "-trimpath",
+                f"-tags={CONTAINERD_TAGS}",
+                f"-ldflags=-s -w -X {CONTAINERD_MODULE}/version.Version={pins.containerd}",
+                "-o",
+                str(staging) + os.sep,
+                *[f"{CONTAINERD_MODULE}/cmd/{name}" for name in containerd_missing],
+            ],
+            cwd=CONTAINERD_MODULE_DIR,
+        )
+    if "crictl" in missing:
+        log(f"building crictl from {CRI_TOOLS_MODULE} {pins.cri_tools}")
+        _run_go(
+            [
+                "build",
+                "-trimpath",
+                f"-ldflags=-s -w -X {CRI_TOOLS_MODULE}/pkg/version.Version={pins.cri_tools}",
+                "-o",
+                str(staging / "crictl"),
+                f"{CRI_TOOLS_MODULE}/cmd/crictl",
+            ],
+            cwd=CRI_TOOLS_MODULE_DIR,
+        )
 
 
 # --- regenerating the wrapper modules -------------------------------------------------------------
@@ -211,7 +275,7 @@ def kubernetes_wrapper_go_mod(version: str, go_directive: str, staging: list[str
         *[f"\t{module} => {module} {published}" for module in staging],
         ")",
         "",
-        *[f"tool k8s.io/kubernetes/cmd/{name}" for name in KUBERNETES_COMMANDS],
+        *[f"tool k8s.io/kubernetes/cmd/{name}" for name in (*KUBERNETES_COMMANDS, *NODE_KUBERNETES_COMMANDS)],
         "",
     ]
     return "\n".join(lines)

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import yaml
 
-from . import build, pki
+from . import build, node, pki
 from .errors import ClusterError
+from .node import SERVICE_CLUSTER_IP_RANGE
 
 REPO_ROOT = build.HACK_DIR.parent
 DEFAULT_DIR = REPO_ROOT / ".local-cluster"
 STATE_FILE = "state.json"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
-SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 
 # What the issue asks for (namespace, garbage collection, service accounts and their tokens), plus what makes the
 # built-in aggregated roles (`edit`) complete and gives every namespace its kube-root-ca.crt.
@@ -40,6 +40,16 @@ CONTROLLERS = (
     "serviceaccount-token-controller",
     "clusterrole-aggregation-controller",
     "root-ca-certificate-publisher-controller",
+)
+# With a node: what brings it Ready and makes Deployments run pods behind Services, and what keeps a PDB's status.
+NODE_CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
+    "endpointslice-controller",
+    "node-lifecycle-controller",
+    "disruption-controller",
+    "pod-garbage-collector-controller",
+    "taint-eviction-controller",
 )
 
 # People (alice, oncall: group developers) get `edit` only in the namespaces they work in, through a RoleBinding
@@ -56,6 +66,19 @@ metadata:
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
 subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "gitops:sync"}
+"""
+
+
+# With a node: the API server's client certificate may use the kubelet's API (logs, exec, port-forward), as
+# kubeadm binds it; kube-scheduler and kube-proxy have the built-in roles bound to their users already.
+NODE_RBAC = """\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: local-cluster:apiserver-kubelet-client
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:kubelet-api-admin"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: kube-apiserver-kubelet-client}
 """
 
 
@@ -100,6 +123,7 @@ class State:
     server: str
     ports: dict[str, int]
     processes: dict[str, ProcessRecord] = field(default_factory=dict)
+    node: bool = False
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -213,16 +237,26 @@ class LocalCluster:
 
     def is_up(self) -> bool:
         state, components = self.status()
-        if state is None or len(components) != len(COMPONENTS) or not all(c.running for c in components):
+        wanted = len(COMPONENTS) + (len(node.NODE_COMPONENTS) if state is not None and state.node else 0)
+        if state is None or len(components) != wanted or not all(c.running for c in components):
             return False
         return self._ready(state.server)
 
     # --- up ------------------------------------------------------------------------------------------------------
-    def up(self, *, port: int | None = None, timeout: float = 120.0, log: Log = _quiet) -> State:
-        """Starts the control plane, or reports the one already running in this directory."""
+    def up(
+        self, *, port: int | None = None, timeout: float = 120.0, log: Log = _quiet, with_node: bool = False
+    ) -> State:
+        """Starts the control plane (and with `with_node`, a node beside it), or reports the one already running in
+        this directory."""
         state = self.load_state()
         if state is not None:
             if self.is_up():
+                if state.node != with_node:
+                    has = "has a node" if state.node else "has no node"
+                    raise ClusterError(
+                        f"the local cluster in {self.dir} is up and {has}; `hack/local-cluster down --dir {self.dir}` "
+                        "first to start it the other way"
+                    )
                 log(f"the local cluster in {self.dir} is already up at {state.server}")
                 return state
             log(f"{self.dir} holds a stale cluster (some of its processes are gone); cleaning it up")
@@ -236,13 +270,19 @@ class LocalCluster:
 
         if port is not None:
             _ensure_port_free(port, "kube-apiserver")
-        binaries = build.build(log=log)
+        binaries = build.build(log=log, node=with_node)
         pins = build.read_pins()
+        host = node.NodeHost(self.dir, binaries)
+        if with_node:
+            host.check_prerequisites()
+            host.lock()
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
         started = time.monotonic()
         try:
-            state = self._start(binaries, pins.kubernetes, port, timeout, log)
+            if with_node:
+                host.prepare()
+            state = self._start(binaries, pins.kubernetes, port, timeout, log, host if with_node else None)
         except BaseException:
             with contextlib.suppress(ClusterError):
                 self.down(log=_quiet, keep_logs=True)
@@ -250,17 +290,31 @@ class LocalCluster:
         log(f"local cluster up at {state.server} in {time.monotonic() - started:.1f}s; source {self.dir / 'env'}")
         return state
 
-    def _start(self, binaries: Path, version: str, port: int | None, timeout: float, log: Log) -> State:
+    def _start(
+        self,
+        binaries: Path,
+        version: str,
+        port: int | None,
+        timeout: float,
+        log: Log,
+        host: node.NodeHost | None = None,
+    ) -> State:
         names = ["kube-apiserver", "etcd-client", "etcd-peer", "kube-controller-manager"]
+        if host is not None:
+            names.append("kube-scheduler")
         if port is not None:
             names.remove("kube-apiserver")
         ports = dict(zip(names, _free_ports(len(names)), strict=True))
         if port is not None:
             ports["kube-apiserver"] = port
         api_port = ports["kube-apiserver"]
-        server = f"https://127.0.0.1:{api_port}"
-        state = State(version=version, bin_dir=str(binaries), server=server, ports=ports)
+        # With a node, pods reach the API server through the `kubernetes` Service, whose endpoint is this address.
+        api_address = node.HOST_ADDRESS if host is not None else "127.0.0.1"
+        server = f"https://{api_address}:{api_port}"
+        state = State(version=version, bin_dir=str(binaries), server=server, ports=ports, node=host is not None)
         self._write_pki(server)
+        if host is not None:
+            self._write_node_pki()
         admission = self._write_admission_config()
         deadline = time.monotonic() + timeout
 
@@ -285,26 +339,38 @@ class LocalCluster:
         self._wait(state, "etcd", lambda: self._http_ok(f"{etcd_url}/health"), deadline)
 
         p = self.pki_dir
+        if host is None:
+            authorization = ["--authorization-mode=RBAC", "--endpoint-reconciler-type=none"]
+        else:
+            # The kubelet is authorized as a node (its own Node, its pods' Secrets), never by a broad binding; the
+            # API server calls the kubelet (logs, exec) with a client certificate and checks the kubelet's.
+            authorization = [
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+                f"--kubelet-certificate-authority={p / 'ca.crt'}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+            ]
         self._spawn(
             state,
             "kube-apiserver",
             [
                 str(binaries / "kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
+                f"--bind-address={api_address}",
                 f"--secure-port={api_port}",
                 f"--tls-cert-file={p / 'apiserver.crt'}",
                 f"--tls-private-key-file={p / 'apiserver.key'}",
                 f"--client-ca-file={p / 'ca.crt'}",
-                "--authorization-mode=RBAC",
+                *authorization,
                 f"--admission-control-config-file={admission}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={p / 'sa.pub'}",
                 f"--service-account-signing-key-file={p / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--allow-privileged=true",
-                "--endpoint-reconciler-type=none",
-                "--advertise-address=127.0.0.1",
+                f"--advertise-address={api_address}",
                 "--profiling=false",
                 f"--cert-dir={self.dir / 'apiserver-certs'}",
             ],
@@ -323,7 +389,7 @@ class LocalCluster:
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={ports['kube-controller-manager']}",
-                f"--controllers={','.join(CONTROLLERS)}",
+                f"--controllers={','.join(CONTROLLERS + (NODE_CONTROLLERS if host is not None else ()))}",
                 f"--service-account-private-key-file={p / 'sa.key'}",
                 f"--root-ca-file={p / 'ca.crt'}",
                 "--use-service-account-credentials",
@@ -332,6 +398,8 @@ class LocalCluster:
         )
         self._wait(state, "kube-controller-manager", lambda: self._has_default_service_account(state), deadline)
         log("kube-controller-manager is running its controllers")
+        if host is not None:
+            self._start_node(state, binaries, host, deadline, log)
         self._write_env(binaries)
         return state
 
@@ -349,7 +417,7 @@ class LocalCluster:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ],
-            ["127.0.0.1", "::1", str(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE)[1])],
+            ["127.0.0.1", "::1", str(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE)[1]), node.HOST_ADDRESS],
         )
         for identity in (*pki.IDENTITIES, pki.WEBHOOK_CLIENT):
             ca.issue_client(self.pki_dir, identity)
@@ -400,9 +468,15 @@ class LocalCluster:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
-    def _write_kubeconfigs(self, server: str) -> None:
+    def _write_node_pki(self) -> None:
+        ca = pki.CertificateAuthority.load(self.pki_dir)
+        for identity in (*pki.NODE_IDENTITIES, pki.APISERVER_KUBELET_CLIENT):
+            ca.issue_client(self.pki_dir, identity)
+        ca.issue_server(self.pki_dir, "kubelet-serving", ["localhost"], [node.NODE_NAME])
+
+    def _write_kubeconfigs(self, server: str, identities: tuple[pki.Identity, ...] = pki.IDENTITIES) -> None:
         ca = _b64(self.pki_dir / "ca.crt")
-        for identity in pki.IDENTITIES:
+        for identity in identities:
             config = {
                 "apiVersion": "v1",
                 "kind": "Config",
@@ -439,8 +513,9 @@ class LocalCluster:
         )
         (self.dir / "env").write_text(text)
 
-    def _spawn(self, state: State, name: str, argv: list[str]) -> None:
+    def _spawn(self, state: State, name: str, argv: list[str], path: str | None = None) -> None:
         log_path = self.dir / "logs" / f"{name}.log"
+        env = {**os.environ, "PATH": path} if path is not None else None
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(
                 argv,
@@ -449,6 +524,7 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
                 start_new_session=True,
+                env=env,
             )
         self._children[name] = proc
         state.processes[name] = ProcessRecord(pid=proc.pid, log=str(log_path), argv=argv)
@@ -511,6 +587,85 @@ class LocalCluster:
             raise ClusterError(f"`kubectl {' '.join(args)}` failed: {proc.stderr.strip()}")
         return proc.stdout
 
+    def _start_node(self, state: State, binaries: Path, host: node.NodeHost, deadline: float, log: Log) -> None:
+        """containerd, the kubelet, kube-scheduler and kube-proxy, with their files in DIR/node; returns once the
+        node is Ready."""
+        self._write_kubeconfigs(state.server, pki.NODE_IDENTITIES)
+        self._kubectl(state, ["apply", "-f", "-"], stdin=NODE_RBAC)
+        d = host.dir
+        for sub in ("containerd", "cni", "ipam", "pod-logs", "kubelet"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        (d / "containerd.toml").write_text(node.containerd_config(d, binaries))
+        (d / "containerd" / "certs.d" / "_default").mkdir(parents=True, exist_ok=True)
+        (d / "containerd" / "certs.d" / "_default" / "hosts.toml").write_text(node.NO_REGISTRY)
+        (d / "cni" / "10-kubectl-gitops.conflist").write_text(node.cni_config(d))
+        (d / "kubelet.json").write_text(node.kubelet_config(d, self.pki_dir))
+        (d / "kube-proxy.json").write_text(node.kube_proxy_config(self.dir / "kube-proxy.kubeconfig"))
+        path = f"{binaries}{os.pathsep}{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+        self._spawn(state, "containerd", [str(binaries / "containerd"), f"--config={d / 'containerd.toml'}"], path=path)
+        self._wait(state, "containerd", lambda: self._containerd_ready(binaries, host), deadline)
+        archive = d / "pause.oci.tar"
+        node.pause_image_archive(archive)
+        self._ctr(binaries, host, ["images", "import", "--local", str(archive)])
+        log("containerd is running")
+        self._spawn(
+            state,
+            "kubelet",
+            [
+                str(binaries / "kubelet"),
+                f"--config={d / 'kubelet.json'}",
+                f"--kubeconfig={self.dir / 'kubelet.kubeconfig'}",
+                f"--hostname-override={node.NODE_NAME}",
+                f"--root-dir={d / 'kubelet'}",
+                f"--cert-dir={d / 'kubelet' / 'pki'}",
+            ],
+            path=path,
+        )
+        sched = self.dir / "kube-scheduler.kubeconfig"
+        self._spawn(
+            state,
+            "kube-scheduler",
+            [
+                str(binaries / "kube-scheduler"),
+                f"--kubeconfig={sched}",
+                f"--authentication-kubeconfig={sched}",
+                f"--authorization-kubeconfig={sched}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={state.ports['kube-scheduler']}",
+                f"--cert-dir={d / 'kube-scheduler-certs'}",
+            ],
+        )
+        self._spawn(state, "kube-proxy", [str(binaries / "kube-proxy"), f"--config={d / 'kube-proxy.json'}"], path=path)
+        self._wait(state, "kubelet", lambda: self._node_ready(state), deadline)
+        log(f"node {node.NODE_NAME} is Ready")
+
+    def _ctr(self, binaries: Path, host: node.NodeHost, args: list[str]) -> str:
+        argv = [str(binaries / "ctr"), f"--address={host.containerd_socket}", "--namespace=k8s.io", *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise ClusterError(f"`ctr {' '.join(args)}` failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def _containerd_ready(self, binaries: Path, host: node.NodeHost) -> bool:
+        if not host.containerd_socket.exists():
+            return False
+        try:
+            self._ctr(binaries, host, ["version"])
+        except ClusterError:
+            return False
+        return True
+
+    def _node_ready(self, state: State) -> bool:
+        url = f"{state.server}/api/v1/nodes/{node.NODE_NAME}"
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=self._admin_tls()) as response:
+                status = json.load(response).get("status", {})
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+        conditions = {c.get("type"): c.get("status") for c in status.get("conditions", [])}
+        return conditions.get("Ready") == "True"
+
     # --- down ---------------------------------------------------------------------------------------------------
     def _stop(self, name: str, record: ProcessRecord, grace: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds; a child of this process is also reaped (no zombie left)."""
@@ -532,19 +687,40 @@ class LocalCluster:
                 time.sleep(0.05)
 
     def down(self, *, log: Log = _quiet, keep_logs: bool = False) -> None:
-        """Stops the recorded processes, each before the one it depends on, and removes the directory's state."""
-        state = self.load_state()
-        if state is None:
+        """Stops the recorded processes, each before the one it depends on, and removes the directory's state; with
+        a node, then puts the machine back as it was before `up` (node.NodeHost.restore)."""
+        try:
+            state = self.load_state()
+        except ClusterError:
+            state = None
+        host = node.NodeHost(self.dir, Path(state.bin_dir) if state is not None else build.bin_dir())
+        has_node = (self.dir / "node").exists() or host.holds_lock()
+        if state is None and not has_node:
             if self.dir.exists() and (self.dir / "pki").exists():
                 self._remove_dir()
                 log(f"removed the leftovers in {self.dir}")
             else:
                 log(f"no local cluster in {self.dir}")
             return
+        processes = list(state.processes.items()) if state is not None else []
+        # The kubelet first (it would restart what goes), then the pods while containerd still answers.
+        for name, record in reversed(processes):
+            if name in ("kubelet", "kube-proxy", "kube-scheduler"):
+                self._stop(name, record)
+                log(f"stopped {name} (pid {record.pid})")
+        if has_node:
+            host.remove_pods()
         # The API server shuts down gracefully only while etcd still answers: stop in reverse start order.
-        for name, record in reversed(list(state.processes.items())):
-            self._stop(name, record)
-            log(f"stopped {name} (pid {record.pid})")
+        for name, record in reversed(processes):
+            if name not in ("kubelet", "kube-proxy", "kube-scheduler"):
+                self._stop(name, record)
+                log(f"stopped {name} (pid {record.pid})")
+        if has_node:
+            host.kill_leftovers()
+            problems = host.restore()
+            if problems:
+                raise ClusterError("the node's teardown left something behind:\n" + "\n".join(problems))
+            log("the machine is as it was before the node (bridge, routes, netfilter, sysctls, cgroups, mounts)")
         if keep_logs:
             for entry in self.dir.iterdir():
                 if entry.name != "logs":

@@ -31,6 +31,14 @@ IDENTITIES = (
     Identity("breakglass", "oncall", ("developers", "gitops:break-glass")),
     Identity("controller-manager", "system:kube-controller-manager", ()),
 )
+# A node's components (`up --node`): the kubelet as the Node authorizer knows it, the scheduler and kube-proxy with
+# their built-in roles, and the API server when it calls the kubelet.
+NODE_IDENTITIES = (
+    Identity("kubelet", "system:node:127.0.0.1", ("system:nodes",)),
+    Identity("kube-scheduler", "system:kube-scheduler", ()),
+    Identity("kube-proxy", "system:kube-proxy", ()),
+)
+APISERVER_KUBELET_CLIENT = Identity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ())
 # What the API server presents to admission webhooks (its admission config's kubeconfig): no user of the cluster.
 WEBHOOK_CLIENT = Identity("apiserver-webhook-client", "kube-apiserver-webhook-client", ())
 

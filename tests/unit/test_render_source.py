@@ -15,6 +15,7 @@ from engine.adapters.render import detect, parse_files, render_plain
 from engine.adapters.source import Commit, GitSource, redact_url
 from engine.core.errors import ManifestError, SourceError
 from engine.core.manifests import MANIFEST_SUFFIXES
+from engine.core.repourl import HOST_PATH_HINT, is_host_path
 
 pytestmark = pytest.mark.usefixtures("collect_git_processes")  # see tests/conftest.py
 
@@ -262,9 +263,36 @@ def test_an_unreachable_url_is_a_clear_error(tmp_path: Path) -> None:
         GitSource(url, cache_dir=tmp_path / "cache").resolve(None)
     message = str(caught.value)
     assert message.startswith(f"cannot fetch {url}: ")
-    assert message.endswith("; check the URL and that the repository is reachable")
+    # A path is read where the reader runs: the message says what that means for a webhook in a pod.
+    assert message.endswith(f"; {HOST_PATH_HINT}")
+    assert "inside a pod it names the pod's own files" in message
     assert "no-such-repository" in message.removeprefix(f"cannot fetch {url}: ")
     assert isinstance(caught.value.__cause__, git.GitCommandError)
+
+
+def test_an_unreachable_network_url_is_a_clear_error(tmp_path: Path) -> None:
+    url = "git://127.0.0.1:1/no-such-repository"
+    with pytest.raises(SourceError) as caught:
+        GitSource(url, cache_dir=tmp_path / "cache").resolve(None)
+    assert str(caught.value).endswith("; check the URL and that the repository is reachable")
+
+
+@pytest.mark.parametrize(
+    ("url", "host_path"),
+    [
+        ("/srv/git/app", True),
+        ("./app", True),
+        ("app", True),
+        ("~/app", True),
+        ("file:///srv/git/app", True),
+        ("https://git.example/app.git", False),
+        ("ssh://git@git.example/app.git", False),
+        ("git://10.0.0.1:9418/app", False),
+        ("git@git.example:team/app.git", False),
+    ],
+)
+def test_host_paths_are_told_from_network_urls(url: str, host_path: bool) -> None:
+    assert is_host_path(url) is host_path
 
 
 @pytest.mark.parametrize(
