@@ -56,6 +56,7 @@ def _address(text: str) -> tuple[str, int]:
 @click.option("--renew-deadline", type=int, default=10, show_default=True, help="Seconds.")
 @click.option("--retry-period", type=int, default=2, show_default=True, help="Seconds.")
 @click.option("--identity", help="This replica's name in the Lease (default: the pod's or host's name, pid).")
+@click.option("--full-compare", is_flag=True, help="Dry-run every object at every compare (no fingerprints' shortcut).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def main(
     kubeconfig: str | None,
@@ -71,6 +72,7 @@ def main(
     renew_deadline: int,
     retry_period: int,
     identity: str | None,
+    full_compare: bool,
     log_level: str,
 ) -> None:
     """Keep every Application in NAMESPACE equal to Git: fetch, sync automatically, heal or report drift."""
@@ -112,6 +114,7 @@ def main(
         identity=name,
         workers=workers,
         leading=leading,
+        shortcut=not full_compare,
     )
 
     def lost() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from engine.adapters.kube import KubeClient
 from engine.apps import application_resource, patch_status
-from engine.compare import Comparison, compare, load_desired, new_masker
+from engine.compare import Comparison, load_desired, new_masker
 from engine.core.application import API_VERSION, KIND, ApplicationSpec, InvalidApplication, parse_application
 from engine.core.automation import Attempts, Facts, Plan, Step, plan
 from engine.core.clock import Clock, rfc3339
@@ -31,7 +31,7 @@ from engine.core.history import Result
 from engine.core.objects import TRACKING_LABEL, AppRef, KubeObject, ObjectKey, key_of
 from engine.core.resources import ResourceInfo
 from engine.gitcredentials import git_credentials
-from engine.usecases import RECONCILE_ANNOTATION, Loaded, SyncSuperseded, sync_loaded
+from engine.usecases import RECONCILE_ANNOTATION, Loaded, SyncSuperseded, compare_loaded, sync_loaded
 
 from .metrics import ControllerMetrics
 from .queue import WorkQueue
@@ -93,6 +93,7 @@ class Reconciler:
         identity: str,
         workers: int = 4,
         leading: Callable[[], bool] = lambda: True,
+        shortcut: bool = True,
     ) -> None:
         self.cluster = cluster
         self.watch_client = watch_client
@@ -104,6 +105,7 @@ class Reconciler:
         self.identity = identity
         self.workers = workers
         self.leading = leading
+        self.shortcut = shortcut  # the fingerprints' shortcut (engine.core.fingerprint); off: every object dry-run
         self.queue: WorkQueue[AppRef] = WorkQueue(clock.monotonic)
         self.masker = new_masker()
         self._memory: dict[AppRef, AppMemory] = {}
@@ -303,7 +305,7 @@ class Reconciler:
             self.metrics.reconciled(ref, "error", self.clock.monotonic() - started)
             return min(spec.interval, ERROR_RETRY_SECONDS)
         loaded = Loaded(ref, obj, spec, desired)
-        comparison = compare(spec, obj, desired, self.cluster, self.masker)
+        comparison = compare_loaded(self.cluster, loaded, self.masker, shortcut=self.shortcut)
         self._track(ref, memory, comparison)
         facts = _facts(spec, desired.commit.sha, obj, comparison)
         now = self.clock.monotonic()
@@ -341,6 +343,7 @@ class Reconciler:
                 reason=step.message,
                 before_apply=self._check_leading,
                 clock=self.clock,
+                shortcut=self.shortcut,
                 expect_synced=str(((loaded.obj.get("status") or {}).get("lastSync") or {}).get("revision") or ""),
             )
         except SyncSuperseded as e:
@@ -369,7 +372,9 @@ class Reconciler:
                     memory.attempts = Attempts()  # a sync that worked is no failure to back off from
             self.metrics.synced(ref, step.trigger.value, result, self.clock.monotonic() - started)
         obj = self.cluster.get(application_resource(self.cluster), ref.namespace, ref.name) or loaded.obj
-        comparison = compare(loaded.spec, obj, loaded.desired, self.cluster, self.masker)
+        comparison = compare_loaded(
+            self.cluster, Loaded(ref, obj, loaded.spec, loaded.desired), self.masker, shortcut=self.shortcut
+        )
         self._track(ref, memory, comparison)
         return error, obj, comparison
 

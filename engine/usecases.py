@@ -71,11 +71,14 @@ def compare_application(
     With `shortcut`, objects whose fingerprint shows them as the last sync left them are not dry-run again
     (engine.core.fingerprint); without it, or without the key to check fingerprints with, every object is."""
     loaded = load_application(cluster, ref, revision=revision)
+    return loaded, compare_loaded(cluster, loaded, masker or new_masker(), shortcut=shortcut)
+
+
+def compare_loaded(cluster: KubeClient, loaded: Loaded, masker: SecretMasker, *, shortcut: bool = True) -> Comparison:
+    """How the cluster differs from Git's objects of `loaded` (the fingerprints' shortcut as compare_application)."""
+    ref = loaded.ref
     fingerprints = _fingerprints(cluster, ref, read_key(cluster, ref.namespace)) if shortcut else NO_FINGERPRINTS
-    comparison = compare(
-        loaded.spec, loaded.obj, loaded.desired, cluster, masker or new_masker(), fingerprints=fingerprints
-    )
-    return loaded, comparison
+    return compare(loaded.spec, loaded.obj, loaded.desired, cluster, masker, fingerprints=fingerprints)
 
 
 def _fingerprints(cluster: KubeClient, ref: AppRef, secret: bytes | None) -> Fingerprints:
