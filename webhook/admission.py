@@ -105,7 +105,8 @@ def judge(
         set(claims_of(req.get("oldObject"))) if req.get("operation") == "UPDATE" else set()
     )
     newly = any(c.matches(app) for app in found.claimed for c in new_claims)
-    facts = hook.lookups.facts(req) if found.git is not None and hook.lookups.needed(req) else None
+    judgeable = found.git is not None or found.unjudged is not None
+    facts = hook.lookups.facts(req) if judgeable and hook.lookups.needed(req) else None
     decision = decide(
         req,
         found.git,

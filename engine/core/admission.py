@@ -486,6 +486,11 @@ def decide(
 
     if git is None:
         if unjudged is not None:
+            # The cluster's own deletions need no Git to be told apart: a namespace being deleted (whose objects'
+            # Application may not load there any more: nothing can be created in it) must not get stuck.
+            grant = _cluster_deletes(user, request, facts or ClusterFacts()) if _deletes(request) else ""
+            if grant:
+                return Decision(True, Verdict.ALLOWED, reason=grant)
             return _unjudged(request, unjudged, exemptions)
         # Not in Git. Only an object that newly claims our tracking is drift; deleting or changing one Git no
         # longer has is not (pruning it is the sync's job).
@@ -553,10 +558,9 @@ def _controller(user: Mapping[str, Any]) -> str:
     return name[len(CONTROLLER_PREFIX) :] if name.startswith(CONTROLLER_PREFIX) else ""
 
 
-def _machinery_deletes(user: Mapping[str, Any], request: Mapping[str, Any], git: GitObject, facts: ClusterFacts) -> str:
-    """Why a deletion by a controller is the cluster working ("" when it is not). Judged by what the cluster says,
-    not by the name alone: `edit` can impersonate ServiceAccounts, and a deletion is the garbage collector's only
-    when the owners really are gone, the namespace controller's only when the namespace really is terminating."""
+def _cluster_deletes(user: Mapping[str, Any], request: Mapping[str, Any], facts: ClusterFacts) -> str:
+    """The deletions that are the cluster working whatever Git says: the garbage collector's when the owners really
+    are gone, the namespace controller's when the namespace really is terminating ("" for any other)."""
     controller = _controller(user)
     if request.get("subResource"):
         return ""
@@ -564,6 +568,17 @@ def _machinery_deletes(user: Mapping[str, Any], request: Mapping[str, Any], git:
         return "garbage collection: the object's owners are gone"
     if controller == "namespace-controller" and facts.namespace_terminating:
         return "namespace deletion: the namespace is terminating"
+    return ""
+
+
+def _machinery_deletes(user: Mapping[str, Any], request: Mapping[str, Any], git: GitObject, facts: ClusterFacts) -> str:
+    """Why a deletion by a controller is the cluster working ("" when it is not). Judged by what the cluster says,
+    not by the name alone: `edit` can impersonate ServiceAccounts, and a deletion is the garbage collector's only
+    when the owners really are gone, the namespace controller's only when the namespace really is terminating."""
+    controller = _controller(user)
+    grant = _cluster_deletes(user, request, facts)
+    if grant or request.get("subResource"):
+        return grant
     if controller == "ttl-after-finished-controller" and git.key.kind == "Job" and git.key.group == "batch":
         old = request.get("oldObject") or {}
         finished = any(

@@ -1155,6 +1155,28 @@ def test_the_machinery_deletes_only_when_the_cluster_says_so(user: str, facts: C
     assert decision.record is (not allowed)
 
 
+@pytest.mark.parametrize(
+    ("user", "facts", "allowed"),
+    [
+        pytest.param(NAMESPACE_CONTROLLER, ClusterFacts(namespace_terminating=True), True, id="ns-terminating"),
+        pytest.param(NAMESPACE_CONTROLLER, ClusterFacts(namespace_terminating=False), False, id="ns-alive"),
+        pytest.param(NAMESPACE_CONTROLLER, ClusterFacts(), False, id="ns-unknown"),
+        pytest.param(GC, ClusterFacts(owners_gone=True), True, id="gc-owner-gone"),
+        pytest.param(GC, ClusterFacts(), False, id="gc-unknown"),
+        pytest.param("alice", ClusterFacts(owners_gone=True, namespace_terminating=True), False, id="alice"),
+    ],
+)
+def test_a_terminating_namespace_empties_even_when_its_applications_state_cannot_load(
+    user: str, facts: ClusterFacts, allowed: bool
+) -> None:
+    """In a namespace being deleted nothing can be created, so the state of an Application there may not load (its
+    probe fails): the namespace controller's deletions are still the cluster's own, and denying them would leave the
+    namespace Terminating for good. Anything else stays failed closed."""
+    req = request("DELETE", None, stored(), user=user, groups=("system:serviceaccounts",))
+    decision = judged(req, None, unjudged=Unjudged(APP, DriftMode.ENFORCE, "not loaded"), facts=facts)
+    assert decision.allowed is allowed
+
+
 def test_a_finished_job_goes_with_its_time_to_live_only() -> None:
     job_key = ObjectKey("batch", "Job", "shop", "migrate")
     job = {
