@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.adapters.kube import KubeClient
+from engine.adapters.source import READ_ERRORS, redact_url
 from engine.apps import application_resource, patch_status
 from engine.compare import Comparison, load_desired, new_masker
 from engine.core.application import API_VERSION, KIND, ApplicationSpec, InvalidApplication, parse_application
@@ -25,7 +26,7 @@ from engine.core.automation import Attempts, Facts, Plan, Step, plan
 from engine.core.clock import Clock, rfc3339
 from engine.core.conditions import DRIFTED, HEALTHY, SYNCED, Condition, merged, ready
 from engine.core.drift import ObjectState
-from engine.core.errors import GitOpsError
+from engine.core.errors import GitOpsError, SourceError
 from engine.core.health import Health, application_health
 from engine.core.history import Result
 from engine.core.objects import TRACKING_LABEL, AppRef, KubeObject, ObjectKey, key_of
@@ -285,7 +286,11 @@ class Reconciler:
             source, fetch_error = self.repos.source(
                 spec.repo_url, max_age=spec.interval, force=answering, credentials=credentials
             )
-            desired = load_desired(spec, self.cluster, source=source)
+            try:
+                desired = load_desired(spec, self.cluster, source=source)
+            except READ_ERRORS as e:  # the thread's mirror process died: a new one at the next try
+                self.repos.drop_reader(spec.repo_url)
+                raise SourceError(f"reading {redact_url(spec.repo_url)} failed ({e!r}); it is read again") from e
             applied = str((status.get("lastSync") or {}).get("revision") or "")
             if applied and applied != desired.commit.sha and not fetch_error and self._behind(source, applied, desired):
                 # Someone synced a commit this mirror has not fetched yet (kubectl gitops sync, another replica

@@ -71,6 +71,13 @@ class Repositories:
         reader.credentials = credentials  # it never fetches; the credentials only spare load_desired a read
         return reader, mirror.error
 
+    def drop_reader(self, url: str) -> None:
+        """Forgets this thread's reader of `url` (its `git cat-file` died): the next read opens a new one."""
+        with self._lock:
+            mirror = self._mirrors.get(url)
+        if mirror is not None:
+            mirror.readers.source = None
+
     def fetches(self) -> int:
         with self._lock:
             return sum(m.fetches for m in self._mirrors.values())

@@ -22,13 +22,13 @@ from typing import Any
 
 from .adapters.clock import SYSTEM
 from .adapters.memory import give_back
-from .adapters.source import GitSource
+from .adapters.source import READ_ERRORS, GitSource, redact_url
 from .compare import Cluster, DesiredObject, autoscaled_targets, concurrently, load_desired
 from .core.admission import Found, GitObject, Unjudged
 from .core.application import ApplicationSpec, parse_application
 from .core.clock import Clock
 from .core.compact import DeclaredSets, interned
-from .core.errors import ApiError, GitOpsError
+from .core.errors import ApiError, GitOpsError, SourceError
 from .core.objects import (
     TRACKING_LABEL,
     AppRef,
@@ -592,7 +592,15 @@ class DesiredState:
             ):
                 continue
             try:
-                rendered = self._render(spec, None)
+                try:
+                    rendered = self._render(spec, None)
+                except READ_ERRORS as e:
+                    # GitPython's long-lived `git cat-file` of this mirror died (its repository moved or was
+                    # removed under it): this Application fails closed with that reason, the mirror is opened anew
+                    # at its next try, and every other Application's refresh goes on.
+                    with self._lock:
+                        self._sources.pop(spec.repo_url, None)
+                    raise SourceError(f"reading {redact_url(spec.repo_url)} failed ({e!r}); it is read again") from e
                 rendered_any = True
             except GitOpsError as e:
                 with self._lock:

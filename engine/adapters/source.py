@@ -24,6 +24,10 @@ from ..core import redact
 from ..core.errors import SourceError
 from ..core.repourl import HOST_PATH_HINT, is_host_path
 
+# What GitPython raises when the long-lived `git cat-file` process of a mirror died under it (the repository moved or
+# was removed): the caller drops that GitSource and opens a new one.
+READ_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, git.GitError)
+
 
 @dataclass(frozen=True)
 class GitCredentials:

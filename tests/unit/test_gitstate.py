@@ -968,3 +968,49 @@ def test_a_rollback_held_and_lifted_is_followed_and_what_the_sync_prunes_next_is
     stale = git_at(index, A, b, "shop")
     assert stale is not None
     assert stale.revision == c
+
+
+class DiesOnce(GitSource):
+    """A mirror whose `git cat-file` died under it once (its repository was moved): GitPython raises
+    BrokenPipeError, not a git error."""
+
+    broken = True
+
+    def file_names(self, sha: str, path: str) -> set[str]:
+        if DiesOnce.broken:
+            DiesOnce.broken = False
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().file_names(sha, path)
+
+
+def test_a_mirror_whose_git_process_died_fails_its_application_only_and_is_opened_anew(
+    tmp_path: Path, repo: Path
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q", "-b", "main")
+    commit(other, {"b.yaml": configmap("b", "two")}, "first")
+    broken_app = application(repo)
+    fine_app = {**application(other), "metadata": {"name": "blog", "namespace": "gitops-system", "generation": 1}}
+    made: list[str] = []
+
+    def factory(url: str) -> GitSource:
+        made.append(url)
+        kind = DiesOnce if url == str(repo) else GitSource
+        return kind(url, tmp_path / "cache")
+
+    index = DesiredState(
+        cluster("shop", "gitops-system"),
+        lambda: [broken_app, fine_app],
+        source_factory=factory,
+        load_timeout=30,
+        retry_seconds=0,
+    )
+    index.refresh()  # must not raise: one Application's broken mirror is its own problem
+    status = index.status()["applications"]
+    assert "read again" in status["gitops-system/shop"]["error"]
+    assert git_at(index, B) is not None  # the other Application loaded
+    assert git_at(index, A) is None  # fails closed: not judged from nothing
+    index.refresh(full=False)
+    assert git_at(index, A) is not None
+    assert made.count(str(repo)) == 2  # the dead mirror was dropped and opened anew
