@@ -190,7 +190,9 @@ class DesiredState:
         if claims and (not refs or any(self._needs_load(ref, key) for ref in refs)):
             # An Application not known or not loaded yet: load it now. An object Git declares that its state lacks
             # (its CRD was not served yet, the sync has just made it) is worth the wait for the next refresh.
-            self._refresh_now(deadline, wait_for_turn=any(self._pending(ref, key) for ref in refs))
+            self._refresh_now(
+                deadline, wait_for_turn=any(self._pending(ref, key) for ref in refs), retry_only=frozenset(refs)
+            )
             found = self._index.get(key)
             if found is not None:
                 return self._in_index(found, key, revision, deadline)
@@ -314,7 +316,9 @@ class DesiredState:
         state = self._apps.get(ref)
         return state is not None and state.loaded and key in state.pending
 
-    def _refresh_now(self, deadline: float, *, wait_for_turn: bool = False) -> None:
+    def _refresh_now(
+        self, deadline: float, *, wait_for_turn: bool = False, retry_only: frozenset[AppRef] | None = None
+    ) -> None:
         """Asks for a refresh (a list call, renders of what is new or failed) in the background and waits for it
         until `deadline`. Requests share it, and it runs at most once per `retry_seconds`: a flood of requests
         claiming unknown Applications costs one list call per interval, not one each. Asked too soon after the last
@@ -333,7 +337,7 @@ class DesiredState:
                     try:
                         if delay:
                             time.sleep(delay)  # the turn of this interval's refresh
-                        self.refresh(full=False, retry_failed=True)
+                        self.refresh(full=False, retry_failed=True, retry_only=retry_only)
                     except Exception:  # a request is waiting: never leave it hanging on a bug
                         log.exception("an on-demand refresh failed")
                     finally:
@@ -544,17 +548,21 @@ class DesiredState:
         pending = frozenset(d.key for d in desired.objects if d.info is None)
         return Rendered(desired.commit.sha, objects, pending, provisional)
 
-    def refresh(self, *, full: bool = True, retry_failed: bool = False) -> None:
+    def refresh(
+        self, *, full: bool = True, retry_failed: bool = False, retry_only: frozenset[AppRef] | None = None
+    ) -> None:
         """Re-reads every Application and renders them: all of them when `full`, else only new or changed ones and
-        those whose last render failed or was partial (after RETRY_SECONDS, or at once with `retry_failed`). Keeps
-        the last good state of an Application whose source fails (saying so in status())."""
+        those whose last render failed or was partial (after RETRY_SECONDS, or at once with `retry_failed`: of
+        `retry_only` alone when given, so that a request waiting for its Application does not wait for every broken
+        one to fail again). Keeps the last good state of an Application whose source fails (saying so in
+        status())."""
         with self._refreshing:
             try:
-                self._refresh(full=full, retry_failed=retry_failed)
+                self._refresh(full=full, retry_failed=retry_failed, retry_only=retry_only)
             finally:
                 self.attempted = True
 
-    def _refresh(self, *, full: bool, retry_failed: bool) -> None:
+    def _refresh(self, *, full: bool, retry_failed: bool, retry_only: frozenset[AppRef] | None = None) -> None:
         try:
             raw = self._list_applications()
         except GitOpsError as e:
@@ -588,7 +596,13 @@ class DesiredState:
             if (
                 unchanged
                 and current is not None
-                and (not incomplete or (not retry_failed and self._now() - current.attempted_at < self.retry_seconds))
+                and (
+                    not incomplete
+                    or (
+                        not (retry_failed and (retry_only is None or spec.ref in retry_only))
+                        and self._now() - current.attempted_at < self.retry_seconds
+                    )
+                )
             ):
                 continue
             try:

@@ -121,6 +121,15 @@ def controller(
         proc.stop()
 
 
+@pytest.fixture(autouse=True)
+def application_deleted_after(kubectl: Kubectl, namespace: str) -> Iterator[None]:
+    """Each test's Application (named after its namespace) goes with it: later modules' webhooks need not load it."""
+    yield
+    kubectl.run(
+        "-n", "gitops-system", "delete", "applications.gitops.kubectl-gitops.io", namespace, "--ignore-not-found"
+    )
+
+
 def application(kubectl: Kubectl, name: str) -> dict[str, Any]:
     out: dict[str, Any] = json.loads(
         kubectl.run("-n", "gitops-system", "get", f"{APP_GROUP}/{name}", "-o", "json").stdout

@@ -33,6 +33,15 @@ def private_repo(git_repo: MakeRepo, tmp_path: Path) -> Iterator[tuple[GitRepo, 
         yield repo, f"{base}/private.git"
 
 
+@pytest.fixture(autouse=True)
+def application_deleted_after(kubectl: Kubectl, namespace: str) -> Iterator[None]:
+    """Each test's Application (named after its namespace) goes with it: later modules' webhooks need not load it."""
+    yield
+    kubectl.run(
+        "-n", "gitops-system", "delete", "applications.gitops.kubectl-gitops.io", namespace, "--ignore-not-found"
+    )
+
+
 def credentials_secret(kubectl: Kubectl, name: str, password: str) -> None:
     secret = {
         "apiVersion": "v1",

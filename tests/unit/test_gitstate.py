@@ -1014,3 +1014,28 @@ def test_a_mirror_whose_git_process_died_fails_its_application_only_and_is_opene
     index.refresh(full=False)
     assert git_at(index, A) is not None
     assert made.count(str(repo)) == 2  # the dead mirror was dropped and opened anew
+
+
+def test_a_request_waiting_for_its_application_retries_that_one_not_every_broken_one(
+    tmp_path: Path, apps: list[Any], repo: Path
+) -> None:
+    """An on-demand refresh (a request whose object's state is pending) renders again the Applications the request
+    claims; the others whose last render failed wait for their turn, so that many broken Applications do not hold a
+    request past its deadline."""
+    index = DesiredState(
+        cluster("shop", "gitops-system"),
+        lambda: list(apps),
+        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
+        load_timeout=30,
+        retry_seconds=3600,
+    )
+    apps.append(application(repo))
+    moved = tmp_path / "moved"
+    repo.rename(moved)
+    index.refresh()
+    assert "cannot fetch" in index.status()["applications"]["gitops-system/shop"]["error"]
+    moved.rename(repo)
+    index.refresh(full=False, retry_failed=True, retry_only=frozenset())
+    assert "cannot fetch" in index.status()["applications"]["gitops-system/shop"]["error"]  # not this one's turn
+    index.refresh(full=False, retry_failed=True, retry_only=frozenset({AppRef("gitops-system", "shop")}))
+    assert index.status()["applications"]["gitops-system/shop"]["error"] == ""
