@@ -263,7 +263,12 @@ class Fingerprints:
     kept: frozenset[str]
 
     def unchanged(self, app: ApplicationSpec, d: DesiredObject, live: KubeObject | None, policy: DriftPolicy) -> bool:
-        return fingerprint.unchanged(self.secret, self.kept, app.ref, d.key, d.obj, live, policy)
+        return bool(self.kept_for(app, d, live, policy))
+
+    def kept_for(self, app: ApplicationSpec, d: DesiredObject, live: KubeObject | None, policy: DriftPolicy) -> str:
+        """The fingerprint of `live`, when the last sync kept it ("" when it did not, or nothing is trusted): what a
+        sync that leaves the object alone keeps again, computed once."""
+        return fingerprint.kept_fingerprint(self.secret, self.kept, app.ref, d.key, d.obj, live, policy)
 
     def of_left(self, app: ApplicationSpec, d: DesiredObject, live: KubeObject, policy: DriftPolicy) -> str:
         """The fingerprint of `live` as a sync leaves it ("" without a key)."""

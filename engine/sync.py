@@ -184,9 +184,8 @@ class Syncer:
         if marks.get(REVISION_ANNOTATION) != wanted:
             return None
         policy = self.app.policy(autoscaled=autoscaled)
-        if not self.fingerprints.unchanged(self.app, d, live, policy):
-            return None
-        return SyncResult(d.key, Action.UNCHANGED, fingerprint=self.fingerprints.of_left(self.app, d, live, policy))
+        kept = self.fingerprints.kept_for(self.app, d, live, policy)
+        return SyncResult(d.key, Action.UNCHANGED, fingerprint=kept) if kept else None
 
     def _ensure_namespace(self, desired: Desired) -> None:
         """The destination namespace, created if missing (not tracked: pruning never deletes it)."""

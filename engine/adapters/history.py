@@ -39,6 +39,10 @@ class HistoryStore:
     def __init__(self, cluster: KubeClient, namespace: str) -> None:
         self.cluster = cluster
         self.namespace = namespace
+        # Per Application, the records `add` read and the one it added: what a `retire` right after it needs, without
+        # listing them again. One sync of an Application runs at a time (engine.synclock), so nothing else adds one
+        # meanwhile; and if something did, retention would only keep that record one sync longer.
+        self._added: dict[str, list[SyncRecord]] = {}
 
     def resource(self) -> ResourceInfo:
         info = self.cluster.resource_for(RECORD_API_VERSION, RECORD_KIND)
@@ -79,7 +83,8 @@ class HistoryStore:
     def add(self, record: SyncRecord) -> SyncRecord:
         """Creates the record under the next free id of its Application; returns it with that id."""
         info = self.resource()
-        newest = max((r.id for r in self.records(record.application)), default=0)
+        existing = self.records(record.application)
+        newest = max((r.id for r in existing), default=0)
         for attempt in range(ID_ATTEMPTS):
             numbered = _with_id(record, newest + 1 + attempt)
             try:
@@ -95,13 +100,16 @@ class HistoryStore:
                 if e.status == 409:
                     continue  # recorded at the same moment by another sync: take the next id
                 raise
+            self._added[record.application] = [*existing, numbered]
             return numbered
         raise GitOpsError(f"no free SyncRecord id for {record.application} after {ID_ATTEMPTS} attempts")
 
     def retire(self, application: str, policy: Retention, now: datetime.datetime) -> list[SyncRecord]:
-        """Deletes the records retention drops (never the newest); returns them."""
+        """Deletes the records retention drops (never the newest); returns them. After an `add`, from the records it
+        read (one request fewer for every sync)."""
         info = self.resource()
-        dropped = expired(self.records(application), policy, now)
+        known = self._added.pop(application, None)
+        dropped = expired(known if known is not None else self.records(application), policy, now)
         for record in dropped:
             key = ObjectKey(info.group, info.kind, self.namespace, record_name(application, record.id))
             self.cluster.delete(info, key)

@@ -12,9 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import _gojsonnet
 import yaml
-from wcmatch import fnmatch
 
 from ..core.application import DirectoryOptions, HelmOptions, JsonnetVar
 from ..core.errors import ManifestError, RenderError
@@ -60,6 +58,8 @@ ReadFile = Callable[[str], bytes | None]
 def selected(relative: str, options: DirectoryOptions) -> bool:
     """Whether a file (path relative to the source path) is read, by the include and exclude globs: Argo CD's rule,
     exclude before include, `{a,b}` for alternatives, `*` crossing folders."""
+    from wcmatch import fnmatch  # imported by what filters (its import is a tenth of a diff's start-up)
+
     flags = fnmatch.BRACE | fnmatch.DOTMATCH
     if options.exclude and fnmatch.fnmatch(relative, options.exclude, flags=flags):
         return False
@@ -157,6 +157,8 @@ def render_jsonnet(
         raise ManifestError(f"{repo_path}: not UTF-8 text: {e}") from e
     ext_vars, ext_codes = _jsonnet_values(options.ext_vars, env)
     tla_vars, tla_codes = _jsonnet_values(options.tlas, env)
+    import _gojsonnet  # imported by what evaluates Jsonnet: most Applications have none
+
     importer = _Importer(read, options.jsonnet_libs)
     failed = f"jsonnet evaluation of {repo_path} ({label}) failed"
     try:

@@ -9,7 +9,6 @@ import os
 import posixpath
 import shlex
 import shutil
-import tarfile
 import tempfile
 import threading
 import urllib.parse
@@ -17,12 +16,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import git
 
 from ..core import redact
 from ..core.errors import SourceError
 from ..core.repourl import HOST_PATH_HINT, is_host_path
+
+if TYPE_CHECKING:
+    import tarfile
 
 # What GitPython raises when the long-lived `git cat-file` process of a mirror died under it (the repository moved or
 # was removed): the caller drops that GitSource and opens a new one.
@@ -105,6 +108,8 @@ SYMLINK_MODE = 0o120000
 
 def _safe_member(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
     """tarfile's `data` filter, but a link that points out of the tree is skipped instead of failing the export."""
+    import tarfile
+
     try:
         return tarfile.data_filter(member, path)
     except tarfile.FilterError:
@@ -376,6 +381,8 @@ class GitSource:
             data = self.repo.git.archive("--format=tar", sha, stdout_as_string=False)
         except git.GitCommandError as e:
             raise SourceError(f"cannot read commit {sha[:12]} of {self.shown}: {_git_message(e, self.url)}") from e
+        import tarfile  # imported by what exports a tree (Kustomize, Helm): plain manifests are read as blobs
+
         with tempfile.TemporaryDirectory(prefix="gitops-render-") as tmp:
             with tarfile.open(fileobj=io.BytesIO(data)) as archive:
                 archive.extractall(tmp, filter=_safe_member)

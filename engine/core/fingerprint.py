@@ -130,6 +130,21 @@ def unchanged(
 ) -> bool:
     """Whether `live` is provably what a sync left for this same `desired`: False whenever it cannot be shown. `kept`
     holds what the last sync left (from_blob); the set is public to whoever can read it, the key is not."""
+    return bool(kept_fingerprint(secret, kept, app, key, desired, live, policy))
+
+
+def kept_fingerprint(
+    secret: bytes | None,
+    kept: frozenset[str],
+    app: AppRef,
+    key: ObjectKey,
+    desired: KubeObject,
+    live: KubeObject | None,
+    policy: DriftPolicy,
+) -> str:
+    """`live`'s fingerprint when it is in `kept` (so `unchanged`), else "": a sync that leaves the object alone keeps
+    that same fingerprint again, computed once."""
     if secret is None or not kept or live is None:
-        return False
-    return fingerprint(secret, app, key, desired, live, policy) in kept
+        return ""
+    found = fingerprint(secret, app, key, desired, live, policy)
+    return found if found in kept else ""

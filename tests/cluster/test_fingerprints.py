@@ -53,6 +53,11 @@ class CountingClient(KubeClient):
         super().__init__(target)
         self.dry_runs = 0
         self.applies = 0
+        self.sent: list[tuple[str, str]] = []  # (method, path) of every request
+
+    def exchange(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        self.sent.append((method, path))
+        return super().exchange(method, path, **kwargs)
 
     def apply(self, info: ResourceInfo, obj: KubeObject, *, dry_run: bool = False, **kwargs: Any) -> Applied:
         if obj["metadata"].get("namespace") != "gitops-system":  # the Application's objects, not its fingerprints
@@ -141,6 +146,12 @@ def test_a_sync_with_nothing_to_do_applies_nothing_and_a_new_commit_applies_agai
     assert {r.action for r in report.results} == {Action.UNCHANGED}
     assert client.applies == 0
     assert all(r.fingerprint for r in report.results)
+
+    # Besides the LISTs, what every sync writes and reads once: its record (the records listed once, for its id and
+    # for retention both), the status, the fingerprints; the sync lock taken and given back.
+    records = [(m, p) for m, p in client.sent if p.endswith("/syncrecords")]
+    assert records == [("GET", records[0][1]), ("POST", records[0][1])], client.sent
+    assert sum(1 for m, p in client.sent if m == "PATCH") == 2, client.sent  # the status, the fingerprints
 
     full = app.client()
     sync_loaded(full, load_application(full, app.ref), shortcut=False)

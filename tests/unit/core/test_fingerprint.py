@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from engine.core.drift import DriftPolicy, IgnoreRule
-from engine.core.fingerprint import LENGTH, fingerprint, from_blob, to_blob, unchanged
+from engine.core.fingerprint import LENGTH, fingerprint, from_blob, kept_fingerprint, to_blob, unchanged
 from engine.core.objects import REVISION_ANNOTATION, AppRef, ObjectKey
 
 SECRET = b"k" * 32
@@ -117,6 +117,15 @@ def test_without_the_key_a_fingerprint_cannot_be_made() -> None:
     assert unchanged(SECRET, frozenset({good}), APP, DEPLOYMENT, desired(), live(), POLICY)
     assert not unchanged(None, frozenset({good}), APP, DEPLOYMENT, desired(), live(), POLICY)  # no key: none trusted
     assert not unchanged(SECRET, frozenset({good}), APP, DEPLOYMENT, desired(), None, POLICY)
+
+
+def test_the_kept_fingerprint_is_the_one_found_or_nothing() -> None:
+    good = fp(DEPLOYMENT, desired(), live())
+    assert kept_fingerprint(SECRET, frozenset({good}), APP, DEPLOYMENT, desired(), live(), POLICY) == good
+    changed = {**live(), "metadata": {**live()["metadata"], "generation": 2}}
+    assert kept_fingerprint(SECRET, frozenset({good}), APP, DEPLOYMENT, desired(), changed, POLICY) == ""
+    assert kept_fingerprint(None, frozenset({good}), APP, DEPLOYMENT, desired(), live(), POLICY) == ""
+    assert kept_fingerprint(SECRET, frozenset(), APP, DEPLOYMENT, desired(), live(), POLICY) == ""
 
 
 def test_a_secret_value_changed_in_git_moves_the_fingerprint() -> None:
