@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.adapters.kube import KubeClient
-from engine.adapters.source import READ_ERRORS, redact_url
+from engine.adapters.source import READ_ERRORS, GitSource, redact_url
 from engine.apps import application_resource, patch_status
-from engine.compare import Comparison, load_desired, new_masker
+from engine.compare import Comparison, Desired, load_desired, new_masker
 from engine.core.application import API_VERSION, KIND, ApplicationSpec, InvalidApplication, parse_application
 from engine.core.automation import Attempts, Facts, Plan, Step, plan
 from engine.core.clock import Clock, rfc3339
@@ -78,6 +78,11 @@ def synced_commit(status: dict[str, Any]) -> str:
     if last.get("result") != Result.SUCCEEDED.value:
         return ""
     return str(last.get("revision") or "")
+
+
+def last_synced(status: dict[str, Any]) -> str:
+    """The commit the last sync ran at, whatever its result ("" before the first)."""
+    return str((status.get("lastSync") or {}).get("revision") or "")
 
 
 class Reconciler:
@@ -291,7 +296,7 @@ class Reconciler:
             except READ_ERRORS as e:  # the thread's mirror process died: a new one at the next try
                 self.repos.drop_reader(spec.repo_url)
                 raise SourceError(f"reading {redact_url(spec.repo_url)} failed ({e!r}); it is read again") from e
-            applied = str((status.get("lastSync") or {}).get("revision") or "")
+            applied = last_synced(status)
             if applied and applied != desired.commit.sha and not fetch_error and self._behind(source, applied, desired):
                 # Someone synced a commit this mirror has not fetched yet (kubectl gitops sync, another replica
                 # before a handover): Git is asked again before anything is taken for the target, so that an old
@@ -332,8 +337,10 @@ class Reconciler:
         return spec.interval
 
     @staticmethod
-    def _behind(source: Any, applied: str, desired: Any) -> bool:
-        return not source.has_commit(applied) or bool(source.is_ancestor(desired.commit.sha, applied))
+    def _behind(source: GitSource, applied: str, desired: Desired) -> bool:
+        """Whether the mirror is behind what was synced: it lacks that commit, or has it as a descendant of its
+        own target."""
+        return not source.has_commit(applied) or source.is_ancestor(desired.commit.sha, applied)
 
     def _sync(self, loaded: Loaded, memory: AppMemory, step: Plan, now: float) -> tuple[str, KubeObject, Comparison]:
         ref = loaded.ref
@@ -349,7 +356,7 @@ class Reconciler:
                 before_apply=self._check_leading,
                 clock=self.clock,
                 shortcut=self.shortcut,
-                expect_synced=str(((loaded.obj.get("status") or {}).get("lastSync") or {}).get("revision") or ""),
+                expect_synced=last_synced(loaded.obj.get("status") or {}),
             )
         except SyncSuperseded as e:
             log.info("%s", e)
