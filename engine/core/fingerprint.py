@@ -119,20 +119,6 @@ def from_blob(blob: bytes) -> frozenset[str]:
     return frozenset(blob[i : i + size].hex() for i in range(0, len(blob) - size + 1, size))
 
 
-def unchanged(
-    secret: bytes | None,
-    kept: frozenset[str],
-    app: AppRef,
-    key: ObjectKey,
-    desired: KubeObject,
-    live: KubeObject | None,
-    policy: DriftPolicy,
-) -> bool:
-    """Whether `live` is provably what a sync left for this same `desired`: False whenever it cannot be shown. `kept`
-    holds what the last sync left (from_blob); the set is public to whoever can read it, the key is not."""
-    return bool(kept_fingerprint(secret, kept, app, key, desired, live, policy))
-
-
 def kept_fingerprint(
     secret: bytes | None,
     kept: frozenset[str],
@@ -142,8 +128,9 @@ def kept_fingerprint(
     live: KubeObject | None,
     policy: DriftPolicy,
 ) -> str:
-    """`live`'s fingerprint when it is in `kept` (so `unchanged`), else "": a sync that leaves the object alone keeps
-    that same fingerprint again, computed once."""
+    """`live`'s fingerprint when `live` is provably what a sync left for this same `desired`, else "" (whenever it
+    cannot be shown). `kept` holds what the last sync left (from_blob); the set is public to whoever can read it, the
+    key is not. A sync that leaves the object alone keeps that same fingerprint again."""
     if secret is None or not kept or live is None:
         return ""
     found = fingerprint(secret, app, key, desired, live, policy)

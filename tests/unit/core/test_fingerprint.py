@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from engine.core.drift import DriftPolicy, IgnoreRule
-from engine.core.fingerprint import LENGTH, fingerprint, from_blob, kept_fingerprint, to_blob, unchanged
+from engine.core.fingerprint import LENGTH, fingerprint, from_blob, kept_fingerprint, to_blob
 from engine.core.objects import REVISION_ANNOTATION, AppRef, ObjectKey
 
 SECRET = b"k" * 32
@@ -113,10 +113,11 @@ def test_without_the_key_a_fingerprint_cannot_be_made() -> None:
     good = fp(DEPLOYMENT, desired(), live())
     forged = fingerprint(b"\0" * 32, APP, DEPLOYMENT, desired(), live(), POLICY)
     assert forged != good
-    assert not unchanged(SECRET, frozenset({forged}), APP, DEPLOYMENT, desired(), live(), POLICY)
-    assert unchanged(SECRET, frozenset({good}), APP, DEPLOYMENT, desired(), live(), POLICY)
-    assert not unchanged(None, frozenset({good}), APP, DEPLOYMENT, desired(), live(), POLICY)  # no key: none trusted
-    assert not unchanged(SECRET, frozenset({good}), APP, DEPLOYMENT, desired(), None, POLICY)
+    assert not kept_fingerprint(SECRET, frozenset({forged}), APP, DEPLOYMENT, desired(), live(), POLICY)
+    assert kept_fingerprint(SECRET, frozenset({good}), APP, DEPLOYMENT, desired(), live(), POLICY)
+    # no key: none trusted
+    assert not kept_fingerprint(None, frozenset({good}), APP, DEPLOYMENT, desired(), live(), POLICY)
+    assert not kept_fingerprint(SECRET, frozenset({good}), APP, DEPLOYMENT, desired(), None, POLICY)
 
 
 def test_the_kept_fingerprint_is_the_one_found_or_nothing() -> None:
