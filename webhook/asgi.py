@@ -28,13 +28,11 @@ from flask import Flask
 
 from .admission import PATH, answer, conclude, finish, judge_safely, must_record, read_review, waits_for_git
 from .hook import Webhook, webhook_of
-from .tls import ClientAuth
+from .tls import PEERCERT, TLS, ClientAuth
 
 log = logging.getLogger(__name__)
 
 INLINE_BYTES = 256 * 1024  # a larger body is parsed in the pool: parsing it would hold up the loop
-TLS = "tls"  # the ASGI TLS extension's key in scope["extensions"]
-PEERCERT = "gitops.peercert"  # what ssl's getpeercert() gave for the connection, beside the extension's fields
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -19,8 +19,6 @@ from engine.core.errors import GitOpsError
 from engine.core.redact import SEEN
 
 from . import tls
-from .app import create_app, webhook_of
-from .asgi import WebhookApp
 
 log = logging.getLogger("gitops-webhook")
 RENEW_CHECK_SECONDS = 3600.0
@@ -230,7 +228,12 @@ def main(
     options["when_ready"] = _renewer(cert_dir, names, shared, cert_check_seconds)
     options["raw_env"] = [f"GITOPS_WEBHOOK_NAMESPACE={namespace}"]
 
-    def load() -> WebhookApp:
+    def load() -> Any:
+        # Imported here, in the worker (gunicorn calls `load` after the fork): the arbiter serves nothing, and each
+        # module it imports would be held twice, its own copy and the worker's (README, the webhook's memory).
+        from .app import create_app, webhook_of
+        from .asgi import WebhookApp
+
         app = create_app(kube=KubeClient(target))
         webhook_of(app).start()  # the refresh and retention loops, in this worker
         return WebhookApp(app, client_auth, threads)

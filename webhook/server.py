@@ -35,7 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 from . import tls
-from .asgi import PEERCERT, TLS
+from .tls import PEERCERT, TLS
 
 REQUEST_SECONDS = 30.0  # from a request's first byte to its last
 HANDSHAKE_SECONDS = 10.0  # from a connection's accept to the end of its TLS handshake

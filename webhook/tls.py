@@ -29,6 +29,9 @@ API_SERVER_CLIENT = "kube-apiserver-webhook-client"  # the CN of the client cert
 CA_VALIDITY = datetime.timedelta(days=3650)
 LEAF_VALIDITY = datetime.timedelta(days=90)
 RENEW_BEFORE = datetime.timedelta(days=30)
+# Where a request's client certificate travels from the server (webhook.server) to the app (webhook.asgi):
+TLS = "tls"  # the ASGI TLS extension's key in scope["extensions"]
+PEERCERT = "gitops.peercert"  # what ssl's getpeercert() gave for the connection, beside the extension's fields
 
 
 @dataclass(frozen=True)

@@ -52,3 +52,45 @@ def test_the_core_tests_run_without_the_io_libraries() -> None:
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert " passed" in done.stdout
+
+
+def test_the_webhook_arbiter_imports_none_of_the_app() -> None:
+    """gunicorn's arbiter imports webhook.cli and the worker class (webhook.server) and serves nothing: what it
+    imports is held twice, its copy and the forked worker's (README, the webhook's memory), so the app (Flask, Git,
+    the engine's loading) is imported in the worker only."""
+    blocked = ("flask", "git", "jinja2", "_gojsonnet", "prometheus_client", "webhook.app", "webhook.asgi")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys\nfor name in {blocked!r}:\n    sys.modules[name] = None\n"
+            "import webhook.cli, webhook.server\n"
+            "from gunicorn.util import load_class\n"
+            "assert load_class('webhook.server.Worker') is webhook.server.Worker\n",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_go_jsonnet_is_loaded_only_to_render_jsonnet() -> None:
+    """go-jsonnet's library is several MB in every process that imports it; the webhook's worker and the plugin
+    load it only when a source has a Jsonnet file."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nimport engine.adapters.render, engine.gitstate, webhook.app, plugin.cli\n"
+            "assert '_gojsonnet' not in sys.modules\n",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from engine.core.objects import REVISION_ANNOTATION
-from webhook.asgi import INLINE_BYTES, PEERCERT, TLS, WebhookApp
-from webhook.tls import API_SERVER_CLIENT, ClientAuth
+from webhook.asgi import INLINE_BYTES, WebhookApp
+from webhook.tls import API_SERVER_CLIENT, PEERCERT, TLS, ClientAuth
 
 from ..fakes import FakeAudit, FakeSource
 from .test_webhook_app import assert_well_formed, deployment, make_app, review, with_image
