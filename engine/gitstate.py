@@ -15,7 +15,7 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -518,8 +518,14 @@ class DesiredState:
             # A kind Git declares that discovery did not serve when it was last read: a CRD installed since?
             self.cluster.refresh_discovery()
             desired = load_desired(spec, self.cluster, revision=desired.commit.sha, source=source)
-        ready = [d for d in desired.objects if d.info is not None]
+        sha = desired.commit.sha
+        pending = frozenset(d.key for d in desired.objects if d.info is None)
         autoscaled = autoscaled_targets(desired.objects)
+        # Each object Git declares is let go once probed (`desired` is not held): the rendered objects, 4 KB each in
+        # all, would else stay alive under the whole load while the index grows beside them, and their freed memory,
+        # pinned by what was kept among it, would stay in the process (bench/webhook_memory.py).
+        ready = deque(d for d in desired.objects if d.info is not None)
+        del desired
         policy = spec.policy()
         objects = {}
         for d in ready:
@@ -529,8 +535,8 @@ class DesiredState:
         provisional = False
         # Probed a chunk at a time, each kept compactly at once: the API server's answers (managedFields and all)
         # are never all in memory together, and what a process has held once it keeps (bench/webhook_memory.py).
-        for start in range(0, len(ready), PROBE_CHUNK):
-            chunk = ready[start : start + PROBE_CHUNK]
+        while ready:
+            chunk = [ready.popleft() for _ in range(min(PROBE_CHUNK, len(ready)))]
             forms = concurrently(lambda d: stored_form(self.cluster, d, self.probe_namespace), chunk)
             for d, (stored, declared, elsewhere) in zip(chunk, forms, strict=True):
                 provisional = provisional or elsewhere
@@ -539,14 +545,13 @@ class DesiredState:
                     key=d.key,
                     app=spec.ref,
                     mode=spec.drift_mode,
-                    revision=desired.commit.sha,
+                    revision=sha,
                     stored=interned(stored),
                     declared=self._declared_sets.shared(declared),
                     policy=dataclasses.replace(policy, autoscaled=True) if scaled else policy,
                 )
-            del forms
-        pending = frozenset(d.key for d in desired.objects if d.info is None)
-        return Rendered(desired.commit.sha, objects, pending, provisional)
+            del chunk, forms, d
+        return Rendered(sha, objects, pending, provisional)
 
     def refresh(
         self, *, full: bool = True, retry_failed: bool = False, retry_only: frozenset[AppRef] | None = None

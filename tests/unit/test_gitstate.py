@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import secrets
 import subprocess
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from engine import gitstate
 from engine.adapters.source import GitSource
-from engine.compare import DesiredObject
+from engine.compare import DesiredObject, load_desired
 from engine.core.admission import Found, GitObject
 from engine.core.errors import ApiError, GitOpsError, SourceError
 from engine.core.manifests import Manifest
@@ -144,6 +147,37 @@ def test_objects_of_one_shape_share_their_declared_fields_and_strings(
     key_b = next(k for k in b.stored if k == "apiVersion")
     assert key_a is key_b
     assert a.stored["metadata"]["namespace"] is b.stored["metadata"]["namespace"]
+
+
+def test_each_object_git_declares_is_let_go_once_probed(
+    state: tuple[DesiredState, FakeCluster], apps: list[Any], repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rendered objects are not all held while an Application loads: what a probed one took is reused for the
+    index rather than left beside it (bench/webhook_memory.py, the process's memory once loaded)."""
+    index, _ = state
+    commit(repo, {"b.yaml": configmap("b", "two"), "c.yaml": configmap("c", "three")}, "second")
+    apps.append(application(repo))
+    rendered: list[weakref.ref[DesiredObject]] = []
+    alive: list[int] = []
+    real_load, real_probe = load_desired, gitstate.stored_form
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        desired = real_load(*args, **kwargs)
+        rendered.extend(weakref.ref(d) for d in desired.objects)
+        return desired
+
+    def probe(*args: Any, **kwargs: Any) -> Any:
+        gc.collect()
+        alive.append(sum(r() is not None for r in rendered))
+        return real_probe(*args, **kwargs)
+
+    monkeypatch.setattr(gitstate, "PROBE_CHUNK", 1)
+    monkeypatch.setattr(gitstate, "load_desired", load)
+    monkeypatch.setattr(gitstate, "stored_form", probe)
+    index.refresh()
+    assert len(rendered) == 3
+    assert alive == [3, 2, 1]  # the ones not probed yet, the one being probed among them
+    assert index.status()["applications"]["gitops-system/shop"]["objects"] == 3
 
 
 def test_an_unchanged_application_is_not_rendered_again_until_a_full_refresh(
