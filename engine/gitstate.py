@@ -171,6 +171,9 @@ class DesiredState:
         self._refreshing = threading.Lock()  # one refresh at a time (the loop's, or one a request asked for)
         self._asked_refresh: threading.Event | None = None  # a refresh a request is waiting for
         self._refresh_asked_at = -float("inf")
+        # When the list call of the last refresh that finished began (monotonic): an Application it did not list may
+        # have been created since, so only a refresh begun after a request arrived may call its claim made up.
+        self._listed_at = -float("inf")
 
     # --- reads (the hot path) -------------------------------------------------------------------------------------
     def lookup(self, key: ObjectKey, revision: str = "", claims: tuple[Claim, ...] = ()) -> Found:
@@ -183,20 +186,36 @@ class DesiredState:
         if not COMMIT_NAME.fullmatch(revision):
             revision = ""
         deadline = time.monotonic() + self.load_timeout  # for asking Git and loading the commit, together
+        arrived = self._clock.monotonic()
         found = self._index.get(key)
         if found is not None:
             return self._in_index(found, key, revision, deadline)
         refs = self._claimed(claims)
-        if claims and (not refs or any(self._needs_load(ref, key) for ref in refs)):
-            # An Application not known or not loaded yet: load it now. An object Git declares that its state lacks
-            # (its CRD was not served yet, the sync has just made it) is worth the wait for the next refresh.
-            self._refresh_now(
-                deadline, wait_for_turn=any(self._pending(ref, key) for ref in refs), retry_only=frozenset(refs)
-            )
+        unknown = self._unknown(claims)
+        if claims and (unknown or any(self._needs_load(ref, key) for ref in refs)):
+            # An Application not known or not loaded yet: load it now. One not known (created a moment ago?), and an
+            # object Git declares that its state lacks (its CRD was not served yet, the sync has just made it), are
+            # worth the wait for the interval's next refresh when the last one ran too recently to run again.
+            wait = unknown or any(self._pending(ref, key) for ref in refs)
+            self._refresh_now(deadline, wait_for_turn=wait, retry_only=frozenset(refs))
+            if unknown and self._unknown(claims) and self._listed_at < arrived:
+                # The refresh it shared began before it arrived: the interval's next one, if it comes in time.
+                self._refresh_now(deadline, wait_for_turn=True, retry_only=frozenset(refs))
             found = self._index.get(key)
             if found is not None:
                 return self._in_index(found, key, revision, deadline)
             refs = self._claimed(claims)
+            if self.listed and self._unknown(claims) and self._listed_at < arrived:
+                # No listing begun since the request arrived has finished in time: the Application it claims may
+                # exist already. Not known is not "not managed".
+                return Found(
+                    unjudged=Unjudged(
+                        None,
+                        DriftMode.ENFORCE,
+                        "it claims an Application the webhook has not listed yet (created a moment ago?), and no "
+                        f"listing of Applications finished within {self.load_timeout:.0f}s",
+                    )
+                )
         if claims and not refs and not self.listed:
             return Found(
                 unjudged=Unjudged(None, DriftMode.ENFORCE, f"the webhook cannot list Applications: {self.last_error}")
@@ -307,6 +326,11 @@ class DesiredState:
 
     def _claimed(self, claims: tuple[Claim, ...]) -> list[AppRef]:
         return [ref for ref in list(self._apps) if any(c.matches(ref) for c in claims)]
+
+    def _unknown(self, claims: tuple[Claim, ...]) -> bool:
+        """Whether one of `claims` names no Application the webhook knows."""
+        known = list(self._apps)
+        return any(not any(c.matches(ref) for ref in known) for c in claims)
 
     def _needs_load(self, ref: AppRef, key: ObjectKey) -> bool:
         state = self._apps.get(ref)
@@ -568,6 +592,7 @@ class DesiredState:
                 self.attempted = True
 
     def _refresh(self, *, full: bool, retry_failed: bool, retry_only: frozenset[AppRef] | None = None) -> None:
+        listing_began = self._clock.monotonic()
         try:
             raw = self._list_applications()
         except GitOpsError as e:
@@ -658,6 +683,7 @@ class DesiredState:
             # Ready only when every Application's state is loaded: until then its objects cannot be judged.
             self.ready = all(s.loaded for s in self._apps.values())
             self.last_refresh = self._now()
+            self._listed_at = listing_began
             if all(not s.error for s in self._apps.values()):
                 self.last_error = ""
         if rendered_any:

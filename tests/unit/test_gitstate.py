@@ -753,27 +753,63 @@ def test_a_request_claiming_an_application_not_known_yet_loads_it(
 
 
 def test_claims_of_unknown_applications_cost_one_listing_per_interval(tmp_path: Path, repo: Path) -> None:
+    """A flood of made-up claims, at once: each is judged by a listing begun after it arrived (made up, so not
+    managed), and they share those listings, at most one per interval beyond the first."""
     calls = Counter[str]()
 
     def listing() -> list[dict[str, Any]]:
         calls["list"] += 1
         return []
 
-    clock = FakeClock()
     index = DesiredState(
-        cluster("shop"),
-        listing,
-        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
-        retry_seconds=5,
-        clock=clock,
+        cluster("shop"), listing, source_factory=lambda url: GitSource(url, tmp_path / "cache"), retry_seconds=0.2
     )
     index.refresh()
-    for i in range(50):
-        assert index.lookup(A, "", (Claim("", f"made-up-{i}"),)) == Found()
-    assert calls["list"] == 2
-    clock.now += 6
-    index.lookup(A, "", (Claim("", "again"),))
-    assert calls["list"] == 3
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        found = list(pool.map(lambda i: index.lookup(A, "", (Claim("", f"made-up-{i}"),)), range(50)))
+    assert found == [Found()] * 50
+    assert calls["list"] <= 3
+
+
+def test_a_claim_of_an_application_created_after_the_last_listing_is_not_taken_for_made_up(
+    tmp_path: Path, repo: Path
+) -> None:
+    """The last listing ran a moment ago, the Application was created since, and a listing may not run again yet:
+    the request waits for the interval's next one, which knows it (before, it was judged "not managed" at once)."""
+    apps: list[dict[str, Any]] = []
+    index = DesiredState(
+        cluster("shop"),
+        lambda: list(apps),
+        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
+        retry_seconds=0.3,
+    )
+    index.refresh()
+    assert index.lookup(A, "", (Claim("", "other"),)) == Found()  # an on-demand listing: its turn is taken
+    apps.append(application(repo))
+    found = index.lookup(A, "", SHOP)
+    assert found.git is not None
+    assert found.git.stored["data"] == {"k": "one"}
+
+
+def test_a_claim_no_listing_in_time_can_tell_is_unjudged(tmp_path: Path, repo: Path) -> None:
+    """The next listing would come after the request's deadline: it is unjudged (enforce denies), not "not
+    managed"."""
+    apps: list[dict[str, Any]] = []
+    index = DesiredState(
+        cluster("shop"),
+        lambda: list(apps),
+        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
+        retry_seconds=60,
+        load_timeout=0.5,
+    )
+    index.refresh()
+    index.lookup(A, "", (Claim("", "other"),))  # takes this interval's on-demand listing
+    apps.append(application(repo))
+    found = index.lookup(A, "", SHOP)
+    assert found.git is None
+    assert found.unjudged is not None
+    assert found.unjudged.mode == "enforce"
+    assert "has not listed yet" in found.unjudged.why
 
 
 def test_an_application_whose_namespace_does_not_exist_yet_is_loaded(tmp_path: Path, repo: Path) -> None:
