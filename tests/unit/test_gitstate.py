@@ -771,21 +771,25 @@ def test_claims_of_unknown_applications_cost_one_listing_per_interval(tmp_path: 
     assert calls["list"] <= 3
 
 
+def _listed_a_moment_ago(tmp_path: Path, created: dict[str, Any], **options: Any) -> DesiredState:
+    """A webhook's state whose interval's on-demand listing has just run (for a made-up claim), with `created` made
+    right after it: the next listing is the first to know it."""
+    apps: list[dict[str, Any]] = []
+    index = DesiredState(
+        cluster("shop"), lambda: list(apps), source_factory=lambda url: GitSource(url, tmp_path / "cache"), **options
+    )
+    index.refresh()
+    assert index.lookup(A, "", (Claim("", "other"),)) == Found()  # an on-demand listing: its turn is taken
+    apps.append(created)
+    return index
+
+
 def test_a_claim_of_an_application_created_after_the_last_listing_is_not_taken_for_made_up(
     tmp_path: Path, repo: Path
 ) -> None:
     """The last listing ran a moment ago, the Application was created since, and a listing may not run again yet:
     the request waits for the interval's next one, which knows it (before, it was judged "not managed" at once)."""
-    apps: list[dict[str, Any]] = []
-    index = DesiredState(
-        cluster("shop"),
-        lambda: list(apps),
-        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
-        retry_seconds=0.3,
-    )
-    index.refresh()
-    assert index.lookup(A, "", (Claim("", "other"),)) == Found()  # an on-demand listing: its turn is taken
-    apps.append(application(repo))
+    index = _listed_a_moment_ago(tmp_path, application(repo), retry_seconds=0.3)
     found = index.lookup(A, "", SHOP)
     assert found.git is not None
     assert found.git.stored["data"] == {"k": "one"}
@@ -794,17 +798,7 @@ def test_a_claim_of_an_application_created_after_the_last_listing_is_not_taken_f
 def test_a_claim_no_listing_in_time_can_tell_is_unjudged(tmp_path: Path, repo: Path) -> None:
     """The next listing would come after the request's deadline: it is unjudged (enforce denies), not "not
     managed"."""
-    apps: list[dict[str, Any]] = []
-    index = DesiredState(
-        cluster("shop"),
-        lambda: list(apps),
-        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
-        retry_seconds=60,
-        load_timeout=0.5,
-    )
-    index.refresh()
-    index.lookup(A, "", (Claim("", "other"),))  # takes this interval's on-demand listing
-    apps.append(application(repo))
+    index = _listed_a_moment_ago(tmp_path, application(repo), retry_seconds=60, load_timeout=0.5)
     found = index.lookup(A, "", SHOP)
     assert found.git is None
     assert found.unjudged is not None

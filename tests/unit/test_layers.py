@@ -59,38 +59,26 @@ def test_the_webhook_arbiter_imports_none_of_the_app() -> None:
     imports is held twice, its copy and the forked worker's (README, the webhook's memory), so the app (Flask, Git,
     the engine's loading) is imported in the worker only."""
     blocked = ("flask", "git", "jinja2", "_gojsonnet", "prometheus_client", "webhook.app", "webhook.asgi")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"import sys\nfor name in {blocked!r}:\n    sys.modules[name] = None\n"
-            "import webhook.cli, webhook.server\n"
-            "from gunicorn.util import load_class\n"
-            "assert load_class('webhook.server.Worker') is webhook.server.Worker\n",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    _python_passes(
+        f"import sys\nfor name in {blocked!r}:\n    sys.modules[name] = None\n"
+        "import webhook.cli, webhook.server\n"
+        "from gunicorn.util import load_class\n"
+        "assert load_class('webhook.server.Worker') is webhook.server.Worker\n"
     )
-    assert done.returncode == 0, done.stderr
 
 
 def test_go_jsonnet_is_loaded_only_to_render_jsonnet() -> None:
     """go-jsonnet's library is several MB in every process that imports it; the webhook's worker and the plugin
     load it only when a source has a Jsonnet file."""
+    _python_passes(
+        "import sys\nimport engine.adapters.render, engine.gitstate, webhook.app, plugin.cli\n"
+        "assert '_gojsonnet' not in sys.modules\n"
+    )
+
+
+def _python_passes(program: str) -> None:
+    """`program` run by a fresh interpreter in the project: it must exit 0."""
     done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys\nimport engine.adapters.render, engine.gitstate, webhook.app, plugin.cli\n"
-            "assert '_gojsonnet' not in sys.modules\n",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
