@@ -23,8 +23,9 @@ from .core.drift import added, declared_fields
 from .core.errors import ApiError, GitOpsError
 from .core.history import ObjectAction
 from .core.normalize import normalize
-from .core.objects import REVISION_ANNOTATION, KubeObject, ObjectKey, key_of
+from .core.objects import REVISION_ANNOTATION, TRY_AGAIN, KubeObject, ObjectKey, key_of
 from .core.redact import scrub_for
+from .core.resources import Applied
 
 # Applied first, one wave each: what other objects live in or are instances of.
 FIRST_WAVES = (frozenset({"Namespace"}), frozenset({"CustomResourceDefinition"}))
@@ -85,6 +86,15 @@ def _removal_ops(live: KubeObject, paths: list[fieldsets.FieldPath]) -> list[dic
     return ops
 
 
+# Seconds between the tries of an apply our webhook could not judge yet (about the interval of its on-demand loads).
+UNJUDGED_WAITS = (1.0, 2.0, 4.0)
+
+
+def judged_later(refusal: ApiError) -> bool:
+    """Whether the API server's refusal is our webhook's "cannot be judged against Git yet": worth another try."""
+    return refusal.status == 403 and TRY_AGAIN in str(refusal)
+
+
 class Syncer:
     def __init__(
         self,
@@ -95,8 +105,10 @@ class Syncer:
         progress: Progress = _no_progress,
         before_apply: BeforeApply = _nothing_before,
         fingerprints: Fingerprints = NO_FINGERPRINTS,
+        unjudged_waits: tuple[float, ...] = UNJUDGED_WAITS,
     ):
         self.fingerprints = fingerprints
+        self.unjudged_waits = unjudged_waits
         self.cluster = cluster
         self.app = app
         self.dry_run = dry_run
@@ -154,7 +166,7 @@ class Syncer:
         assert d.info is not None
         created = False
         try:
-            applied = apply_desired(self.cluster, d, live, dry_run=self.dry_run)
+            applied = self._apply_judged(d, live)
             result, created = applied.obj, applied.created
             # Fields others added that Git does not declare: we own what Git declares now, so remove the rest.
             policy = self.app.policy(autoscaled=autoscaled)
@@ -173,6 +185,19 @@ class Syncer:
         else:
             action = Action.UNCHANGED
         return SyncResult(d.key, action, fingerprint=left)
+
+    def _apply_judged(self, d: DesiredObject, live: KubeObject | None) -> Applied:
+        """apply_desired, tried again while our webhook answers that it cannot judge the object yet (its Git state of
+        a CRD the sync has just made, or of an Application created a moment ago, is still loading); any other
+        refusal, a drift denial among them, is the answer at once."""
+        for wait in (*self.unjudged_waits, None):
+            try:
+                return apply_desired(self.cluster, d, live, dry_run=self.dry_run)
+            except ApiError as e:
+                if wait is None or not judged_later(e):
+                    raise
+            time.sleep(wait)
+        raise AssertionError("unreachable")
 
     def _left_alone(self, d: DesiredObject, live: KubeObject | None, autoscaled: bool) -> SyncResult | None:
         """The result for an object the last sync left as Git has it and that nobody touched since (its fingerprint

@@ -20,7 +20,16 @@ from . import text
 from .compact import DeclaredSet
 from .drift import DriftItem, DriftKind, DriftPolicy, _is_ignored
 from .normalize import SecretMasker
-from .objects import API_GROUP, REVISION_ANNOTATION, TRACKING_LABEL, AppRef, DriftMode, KubeObject, ObjectKey
+from .objects import (
+    API_GROUP,
+    REVISION_ANNOTATION,
+    TRACKING_LABEL,
+    TRY_AGAIN,
+    AppRef,
+    DriftMode,
+    KubeObject,
+    ObjectKey,
+)
 from .paths import (
     ABSENT,
     Lists,
@@ -696,7 +705,7 @@ def _unjudged(
     if verdict is Verdict.DENIED:
         message = (
             f"kubectl-gitops: this request cannot be judged against Git{app}: {unjudged.why}. "
-            "The webhook fails closed: try again once it has loaded Git's state (its /readyz says what it lacks)"
+            f"The webhook fails closed: {TRY_AGAIN} (its /readyz says what it lacks)"
             + _break_glass_hint(request, exemptions)
         )
         return Decision(False, verdict, message=message, items=(item,), record=True, unjudged=unjudged.why)

@@ -13,6 +13,10 @@ TRACKING_LABEL = f"{API_GROUP}/application"
 TRACKING_ANNOTATION = f"{API_GROUP}/tracking-id"
 # The commit a sync applied: lets the admission webhook judge a sync to a commit it has not loaded yet.
 REVISION_ANNOTATION = f"{API_GROUP}/revision"
+# What the webhook's unjudged denial asks of its sender (engine.core.admission): a sync that reads it in a refusal
+# tries that apply again a little later (engine.sync), since the webhook's state of a CRD just made or of an
+# Application just created is on its way.
+TRY_AGAIN = "try again once it has loaded Git's state"
 
 KubeObject = dict[str, Any]
 

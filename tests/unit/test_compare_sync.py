@@ -18,6 +18,7 @@ from engine.core.manifests import Manifest, parse
 from engine.core.objects import (
     TRACKING_ANNOTATION,
     TRACKING_LABEL,
+    TRY_AGAIN,
     AppRef,
     KubeObject,
     ObjectKey,
@@ -557,3 +558,55 @@ def test_apply_desired_raises_other_refusals_without_the_objects_values(refusal:
     assert raised.value.status == (403 if refusal == "admission-403" else 422)
     assert "hunter2" not in str(raised.value)
     assert writes(fake) == ["apply"]
+
+
+# --- an apply our webhook cannot judge yet is tried again; any other refusal is the answer ------------------------
+def webhook_refusing(times: int, message: str) -> tuple[FakeCluster, DesiredObject, list[int]]:
+    """A cluster whose admission refuses the first `times` applies of the Deployment with `message` (403)."""
+    fake = cluster()
+    (web,) = prepare(manifests(DEPLOYMENT_WITH_APP), APP, fake)
+    tries: list[int] = []
+
+    def gate(request: Request) -> None:
+        if request.verb == "apply" and request.key == web.key:
+            tries.append(1)
+            if len(tries) <= times:
+                raise ApiError(
+                    f'admission webhook "objects.gitops-drift.kubectl-gitops.io" denied the request: {message}', 403
+                )
+
+    fake.gates.append(gate)
+    return fake, web, tries
+
+
+WEBHOOK = "objects.gitops-drift.kubectl-gitops.io"
+UNJUDGED = (
+    "kubectl-gitops: this request cannot be judged against Git (Application gitops-system/shop): Deployment "
+    "shop/web of gitops-system/shop is not loaded: its kind or namespace is not served yet. The webhook fails "
+    f"closed: {TRY_AGAIN}"
+)
+
+
+def test_an_apply_the_webhook_cannot_judge_yet_is_tried_again() -> None:
+    fake, web, tries = webhook_refusing(2, UNJUDGED)
+    desired = Desired(Commit("a" * 40, "s", "a", "d"), [web])
+    (result,) = sync.Syncer(fake, APP, unjudged_waits=(0.0, 0.0, 0.0)).run(desired, {}, prune=False)
+    assert result.action is sync.Action.CREATED
+    assert len(tries) == 3
+
+
+def test_an_apply_the_webhook_never_judges_fails_after_its_tries_with_the_webhooks_reason() -> None:
+    fake, web, tries = webhook_refusing(10, UNJUDGED)
+    desired = Desired(Commit("a" * 40, "s", "a", "d"), [web])
+    (result,) = sync.Syncer(fake, APP, unjudged_waits=(0.0, 0.0)).run(desired, {}, prune=False)
+    assert result.action is sync.Action.FAILED
+    assert TRY_AGAIN in result.message
+    assert len(tries) == 3
+
+
+def test_a_drift_denial_is_not_tried_again() -> None:
+    fake, web, tries = webhook_refusing(10, "kubectl-gitops: drift from Git (enforce): /spec/replicas changed")
+    desired = Desired(Commit("a" * 40, "s", "a", "d"), [web])
+    (result,) = sync.Syncer(fake, APP, unjudged_waits=(0.0, 0.0)).run(desired, {}, prune=False)
+    assert result.action is sync.Action.FAILED
+    assert len(tries) == 1
