@@ -205,17 +205,8 @@ class DesiredState:
             if found is not None:
                 return self._in_index(found, key, revision, deadline)
             refs = self._claimed(claims)
-            if self.listed and self._unknown(claims) and self._listed_at < arrived:
-                # No listing begun since the request arrived has finished in time: the Application it claims may
-                # exist already. Not known is not "not managed".
-                return Found(
-                    unjudged=Unjudged(
-                        None,
-                        DriftMode.ENFORCE,
-                        "it claims an Application the webhook has not listed yet (created a moment ago?), and no "
-                        f"listing of Applications finished within {self.load_timeout:.0f}s",
-                    )
-                )
+            # Still not listed when no listing begun since the request arrived has finished in time: it is taken for
+            # made up, as a claim of no Application (a known limitation, README: the threat model).
         if claims and not refs and not self.listed:
             return Found(
                 unjudged=Unjudged(None, DriftMode.ENFORCE, f"the webhook cannot list Applications: {self.last_error}")
