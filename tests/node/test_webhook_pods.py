@@ -300,8 +300,13 @@ class StalledRemote:
                 self.held.append(conn)
 
     def close(self) -> None:
-        """Every held connection and the listener closed: git fails at once, and the load is done (with an error)."""
+        """Every held connection and the listener closed: git fails at once, and the load is done (with an error).
+        The accepting thread is woken (a listener's shutdown) and joined first, so that no connection it accepts
+        meanwhile is left open (the CI run's ResourceWarning)."""
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
         self.server.close()
+        self._thread.join(timeout=10)
         for conn in self.held:
             conn.close()
 
