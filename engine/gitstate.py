@@ -186,10 +186,10 @@ class DesiredState:
         if not COMMIT_NAME.fullmatch(revision):
             revision = ""
         deadline = time.monotonic() + self.load_timeout  # for asking Git and loading the commit, together
-        arrived = self._clock.monotonic()
         found = self._index.get(key)
         if found is not None:
             return self._in_index(found, key, revision, deadline)
+        arrived = self._clock.monotonic()  # (off the hot path: an object Git declares is answered above)
         refs = self._claimed(claims)
         unknown = self._unknown(claims)
         if claims and (unknown or any(self._needs_load(ref, key) for ref in refs)):

@@ -190,14 +190,14 @@ class Syncer:
         """apply_desired, tried again while our webhook answers that it cannot judge the object yet (its Git state of
         a CRD the sync has just made, or of an Application created a moment ago, is still loading); any other
         refusal, a drift denial among them, is the answer at once."""
-        for wait in (*self.unjudged_waits, None):
+        for wait in self.unjudged_waits:
             try:
                 return apply_desired(self.cluster, d, live, dry_run=self.dry_run)
             except ApiError as e:
-                if wait is None or not judged_later(e):
+                if not judged_later(e):
                     raise
             time.sleep(wait)
-        raise AssertionError("unreachable")
+        return apply_desired(self.cluster, d, live, dry_run=self.dry_run)
 
     def _left_alone(self, d: DesiredObject, live: KubeObject | None, autoscaled: bool) -> SyncResult | None:
         """The result for an object the last sync left as Git has it and that nobody touched since (its fingerprint
