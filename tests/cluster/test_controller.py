@@ -529,9 +529,15 @@ def test_a_controller_started_before_install_waits_and_then_works(tmp_path: Path
         # Its namespace first (where the Lease goes), the CRDs not yet: it leads, and waits for them.
         subprocess.run([kubectl, "create", "namespace", "gitops-system"], env=env, check=True, capture_output=True)
         wait_for("leading", probe.leading, timeout=60, log=probe.log)
+        # Leading comes first, then its first look for the CRD: until that answers, /readyz says "starting".
+        wait_for(
+            "/readyz names the missing install",
+            lambda: "kubectl gitops install" in probe.get("/readyz")[1],
+            timeout=30,
+            log=probe.log,
+        )
         status, body = probe.get("/readyz")
         assert status == 503, body
-        assert "kubectl gitops install" in body, body
         assert proc.poll() is None
         subprocess.run([str(plugin), "install"], env=env, check=True, capture_output=True)
         subprocess.run([kubectl, "create", "namespace", "shop"], env=env, check=True, capture_output=True)
