@@ -168,6 +168,7 @@ class DesiredState:
         self.attempted = False  # a first refresh has run (whatever came of it)
         self.last_refresh = 0.0
         self.last_error = ""
+        self._list_error = ""  # why the last attempt to list Applications failed ("" when it did not)
         self._refreshing = threading.Lock()  # one refresh at a time (the loop's, or one a request asked for)
         self._asked_refresh: threading.Event | None = None  # a refresh a request is waiting for
         self._refresh_asked_at = -float("inf")
@@ -208,9 +209,12 @@ class DesiredState:
             # Still not listed when no listing begun since the request arrived has finished in time: it is taken for
             # made up, as a claim of no Application (a known limitation, README: the threat model).
         if claims and not refs and not self.listed:
-            return Found(
-                unjudged=Unjudged(None, DriftMode.ENFORCE, f"the webhook cannot list Applications: {self.last_error}")
+            why = (
+                f"the webhook cannot list Applications: {self._list_error}"
+                if self._list_error
+                else "the webhook has not loaded the Applications yet (its first load is under way)"
             )
+            return Found(unjudged=Unjudged(None, DriftMode.ENFORCE, why))
         loaded: set[AppRef] = set()
         for ref in refs:
             state = self._apps.get(ref)
@@ -590,7 +594,7 @@ class DesiredState:
             with self._lock:
                 self.listed = False
                 self.ready = False
-                self.last_error = str(e)
+                self.last_error = self._list_error = str(e)
             log.warning("cannot list Applications: %s", e)
             # The CRDs may have been installed since discovery was read (the webhook started first): read it again,
             # so that the next attempt sees them.
@@ -599,6 +603,8 @@ class DesiredState:
             except GitOpsError as again:
                 log.warning("cannot read the API server's discovery: %s", again)
             return
+        with self._lock:
+            self._list_error = ""
         seen: set[AppRef] = set()
         rendered_any = False
         for obj in raw:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -78,14 +79,35 @@ def grant_developers_edit(kubectl: Kubectl, namespace: str) -> None:
         time.sleep(0.1)
 
 
+APPLICATIONS = "applications.gitops.kubectl-gitops.io"
+
+
+def delete_applications_of(kubectl: Kubectl, namespace: str) -> None:
+    """Deletes the Applications a test made for `namespace`: named after it, or sending objects to it (or to a
+    namespace named after it). Left behind, every webhook a later module starts would load them all, and a broken
+    one among them, before it serves."""
+    listed = kubectl.run("-n", "gitops-system", "get", APPLICATIONS, "-o", "json", check=False)
+    if listed.returncode:
+        return  # not installed (yet), or gitops-system is gone: nothing of this test's is left there
+    names = [
+        str(item["metadata"]["name"])
+        for item in json.loads(listed.stdout).get("items") or []
+        if str(item["metadata"]["name"]).startswith(namespace)
+        or str(((item.get("spec") or {}).get("destination") or {}).get("namespace") or "").startswith(namespace)
+    ]
+    if names:
+        kubectl.run("-n", "gitops-system", "delete", APPLICATIONS, *names, "--ignore-not-found", check=False)
+
+
 @pytest.fixture
 def namespace(kubectl: Kubectl) -> Iterator[str]:
     """A fresh namespace for one test, where the developers (alice, oncall) have `edit`; deleted (without waiting)
-    afterwards."""
+    afterwards, with the Applications the test made for it."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     kubectl.run("create", "namespace", name)
     grant_developers_edit(kubectl, name)
     yield name
+    delete_applications_of(kubectl, name)
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
 

@@ -37,6 +37,7 @@ def webhook(gitops: Gitops, kubectl: Kubectl, tmp_path_factory: pytest.TempPathF
         env={"GITOPS_WEBHOOK_EXEMPT_USERS": "alice"},
     )
     hook.start()
+    hook.wait_serving()
     gitops.run("install", "--webhook-url", f"{hook.url}/validate", "--ca-file", str(hook.cert_dir / "ca.crt"))
     yield hook
     kubectl.run("delete", "validatingwebhookconfiguration", REGISTRATION, check=False)

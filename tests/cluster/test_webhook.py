@@ -77,6 +77,17 @@ class WebhookProcess:
             time.sleep(0.2)
         raise AssertionError(f"gitops-webhook did not start:\n{self.log.read_text()[-3000:]}")
 
+    def wait_serving(self, timeout: float = 120) -> None:
+        """Until /servingz says this replica takes requests (its first load of Git's state has been tried), as a
+        Deployment's readiness probe waits before its Service routes to it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.get("/servingz")
+            if isinstance(status, dict) and status.get("serving"):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"gitops-webhook not serving after {timeout:.0f}s:\n{self.log.read_text()[-3000:]}")
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None:
             os.killpg(self.proc.pid, sig)
@@ -141,6 +152,7 @@ def registered_webhook(gitops: Gitops, kubectl: Kubectl, work: Path) -> Iterator
     )
     hook.start()
     try:
+        hook.wait_serving()
         gitops.run("install", "--webhook-url", f"{hook.url}/validate", "--ca-file", str(hook.cert_dir / "ca.crt"))
         yield hook
     finally:
@@ -376,6 +388,7 @@ def test_down_webhook_leaves_unmanaged_objects_and_kube_system_alone(
         assert "failed calling webhook" in blocked.stderr
     finally:
         webhook.start()
+        webhook.wait_serving()  # for the module's next test
 
 
 def test_kill_9_loses_no_record_of_an_answered_request(
@@ -413,6 +426,7 @@ def test_kill_9_loses_no_record_of_an_answered_request(
     webhook.start()
     stop.set()
     worker.join(timeout=120)
+    webhook.wait_serving()  # (for the module's next test)
     kept = records(kubectl, namespace)
     recorded = {r["fields"][0].get("requested") for r in kept if not r.get("unjudged")}
     assert answered, "no request was answered before the kill"

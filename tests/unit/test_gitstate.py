@@ -712,6 +712,53 @@ def test_the_crds_arriving_after_the_webhook_started_are_seen(tmp_path: Path, re
     assert git_at(index, A) is not None
 
 
+class HeldSource(GitSource):
+    """The real Git adapter, whose fetches wait until `release` is set (a slow remote)."""
+
+    release = threading.Event()
+
+    def fetch(self) -> None:
+        assert self.release.wait(30)
+        super().fetch()
+
+
+def test_a_request_during_the_first_load_is_unjudged_as_not_loaded_yet(tmp_path: Path, repo: Path) -> None:
+    """The first load is under way: one Application's render has failed already, the next one is still fetching. A
+    request claiming the one not loaded yet is unjudged because the load has not finished, not "cannot list
+    Applications" with the other Application's error (the list call succeeded)."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    git(broken, "init", "-q", "-b", "main")
+    commit(broken, {"noname.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n"}, "no name")
+    bad = application(broken)
+    bad["metadata"]["name"] = "aaa-broken"  # listed, and rendered, first
+    HeldSource.release = threading.Event()
+
+    def source(url: str) -> GitSource:
+        return HeldSource(url, tmp_path / "cache") if url == str(repo) else GitSource(url, tmp_path / "cache")
+
+    index = DesiredState(
+        cluster("shop"), lambda: [bad, application(repo)], source_factory=source, load_timeout=0.5, retry_seconds=0
+    )
+    first = threading.Thread(target=index.refresh)
+    first.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "has no `metadata.name`" not in index.last_error and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "has no `metadata.name`" in index.last_error  # the broken one failed: the load goes on with shop
+        found = index.lookup(A, "", SHOP)
+        assert found.unjudged is not None
+        assert found.unjudged.mode == "enforce"
+        assert "has not loaded the Applications yet" in found.unjudged.why
+        assert "metadata.name" not in found.unjudged.why
+        assert "cannot list" not in found.unjudged.why
+    finally:
+        HeldSource.release.set()
+        first.join(30)
+    assert git_at(index, A, app_name="shop") is not None  # loaded once its fetch came through
+
+
 def test_git_unreachable_at_start_is_not_ready_and_judges_nothing(
     state: tuple[DesiredState, FakeCluster], apps: list[Any], tmp_path: Path, repo: Path
 ) -> None:
