@@ -526,7 +526,11 @@ class DesiredState:
             self._sources[url] = self._source_factory(url)
         return self._sources[url]
 
-    def _render(self, spec: ApplicationSpec, revision: str | None) -> Rendered:
+    def _render(self, spec: ApplicationSpec, revision: str | None, reuse: AppState | None = None) -> Rendered:
+        """One commit of `spec` (its target's when `revision` is None), probed. `reuse`: the Application's state being
+        retried for what it lacked (pending kinds); when it holds this very commit of this very spec, what it
+        probed is kept, and only what it lacks is probed now (a CRD's first custom resources cost their own probes,
+        not one per object of the Application)."""
         source = with_credentials(self._source(spec.repo_url), self.cluster, spec)
         if revision is None:
             source.fetch()
@@ -551,6 +555,9 @@ class DesiredState:
             assert d.info is not None
             self._kinds[(d.info.group, d.info.plural)] = d.info.kind
             self._served[(d.info.group, d.info.version, d.info.kind)] = d.info
+        if reuse is not None and reuse.spec == spec and reuse.revision == sha and not reuse.provisional:
+            objects = {d.key: reuse.objects[d.key] for d in ready if d.key in reuse.objects}
+            ready = deque(d for d in ready if d.key not in objects)
         provisional = False
         # Probed a chunk at a time, each kept compactly at once: the API server's answers (managedFields and all)
         # are never all in memory together, and what a process has held once it keeps (bench/webhook_memory.py).
@@ -632,9 +639,11 @@ class DesiredState:
                 )
             ):
                 continue
+            # Retried for what it lacked, same generation: what the last render probed at its commit stands.
+            reuse = current if unchanged and current is not None and current.loaded else None
             try:
                 try:
-                    rendered = self._render(spec, None)
+                    rendered = self._render(spec, None, reuse)
                 except READ_ERRORS as e:
                     # GitPython's long-lived `git cat-file` of this mirror died (its repository moved or was
                     # removed under it): this Application fails closed with that reason, the mirror is opened anew

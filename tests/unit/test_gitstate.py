@@ -1041,6 +1041,44 @@ def test_a_custom_resource_whose_crd_the_sync_just_made_is_judged_within_the_req
     assert found.git.key == widget
 
 
+def test_a_retry_for_pending_kinds_probes_only_what_was_pending(tmp_path: Path, repo: Path) -> None:
+    """An Application whose Widgets were pending (their CRD not served when it loaded), retried once the CRD is
+    served: the commit and the spec are the same, so what the first load probed stands; only the Widgets are probed
+    now, not every object of the Application again (with 20,000 objects a retry every RETRY_SECONDS would re-probe
+    them all, holding the refresh for seconds while the sync's requests for its Widgets wait). A full refresh still
+    probes everything."""
+    commit(
+        repo,
+        {
+            "crd.yaml": WIDGET_CRD,
+            "w.yaml": "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n",
+            **{f"c{i}.yaml": configmap(f"c{i}", str(i)) for i in range(20)},
+        },
+        "a CRD, a widget and 20 ConfigMaps",
+    )
+    cluster = FakeCluster(objects=[namespace("shop")])
+    index = DesiredState(
+        cluster,
+        lambda: [application(repo)],
+        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
+        retry_seconds=0,
+    )
+    index.refresh()
+    widget = ObjectKey("example.com", "Widget", "shop", "w")
+    first = index._apps[next(iter(index._apps))]
+    assert first.pending == {widget}
+    assert dry_runs(cluster) == 22  # a.yaml, the CRD and the 20 ConfigMaps
+    kept = git_at(index, A, "", "shop")
+    cluster.add(yaml.safe_load(WIDGET_CRD))
+    index.refresh(full=False, retry_failed=True)
+    assert dry_runs(cluster) == 23  # the Widget alone
+    assert git_at(index, widget, "", "shop") is not None
+    assert git_at(index, A, "", "shop") is kept
+    assert index.all_loaded()
+    index.refresh()  # the periodic full one
+    assert dry_runs(cluster) == 23 + 23
+
+
 def held(repo: Path, generation: int, revision: str = "") -> dict[str, Any]:
     """The Application with a rollback held at `revision` (none: lifted)."""
     app = application(repo, generation)
