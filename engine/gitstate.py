@@ -212,7 +212,7 @@ class DesiredState:
             why = (
                 f"the webhook cannot list Applications: {self._list_error}"
                 if self._list_error
-                else "the webhook has not loaded the Applications yet (its first load is under way)"
+                else "the webhook has not finished loading the Applications yet"
             )
             return Found(unjudged=Unjudged(None, DriftMode.ENFORCE, why))
         loaded: set[AppRef] = set()

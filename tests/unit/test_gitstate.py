@@ -750,7 +750,7 @@ def test_a_request_during_the_first_load_is_unjudged_as_not_loaded_yet(tmp_path:
         found = index.lookup(A, "", SHOP)
         assert found.unjudged is not None
         assert found.unjudged.mode == "enforce"
-        assert "has not loaded the Applications yet" in found.unjudged.why
+        assert "has not finished loading the Applications yet" in found.unjudged.why
         assert "metadata.name" not in found.unjudged.why
         assert "cannot list" not in found.unjudged.why
     finally:
