@@ -302,6 +302,11 @@ class DesiredState:
                 finally:
                     with self._lock:
                         self._rereads.pop(asked, None)
+                        state = self._apps.get(app)
+                        if state is not None and state.revision == revision:
+                            # It targets that name: a later request naming it (a rollback again after a resume)
+                            # must read it again, however soon. Only names it did not target wait REREAD_SECONDS.
+                            self._reread_at.pop(asked, None)
                     self._checks.release()
                     pending.set()
 

@@ -1124,6 +1124,51 @@ def test_a_rollback_held_and_lifted_is_followed_and_what_the_sync_prunes_next_is
     assert stale.revision == c
 
 
+def test_a_rollback_again_within_a_second_of_its_resume_is_followed(tmp_path: Path, repo: Path) -> None:
+    """Found by CI (test_history: rollback 1, resume, rollback to the same commit by name, each sync taking 60 ms):
+    the third step's requests named the commit the first step's had, less than REREAD_SECONDS before, and were
+    judged against the branch's commit without the Application being read again, so the rollback was refused as
+    drift. Only a name the Application did not target when read is not read again for REREAD_SECONDS."""
+    apps: list[dict[str, Any]] = []
+    lists: list[int] = []
+
+    def listing() -> list[dict[str, Any]]:
+        lists.append(1)
+        return list(apps)
+
+    index = DesiredState(
+        cluster("shop", "gitops-system"),
+        listing,
+        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
+        retry_seconds=0,
+        clock=FakeClock(),  # it never moves: every step comes within REREAD_SECONDS of the one before
+    )
+
+    def judged_at(revision: str) -> str:
+        """The commit a sync's request naming `revision` is judged against."""
+        found = git_at(index, A, revision, "shop")
+        assert found is not None
+        return found.revision
+
+    b = commit(repo, {"a.yaml": configmap("a", "two")}, "second")
+    c = commit(repo, {"a.yaml": configmap("a", "three")}, "third")
+    apps.append(application(repo, 1))
+    index.refresh()
+    assert judged_at(c) == c
+    apps[0] = held(repo, 2, b)  # rollback
+    assert judged_at(b) == b
+    apps[0] = held(repo, 3)  # rollback --resume
+    assert judged_at(c) == c
+    apps[0] = held(repo, 4, b)  # rollback again, to the same commit
+    assert judged_at(b) == b
+
+    apps[0] = held(repo, 5)  # lifted: a forged name of the commit it no longer holds is judged against the branch
+    assert judged_at(c) == c
+    before = len(lists)
+    assert [judged_at(b) for _ in range(3)] == [c, c, c]
+    assert len(lists) == before + 1  # read once for that name, then not again for REREAD_SECONDS
+
+
 class DiesOnce(GitSource):
     """A mirror whose `git cat-file` died under it once (its repository was moved): GitPython raises
     BrokenPipeError, not a git error."""
