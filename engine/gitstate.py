@@ -171,6 +171,10 @@ class DesiredState:
         self._list_error = ""  # why the last attempt to list Applications failed ("" when it did not)
         self._refreshing = threading.Lock()  # one refresh at a time (the loop's, or one a request asked for)
         self._asked_refresh: threading.Event | None = None  # a refresh a request is waiting for
+        # What that refresh retries (None: every Application whose render failed or was partial): the union of what
+        # the requests that joined it before it began asked for.
+        self._asked_only: set[AppRef] | None = set()
+        self._asked_begun = False
         self._refresh_asked_at = -float("inf")
         # When the list call of the last refresh that finished began (monotonic): an Application it did not list may
         # have been created since, so only a refresh begun after a request arrived may call its claim made up.
@@ -199,6 +203,9 @@ class DesiredState:
             # worth the wait for the interval's next refresh when the last one ran too recently to run again.
             wait = unknown or any(self._pending(ref, key) for ref in refs)
             self._refresh_now(deadline, wait_for_turn=wait, retry_only=frozenset(refs))
+            if any(self._pending(ref, key) for ref in refs):
+                # The refresh it shared had begun without its Application (asked for by another request): the next.
+                self._refresh_now(deadline, wait_for_turn=True, retry_only=frozenset(refs))
             if unknown and self._unknown(claims) and self._listed_at < arrived:
                 # The refresh it shared began before it arrived: the interval's next one, if it comes in time.
                 self._refresh_now(deadline, wait_for_turn=True, retry_only=frozenset(refs))
@@ -349,6 +356,8 @@ class DesiredState:
         one, it does not run, unless `wait_for_turn` and its turn comes before `deadline`: then it runs then."""
         with self._lock:
             pending = self._asked_refresh
+            if pending is not None and not self._asked_begun:
+                self._join_asked(retry_only)  # the refresh waiting for its turn retries what this one needs too
             if pending is None:
                 delay = self._refresh_asked_at + self.retry_seconds - self._clock.monotonic()
                 if delay > 0 and not (wait_for_turn and delay < deadline - time.monotonic()):
@@ -356,12 +365,17 @@ class DesiredState:
                 delay = max(0.0, delay)
                 self._refresh_asked_at = self._clock.monotonic() + delay
                 pending = self._asked_refresh = threading.Event()
+                self._asked_only, self._asked_begun = set(), False
+                self._join_asked(retry_only)
 
                 def run() -> None:
                     try:
                         if delay:
                             time.sleep(delay)  # the turn of this interval's refresh
-                        self.refresh(full=False, retry_failed=True, retry_only=retry_only)
+                        with self._lock:
+                            self._asked_begun = True
+                            only = None if self._asked_only is None else frozenset(self._asked_only)
+                        self.refresh(full=False, retry_failed=True, retry_only=only)
                     except Exception:  # a request is waiting: never leave it hanging on a bug
                         log.exception("an on-demand refresh failed")
                     finally:
@@ -371,6 +385,13 @@ class DesiredState:
 
                 threading.Thread(target=run, name="refresh-on-demand", daemon=True).start()
         pending.wait(max(0.0, deadline - time.monotonic()))
+
+    def _join_asked(self, retry_only: frozenset[AppRef] | None) -> None:
+        """Adds `retry_only` to what the scheduled on-demand refresh retries. (Call with the lock held.)"""
+        if retry_only is None or self._asked_only is None:
+            self._asked_only = None
+        else:
+            self._asked_only |= retry_only
 
     def _revision_objects(self, app: AppRef, revision: str, deadline: float) -> dict[ObjectKey, GitObject] | None:
         other = self._extra_revisions.get((app, revision))

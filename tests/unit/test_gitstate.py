@@ -1041,6 +1041,46 @@ def test_a_custom_resource_whose_crd_the_sync_just_made_is_judged_within_the_req
     assert found.git.key == widget
 
 
+def test_a_pending_custom_resource_joins_the_refresh_another_request_scheduled(tmp_path: Path, repo: Path) -> None:
+    """Found by CI (test_sync_through_webhook, the realistic corpus): the namespace controller was deleting an earlier
+    test's objects, each claiming an Application deleted before, and each such request asked for the interval's next
+    on-demand refresh, for no Application in particular. The sync's Widgets, pending until their CRD was served,
+    shared that scheduled refresh, which did not retry their Application: still pending at their deadline, they
+    were refused as unjudged. A request that joins a refresh before it begins adds what it needs to it."""
+    commit(
+        repo,
+        {"crd.yaml": WIDGET_CRD, "w.yaml": "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"},
+        "a CRD and a widget",
+    )
+    cluster = FakeCluster(objects=[namespace("shop")])
+    index = DesiredState(
+        cluster,
+        lambda: [application(repo)],
+        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
+        retry_seconds=1.0,
+        load_timeout=4.0,
+        clock=FakeClock(),  # still: the Application's last render stays within retry_seconds (a turn sleeps for real)
+    )
+    ghost = (Claim("gitops-system", "deleted-a-moment-ago"),)
+    index.refresh()
+    widget = ObjectKey("example.com", "Widget", "shop", "w")
+    assert widget in index._apps[next(iter(index._apps))].pending
+    assert index.lookup(ObjectKey("", "ConfigMap", "gone", "x"), "", ghost).claimed == frozenset()  # made up
+    cluster.add(yaml.safe_load(WIDGET_CRD))  # the sync made the CRD
+    # Another deletion claiming the deleted Application: it schedules the interval's next refresh and waits for it.
+    other = threading.Thread(target=index.lookup, args=(ObjectKey("", "ConfigMap", "gone", "y"), "", ghost))
+    other.start()
+    deadline = time.monotonic() + 10
+    while index._asked_refresh is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert index._asked_refresh is not None
+    found = index.lookup(widget, "", SHOP)  # the sync's Widget, while that refresh waits for its turn
+    other.join(10)
+    assert found.unjudged is None
+    assert found.git is not None
+    assert found.git.key == widget
+
+
 def test_a_retry_for_pending_kinds_probes_only_what_was_pending(tmp_path: Path, repo: Path) -> None:
     """An Application whose Widgets were pending (their CRD not served when it loaded), retried once the CRD is
     served: the commit and the spec are the same, so what the first load probed stands; only the Widgets are probed
