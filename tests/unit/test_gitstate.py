@@ -1011,6 +1011,20 @@ spec:
 """
 
 
+WIDGET_W = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"
+
+
+def widget_state(tmp_path: Path, repo: Path, **options: Any) -> tuple[DesiredState, FakeCluster]:
+    """The shop Application with WIDGET_CRD and a Widget `w` committed, in a cluster that does not serve Widgets yet
+    (the CRD comes with the sync)."""
+    commit(repo, {"crd.yaml": WIDGET_CRD, "w.yaml": WIDGET_W}, "a CRD and a widget")
+    fake = FakeCluster(objects=[namespace("shop")])
+    index = DesiredState(
+        fake, lambda: [application(repo)], source_factory=lambda url: GitSource(url, tmp_path / "cache"), **options
+    )
+    return index, fake
+
+
 def test_a_custom_resource_whose_crd_the_sync_just_made_is_judged_within_the_request(
     tmp_path: Path, repo: Path
 ) -> None:
@@ -1019,18 +1033,7 @@ def test_a_custom_resource_whose_crd_the_sync_just_made_is_judged_within_the_req
     and creates the Widgets, and their requests found the on-demand refresh used up for RETRY_SECONDS, so they were
     refused as unjudged. A request about a pending object waits, within its deadline, for the next refresh."""
 
-    commit(
-        repo,
-        {"crd.yaml": WIDGET_CRD, "w.yaml": "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"},
-        "a CRD and a widget",
-    )
-    cluster = FakeCluster(objects=[namespace("shop")])
-    index = DesiredState(
-        cluster,
-        lambda: [application(repo)],
-        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
-        retry_seconds=0.5,
-    )
+    index, cluster = widget_state(tmp_path, repo, retry_seconds=0.5)
     widget = ObjectKey("example.com", "Widget", "shop", "w")
     assert index.lookup(A, "", SHOP).git is not None  # the sync's first request: the Application loads
     assert widget in index._apps[next(iter(index._apps))].pending
@@ -1047,20 +1050,8 @@ def test_a_pending_custom_resource_joins_the_refresh_another_request_scheduled(t
     on-demand refresh, for no Application in particular. The sync's Widgets, pending until their CRD was served,
     shared that scheduled refresh, which did not retry their Application: still pending at their deadline, they
     were refused as unjudged. A request that joins a refresh before it begins adds what it needs to it."""
-    commit(
-        repo,
-        {"crd.yaml": WIDGET_CRD, "w.yaml": "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"},
-        "a CRD and a widget",
-    )
-    cluster = FakeCluster(objects=[namespace("shop")])
-    index = DesiredState(
-        cluster,
-        lambda: [application(repo)],
-        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
-        retry_seconds=1.0,
-        load_timeout=4.0,
-        clock=FakeClock(),  # still: the Application's last render stays within retry_seconds (a turn sleeps for real)
-    )
+    # The clock stands still: the Application's last render stays within retry_seconds (a turn sleeps for real).
+    index, cluster = widget_state(tmp_path, repo, retry_seconds=1.0, load_timeout=4.0, clock=FakeClock())
     ghost = (Claim("gitops-system", "deleted-a-moment-ago"),)
     index.refresh()
     widget = ObjectKey("example.com", "Widget", "shop", "w")
@@ -1087,22 +1078,8 @@ def test_a_retry_for_pending_kinds_probes_only_what_was_pending(tmp_path: Path, 
     now, not every object of the Application again (with 20,000 objects a retry every RETRY_SECONDS would re-probe
     them all, holding the refresh for seconds while the sync's requests for its Widgets wait). A full refresh still
     probes everything."""
-    commit(
-        repo,
-        {
-            "crd.yaml": WIDGET_CRD,
-            "w.yaml": "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n",
-            **{f"c{i}.yaml": configmap(f"c{i}", str(i)) for i in range(20)},
-        },
-        "a CRD, a widget and 20 ConfigMaps",
-    )
-    cluster = FakeCluster(objects=[namespace("shop")])
-    index = DesiredState(
-        cluster,
-        lambda: [application(repo)],
-        source_factory=lambda url: GitSource(url, tmp_path / "cache"),
-        retry_seconds=0,
-    )
+    commit(repo, {f"c{i}.yaml": configmap(f"c{i}", str(i)) for i in range(20)}, "20 ConfigMaps")
+    index, cluster = widget_state(tmp_path, repo, retry_seconds=0)
     index.refresh()
     widget = ObjectKey("example.com", "Widget", "shop", "w")
     first = index._apps[next(iter(index._apps))]
